@@ -1,0 +1,151 @@
+"""Runs what a paper result needs and is missing, then renders it into results/.
+
+    python reproduce/reproduce.py mnist [hydra overrides...] [--jobs N]
+    python reproduce/reproduce.py --render-only [mnist ...]     # `just tables`: never trains
+
+A spec (reproduce/<name>.yaml) names the experiment config and the sweep. Each sweep point is one run
+folder (runs/<task>/<run_name>, the same folder `python src/train.py` would use); a folder whose
+summary.json says "finished" with the configured number of steps is reused, anything else is (re)run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import itertools
+import os
+import shlex
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+import bnrepro.config  # noqa: E402,F401  (registers the schema)
+from bnrepro.results.runs import find_runs, load_run  # noqa: E402
+
+
+def load_spec(name: str) -> dict:
+    path = ROOT / "reproduce" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (ROOT / "reproduce").glob("*.yaml"))
+        sys.exit(f"error: no spec reproduce/{name}.yaml; known: {', '.join(known)}")
+    return yaml.safe_load(path.read_text())
+
+
+def sweep_points(spec: dict) -> list[list[str]]:
+    keys = list(spec["sweep"])
+    return [[f"{k}={v}" for k, v in zip(keys, values)] for values in itertools.product(*spec["sweep"].values())]
+
+
+def planned_run(spec: dict, point: list[str], overrides: list[str]) -> tuple[list[str], Path, int]:
+    """Overrides of one job, its run folder and its configured number of steps."""
+    job = [f"experiment={spec['experiment']}", *overrides, *point]
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=job, return_hydra_config=True)
+    run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir"))
+    return job, (run_dir if run_dir.is_absolute() else ROOT / run_dir), cfg.trainer.max_steps
+
+
+def status(run_dir: Path, max_steps: int) -> str:
+    if not (run_dir / "summary.json").is_file():
+        return "missing"
+    s = load_run(run_dir).summary
+    if s.get("status") != "finished":
+        return s.get("status", "unknown")
+    if s.get("max_steps") != max_steps:
+        sys.exit(f"error: {run_dir} holds a finished run of {s.get('max_steps')} steps, not the {max_steps} "
+                 f"this result needs. Move it away (or pass runs_root=<other folder>) and run again.")  # fmt: skip
+    return "finished"
+
+
+def _pump(proc: subprocess.Popen, log: Path) -> None:
+    """Keeps the job's whole output in its log; echoes its progress and error lines."""
+    with open(log, "w") as f:
+        for line in proc.stdout:
+            f.write(line)
+            if line.startswith("[") or line.startswith("error"):
+                print(line, end="", flush=True)
+
+
+def run_jobs(jobs: list[tuple[list[str], Path]], parallel: int) -> None:
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    pending, running = list(jobs), []
+    while pending or running:
+        while pending and len(running) < parallel:
+            job, run_dir = pending.pop(0)
+            cmd = [sys.executable, str(ROOT / "src" / "train.py"), *job, "hydra.mode=RUN",
+                   "trainer.enable_progress_bar=false", "overwrite=true"]  # fmt: skip
+            print(f"launch: {shlex.join(cmd[1:])}", flush=True)
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            pump = threading.Thread(target=_pump, args=(proc, run_dir.with_suffix(".log")), daemon=True)
+            pump.start()
+            running.append((proc, pump, run_dir))
+        proc, pump, run_dir = running.pop(0)
+        proc.wait()
+        pump.join()
+        if proc.returncode != 0:
+            sys.exit(f"error: job for {run_dir} exited with {proc.returncode}; its output: {run_dir.with_suffix('.log')}")
+
+
+def render(spec: dict, runs, command: str) -> None:
+    renderer = importlib.import_module(spec["renderer"])
+    for path in renderer.render(*runs, out_dir=ROOT / "results", command=command):
+        print(f"wrote {path.relative_to(ROOT)}")
+
+
+def reproduce(name: str, overrides: list[str], parallel: int | None) -> None:
+    spec = load_spec(name)
+    plans = [planned_run(spec, p, overrides) for p in sweep_points(spec)]
+    todo = [(job, d) for job, d, steps in plans if status(d, steps) != "finished"]
+    for job, d, _ in plans:
+        print(f"{'run ' if any(d == t[1] for t in todo) else 'have'}  {d.relative_to(ROOT)}")
+    if todo:
+        run_jobs(todo, parallel or min(len(todo), os.cpu_count() or 1))
+    render(spec, [load_run(d) for _, d, _ in plans], f"just reproduce {name} {shlex.join(overrides)}".strip())
+
+
+def render_only(name: str) -> None:
+    """Renders from the newest finished runs of the spec's experiment, one data set at a time."""
+    spec = load_spec(name)
+    task = spec["experiment"]
+    runs = [r for r in find_runs(ROOT / "runs" / task) if r.finished]
+    models = spec["sweep"]["model"]
+    by_data: dict[str, dict[str, object]] = {}
+    for r in runs:  # oldest first, so the newest run of each model wins
+        by_data.setdefault(r.summary["data"], {})[r.summary["model"]] = r
+    complete = [(max(v.values(), key=lambda r: r.summary["finished_at"]).summary["finished_at"], d)
+                for d, v in by_data.items() if all(m in v for m in models)]  # fmt: skip
+    if not complete:
+        print(f"{name}: no finished runs of {', '.join(models)} under runs/{task}; `just reproduce {name}` makes them")
+        return
+    data = max(complete)[1]
+    render(spec, [by_data[data][m] for m in models], f"just reproduce {name} data={data}")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="*", help="spec names (reproduce/<name>.yaml), then Hydra overrides")
+    p.add_argument("--render-only", action="store_true", help="only render from finished runs")
+    p.add_argument("--jobs", type=int, default=None, help="runs at once (default: one per CPU core)")
+    args = p.parse_args(argv)
+    names = [a for a in args.names if "=" not in a]
+    overrides = [a for a in args.names if "=" in a]
+    if args.render_only:
+        for name in names or sorted(p.stem for p in (ROOT / "reproduce").glob("*.yaml")):
+            render_only(name)
+        return
+    if len(names) != 1:
+        sys.exit("error: name one spec, e.g. `python reproduce/reproduce.py mnist data=fashion_mnist`")
+    reproduce(names[0], overrides, args.jobs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Callbacks: activation percentiles (Fig. 1b,c), the run summary."""

@@ -1,0 +1,64 @@
+"""Figure 1(b,c): percentiles of a sigmoid's input over the evaluation set, at every evaluation.
+
+A forward hook on the activation module records its *input* during validation. The quantiles are
+taken per unit over every evaluation example (gathered across ranks), for all units of the layer:
+the configured unit is logged as act/p15, act/p50, act/p85; all units go to `unit_percentiles.npz`
+in the run folder (steps [E], quantiles [Q], values [E, Q, units]) so "typical" can be checked.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+
+class ActivationPercentiles(L.Callback):
+    def __init__(self, module: str, unit: int = 0, quantiles=(0.15, 0.5, 0.85), out_dir: str | Path | None = None):
+        self.module, self.unit, self.quantiles = module, unit, list(quantiles)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.steps: list[int] = []
+        self.values: list[np.ndarray] = []
+        self._chunks: list[torch.Tensor] = []
+        self._handle = None
+
+    def _hook(self, module, inputs, output):
+        self._chunks.append(inputs[0].detach().flatten(1))
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        try:
+            target = pl_module.get_submodule(self.module)
+        except AttributeError as e:
+            raise ValueError(f"callbacks.percentiles.module={self.module!r} is not a submodule of the model: {e}") from e
+        self._chunks = []
+        self._handle = target.register_forward_hook(self._hook)
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self._handle.remove()
+        if trainer.sanity_checking or not self._chunks:
+            return
+        acts = torch.cat(self._chunks).float()
+        self._chunks = []
+        if trainer.world_size > 1:  # rank shards differ in size by at most one: pad with NaN, gather
+            n = torch.tensor(len(acts), device=acts.device)
+            longest = int(pl_module.all_gather(n).max())
+            padded = torch.full((longest, acts.shape[1]), float("nan"), device=acts.device)
+            padded[: len(acts)] = acts
+            acts = pl_module.all_gather(padded).flatten(0, 1)
+        q = torch.tensor(self.quantiles, device=acts.device)
+        values = torch.nanquantile(acts, q, dim=0)  # [Q, units]
+        for qi, v in zip(self.quantiles, values[:, self.unit]):
+            pl_module.log(f"act/p{round(qi * 100)}", v, sync_dist=False)  # identical on every rank
+        self.steps.append(trainer.global_step)
+        self.values.append(values.cpu().numpy())
+        if trainer.is_global_zero and self.out_dir is not None:
+            self._write()
+
+    def _write(self) -> None:
+        path = self.out_dir / "unit_percentiles.npz"
+        tmp = path.with_name(".unit_percentiles.partial.npz")
+        np.savez(tmp, steps=np.array(self.steps), quantiles=np.array(self.quantiles), values=np.stack(self.values))
+        os.replace(tmp, path)

@@ -1,0 +1,86 @@
+"""summary.json: the run's final and best metrics plus everything needed to place it in a table.
+
+Written by global rank 0 at the end of fit (status "finished"), or with status "failed" and the
+error when training raises, so a table can say "failed" instead of silently missing the run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import lightning as L
+
+from bnrepro.provenance import git_sha, hardware, versions, write_json_atomic
+
+
+class RunSummary(L.Callback):
+    def __init__(self, run_dir: str | Path, info: dict, monitor: str = "val/acc", progress: bool = True):
+        self.run_dir = Path(run_dir)
+        self.info = dict(info)  # static facts from the config: model, data, seed, ...
+        self.monitor = monitor
+        self.progress = progress
+        self.best: tuple[float, int] | None = None
+        self.last: tuple[float, int] | None = None
+        self.evaluations = 0
+
+    def on_fit_start(self, trainer, pl_module):
+        self.t0 = time.perf_counter()
+        self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    def on_validation_end(self, trainer, pl_module):
+        # After every on_validation_epoch_end hook, so the module's val/acc of *this* evaluation is in.
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        value, step = float(trainer.callback_metrics[self.monitor]), trainer.global_step
+        self.last = (value, step)
+        self.evaluations += 1
+        if self.best is None or value > self.best[0]:
+            self.best = (value, step)
+        if self.progress and trainer.is_global_zero:
+            name = self.info.get("model", "")
+            print(
+                f"[{name}] step {step}/{trainer.max_steps}  {self.monitor} {value:.4f}  "
+                f"({time.perf_counter() - self.t0:.1f} s)", flush=True,
+            )  # fmt: skip
+
+    def summary(self, trainer, pl_module, status: str, error: str | None = None) -> dict:
+        world = trainer.world_size
+        out = {
+            "status": status,
+            **self.info,
+            "steps": trainer.global_step,
+            "max_steps": trainer.max_steps,
+            "evaluations": self.evaluations,
+            f"final_{self.monitor.split('/')[-1]}": self.last[0] if self.last else None,
+            f"best_{self.monitor.split('/')[-1]}": self.best[0] if self.best else None,
+            "best_step": self.best[1] if self.best else None,
+            "world_size": world,
+            "num_nodes": trainer.num_nodes,
+            "per_device_batch": pl_module.batch_size,
+            "global_batch": pl_module.global_batch,
+            "examples_seen": trainer.global_step * pl_module.global_batch,
+            "lr": pl_module.lr,
+            "sync_batchnorm": any(type(m).__name__ == "SyncBatchNorm" for m in pl_module.modules()),
+            "hardware": hardware(pl_module.device),
+            "wall_time_s": round(time.perf_counter() - self.t0, 2),
+            "started_at": self.started,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "git_sha": git_sha(),
+            "command": " ".join(["python", *sys.argv]),
+            "versions": versions(),
+        }
+        if error:
+            out["error"] = error
+        return out
+
+    def on_fit_end(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            write_json_atomic(self.run_dir / "summary.json", self.summary(trainer, pl_module, "finished"))
+
+    def on_exception(self, trainer, pl_module, exception):
+        if trainer.is_global_zero and hasattr(self, "t0"):
+            error = f"{type(exception).__name__}: {exception}"
+            write_json_atomic(self.run_dir / "summary.json", self.summary(trainer, pl_module, "failed", error))

@@ -1,0 +1,1 @@
+"""Finished run folders -> the paper's tables and figures in results/."""
