@@ -7,6 +7,7 @@ whether the run folder already holds a finished run.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -23,6 +24,10 @@ from bnrepro.config import ConfigError, validate
 from bnrepro.data.mnist import MNISTDataModule
 from bnrepro.lit.classifier import ClassifierModule
 from bnrepro.loggers import build_loggers
+
+
+# The run folder deliberately holds more than Lightning's CSV files (config, summary, checkpoints).
+warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
 
 
 class RunExistsError(FileExistsError):

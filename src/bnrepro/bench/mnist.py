@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--steps-per-batch", type=int, default=500)
+    p.add_argument("--steps-per-batch", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--norm", default="batchnorm", choices=["batchnorm", "none"])
     args = p.parse_args(argv)

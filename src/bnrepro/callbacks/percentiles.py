@@ -42,14 +42,17 @@ class ActivationPercentiles(L.Callback):
             return
         acts = torch.cat(self._chunks).float()
         self._chunks = []
+        quantile = torch.quantile
         if trainer.world_size > 1:  # rank shards differ in size by at most one: pad with NaN, gather
             n = torch.tensor(len(acts), device=acts.device)
             longest = int(pl_module.all_gather(n).max())
             padded = torch.full((longest, acts.shape[1]), float("nan"), device=acts.device)
             padded[: len(acts)] = acts
             acts = pl_module.all_gather(padded).flatten(0, 1)
+            quantile = torch.nanquantile
         q = torch.tensor(self.quantiles, device=acts.device)
-        values = torch.nanquantile(acts, q, dim=0)  # [Q, units]
+        # Each unit's values contiguous: sorting along the last dim is several times faster.
+        values = quantile(acts.t().contiguous(), q, dim=1)  # [Q, units]
         for qi, v in zip(self.quantiles, values[:, self.unit]):
             pl_module.log(f"act/p{round(qi * 100)}", v, sync_dist=False)  # identical on every rank
         self.steps.append(trainer.global_step)

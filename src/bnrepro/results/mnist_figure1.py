@@ -60,11 +60,11 @@ def render(baseline: Run, bn: Run, out_dir: str | Path, command: str) -> list[Pa
             steps, v = run.curve(key)
             ax.plot(steps, v, color="k")
             lo, hi = min(lo, v.min()), max(hi, v.max())
-        unit = run.summary.get("percentile_unit", "")
-        ax.set(title=f"{title}: sigmoid input {unit}".strip(), xlabel="training step")
+        ax.set(title=title, xlabel="training step")
     for ax in axes[1:]:
         ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
-    axes[1].set_ylabel("15th / 50th / 85th percentile")
+    unit = baseline.summary.get("percentile_unit", "last hidden layer")
+    axes[1].set_ylabel(f"sigmoid input {unit}\n15th / 50th / 85th percentile", fontsize=8)
     for ax in axes:
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
     note = f"Data: {prov['data']}" + (" (stand-in for MNIST)" if substitute else "")

@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny IDX data sets written by the tests, and Hydra composition of the real configs."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+import bnrepro.config  # noqa: F401  (registers the schema)
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = str(ROOT / "conf")
+os.environ.setdefault("WANDB_MODE", "offline")  # tests never talk to a W&B server
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
+    """IDX format as MNIST ships it: magic (0, 0, dtype 0x08=uint8, ndim), big-endian sizes, data."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if compress:
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def make_idx_set(folder: Path, n_train: int = 240, n_test: int = 100, compress: bool = False, seed: int = 0):
+    """Four IDX files of a learnable toy set: the label is which image row holds the bright pixels."""
+    rng = np.random.default_rng(seed)
+    suffix = ".gz" if compress else ""
+    arrays = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 100, (n, 28, 28)).astype(np.uint8)
+        for i, lab in enumerate(labels):
+            images[i, 2 * lab + 4] = 250
+        write_idx(folder / f"{split}-images-idx3-ubyte{suffix}", images, compress)
+        write_idx(folder / f"{split}-labels-idx1-ubyte{suffix}", labels, compress)
+        arrays[split] = (images, labels)
+    return arrays
+
+
+@pytest.fixture
+def mnist_root(tmp_path) -> Path:
+    """A data.root holding a tiny MNIST in torchvision's layout (<root>/MNIST/raw)."""
+    root = tmp_path / "data"
+    make_idx_set(root / "MNIST" / "raw")
+    make_idx_set(root / "FashionMNIST" / "raw", seed=1)
+    return root
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(CONF, version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def fast_overrides(root: Path, runs: Path, steps: int = 20, every: int = 10) -> list[str]:
+    """A short CPU run on the tiny data set: `steps` SGD steps, evaluation every `every`."""
+    return [
+        f"data.root={root}",
+        "data.download=false",
+        f"runs_root={runs}",
+        f"trainer.max_steps={steps}",
+        f"loop.eval_every_steps={every}",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+    ]

@@ -1,0 +1,71 @@
+"""MNIST / Fashion-MNIST loading from IDX files the tests write; the on-device samplers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bnrepro.data.device_loader import ShardSliceSampler, StepChunkSampler
+from bnrepro.data.mnist import DatasetNotFoundError, load_tensors, prepare
+from conftest import make_idx_set
+
+
+def test_reads_torchvision_layout_and_binarizes(tmp_path):
+    arrays = make_idx_set(tmp_path / "MNIST" / "raw")
+    prepare("mnist", tmp_path, download=False)
+    x, y = load_tensors("mnist", tmp_path, train=True, binarize_threshold=0.5)
+    images, labels = arrays["train"]
+    assert x.shape == (240, 1, 28, 28) and x.dtype == torch.float32
+    assert torch.equal(y, torch.from_numpy(labels.astype(np.int64)))
+    assert torch.equal(x[:, 0], torch.from_numpy(images / 255.0 > 0.5).float())  # Sec. 4.1 binary input
+    grey, _ = load_tensors("mnist", tmp_path, train=False, binarize_threshold=None)
+    assert grey.shape == (100, 1, 28, 28) and 0 < grey.unique().numel() > 2
+
+
+def test_reads_debian_gzipped_files_from_a_system_dir(tmp_path):
+    system = tmp_path / "usr-share-datasets-fashion-mnist"
+    arrays = make_idx_set(system, compress=True)
+    root = tmp_path / "data"
+    raw = prepare("fashion_mnist", root, system_dirs=[system], download=False)
+    assert raw == root / "FashionMNIST" / "raw" and not list(raw.glob(".*partial"))
+    _, y = load_tensors("fashion_mnist", root, train=False, binarize_threshold=0.5)
+    assert torch.equal(y, torch.from_numpy(arrays["t10k"][1].astype(np.int64)))
+
+
+def test_missing_data_says_where_it_looked_and_what_to_do(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as e:
+        prepare("fashion_mnist", tmp_path / "nowhere", system_dirs=[tmp_path / "sys"], download=False)
+    msg = str(e.value)
+    assert str(tmp_path / "nowhere") in msg and str(tmp_path / "sys") in msg
+    assert "data.download" in msg and "apt-get install dataset-fashion-mnist" in msg
+
+
+def test_step_chunks_cover_each_pass_once_and_are_reproducible():
+    s = StepChunkSampler(num_examples=600, batch_size=60, steps_per_epoch=20, steps_per_batch=5, seed=1)
+    assert len(s) == 4
+    s.set_epoch(0)
+    chunks = list(s)
+    assert all(c.shape == (5, 60) for c in chunks)
+    first_pass = torch.cat(chunks).flatten()[:600]
+    assert torch.equal(first_pass.sort().values, torch.arange(600))  # 10 steps = one full permutation
+    s.set_epoch(1)
+    again = StepChunkSampler(600, 60, 20, 5, seed=1)
+    again.set_epoch(1)
+    assert all(torch.equal(a, b) for a, b in zip(s, again))  # epoch j depends on (seed, j) only
+    assert torch.equal(torch.cat(chunks).view(-1, 60)[10:], s.step_indices(10, 10))
+
+
+def test_ranks_draw_disjoint_parts_of_one_global_batch():
+    parts = [StepChunkSampler(600, 30, 10, 1, seed=0, rank=r, world_size=2).step_indices(0, 10) for r in (0, 1)]
+    assert parts[0].shape == (10, 30)
+    both = torch.cat(parts, 1).flatten()
+    assert torch.equal(both.sort().values, torch.arange(600))
+
+
+def test_eval_shards_count_every_example_once():
+    seen = []
+    for rank in range(3):
+        for sl in ShardSliceSampler(10_001, 4000, rank, 3):
+            seen.extend(range(sl.start, sl.stop))
+    assert sorted(seen) == list(range(10_001))

@@ -1,0 +1,115 @@
+"""Every model and experiment config runs a short fit end to end and leaves a complete run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from bnrepro.results.runs import load_run
+from bnrepro.run import RunExistsError, train
+from conftest import ROOT, compose_train, fast_overrides
+
+MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+
+
+def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}  # None: unset the variable
+    return subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_model_config_trains_and_writes_its_run_folder(model, mnist_root, tmp_path):
+    cfg = compose_train(f"model={model}", *fast_overrides(mnist_root, tmp_path / "runs"), "run_name=r")
+    run_dir = tmp_path / "runs" / cfg.task / "r"
+    summary = train(cfg, run_dir)
+    assert summary["steps"] == 20 and summary["evaluations"] == 2
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    for key in ("final_acc", "best_acc", "steps", "data", "world_size", "global_batch", "versions", "git_sha"):
+        assert key in on_disk
+    assert on_disk["global_batch"] == 60 and on_disk["world_size"] == 1 and on_disk["data"] == "mnist"
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["name"] == model  # resolved config
+    run = load_run(run_dir)
+    steps, acc = run.curve("val/acc")
+    assert list(steps) == [10, 20] and acc[-1] == pytest.approx(on_disk["final_acc"])
+    for key in ("train/loss", "act/p15", "act/p50", "act/p85"):
+        assert len(run.curve(key)[0]) == 2
+    assert np.load(run_dir / "unit_percentiles.npz")["values"].shape == (2, 3, 100)
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_finished_run_folder_is_not_overwritten(mnist_root, tmp_path):
+    cfg = compose_train("model=mnist_mlp", *fast_overrides(mnist_root, tmp_path, steps=10), "run_name=r")
+    run_dir = tmp_path / "r"
+    train(cfg, run_dir)
+    before = (run_dir / "summary.json").read_text()
+    with pytest.raises(RunExistsError, match="overwrite=true"):
+        train(cfg, run_dir)
+    assert (run_dir / "summary.json").read_text() == before
+
+
+def test_steps_per_batch_does_not_change_what_a_step_is(mnist_root, tmp_path):
+    """500 SGD steps per Lightning batch or 1: the same updates, so the same weights."""
+    import torch
+
+    finals = []
+    for k in (1, 10):
+        cfg = compose_train("model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path), f"loop.steps_per_batch={k}",
+                            f"run_name=k{k}", "trainer.deterministic=true")  # fmt: skip
+        train(cfg, tmp_path / f"k{k}")
+        finals.append(torch.load(tmp_path / f"k{k}" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"])
+    for key in finals[0]:
+        torch.testing.assert_close(finals[0][key], finals[1][key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_experiment_figure1_trains_both_nets_as_a_multirun(mnist_root, tmp_path):
+    r = cli("experiment=mnist_figure1", *fast_overrides(mnist_root, tmp_path / "runs"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    folders = sorted(p.parent.name for p in (tmp_path / "runs" / "mnist_figure1").glob("*/summary.json"))
+    assert folders == ["mnist_mlp-mnist-seed0", "mnist_mlp_bn-mnist-seed0"]
+
+
+def test_bad_override_fails_at_start_with_the_key_named(tmp_path):
+    r = cli("optimizer.lrr=0.1", f"runs_root={tmp_path}")
+    assert r.returncode != 0 and "lrr" in r.stderr
+    r = cli("activation.name=tanh", f"runs_root={tmp_path}")
+    assert r.returncode == 2 and "activation.name='tanh'" in r.stderr
+    assert not list(tmp_path.glob("**/summary.json"))
+
+
+def test_missing_data_fails_before_training_with_what_to_do(tmp_path):
+    r = cli("data=fashion_mnist", f"data.root={tmp_path / 'none'}", "data.download=false",
+            "data.system_dirs=[]", f"runs_root={tmp_path}")  # fmt: skip
+    assert r.returncode == 2
+    assert "fashion_mnist: no data found" in r.stderr and str(tmp_path / "none") in r.stderr
+
+
+def test_wandb_runs_offline_without_an_api_key_and_the_csv_is_still_written(mnist_root, tmp_path):
+    env = {"WANDB_API_KEY": None, "WANDB_MODE": None, "NETRC": str(tmp_path / "no-netrc"), "HOME": str(tmp_path)}
+    overrides = [o for o in fast_overrides(mnist_root, tmp_path, steps=10) if o != "logger=csv"]
+    r = cli("model=mnist_mlp", *overrides, "logger=wandb", "run_name=w", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir = tmp_path / "mnist" / "w"
+    assert list((run_dir / "wandb").glob("offline-run-*")), "W&B should have chosen offline mode"
+    assert load_run(run_dir).finished and (run_dir / "metrics.csv").is_file()
+
+
+def test_two_process_cpu_ddp_leaves_one_run_folder(mnist_root, tmp_path):
+    r = cli("model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "trainer.devices=2",
+            "trainer.strategy=ddp", "run_name=ddp")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    summaries = list((tmp_path / "runs").glob("**/summary.json"))
+    assert [p.parent.name for p in summaries] == ["ddp"]
+    s = json.loads(summaries[0].read_text())
+    assert s["world_size"] == 2 and s["global_batch"] == 120 and s["steps"] == 20
+    base_lr = compose_train("model=mnist_mlp_bn").optimizer.lr
+    assert s["lr"] == pytest.approx(2 * base_lr)  # linear scaling: global batch 120 / reference 60
+    assert list(Path(summaries[0].parent).iterdir())  # one folder, with its files
