@@ -40,7 +40,9 @@ def load_spec(name: str) -> dict:
 
 def sweep_points(spec: dict) -> list[list[str]]:
     keys = list(spec["sweep"])
-    return [[f"{k}={v}" for k, v in zip(keys, values)] for values in itertools.product(*spec["sweep"].values())]
+    return [
+        [f"{k}={v}" for k, v in zip(keys, values)] for values in itertools.product(*spec["sweep"].values())
+    ]
 
 
 def planned_run(spec: dict, point: list[str], overrides: list[str]) -> tuple[list[str], Path, int]:
@@ -64,6 +66,10 @@ def status(run_dir: Path, max_steps: int) -> str:
     return "finished"
 
 
+def _show(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _pump(proc: subprocess.Popen, log: Path) -> None:
     """Keeps the job's whole output in its log; echoes its progress and error lines."""
     with open(log, "w") as f:
@@ -84,7 +90,9 @@ def run_jobs(jobs: list[tuple[list[str], Path]], parallel: int) -> None:
                    "trainer.enable_progress_bar=false", "overwrite=true"]  # fmt: skip
             print(f"launch: {shlex.join(cmd[1:])}", flush=True)
             run_dir.parent.mkdir(parents=True, exist_ok=True)
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
             pump = threading.Thread(target=_pump, args=(proc, run_dir.with_suffix(".log")), daemon=True)
             pump.start()
             running.append((proc, pump, run_dir))
@@ -92,31 +100,34 @@ def run_jobs(jobs: list[tuple[list[str], Path]], parallel: int) -> None:
         proc.wait()
         pump.join()
         if proc.returncode != 0:
-            sys.exit(f"error: job for {run_dir} exited with {proc.returncode}; its output: {run_dir.with_suffix('.log')}")
+            sys.exit(
+                f"error: job for {run_dir} exited with {proc.returncode}; its output: {run_dir.with_suffix('.log')}"
+            )
 
 
-def render(spec: dict, runs, command: str) -> None:
+def render(spec: dict, runs, command: str, results: Path) -> None:
     renderer = importlib.import_module(spec["renderer"])
-    for path in renderer.render(*runs, out_dir=ROOT / "results", command=command):
-        print(f"wrote {path.relative_to(ROOT)}")
+    for path in renderer.render(*runs, out_dir=results, command=command):
+        print(f"wrote {_show(path)}")
 
 
-def reproduce(name: str, overrides: list[str], parallel: int | None) -> None:
+def reproduce(name: str, overrides: list[str], parallel: int | None, results: Path) -> None:
     spec = load_spec(name)
     plans = [planned_run(spec, p, overrides) for p in sweep_points(spec)]
     todo = [(job, d) for job, d, steps in plans if status(d, steps) != "finished"]
-    for job, d, _ in plans:
-        print(f"{'run ' if any(d == t[1] for t in todo) else 'have'}  {d.relative_to(ROOT)}")
+    for _, d, _ in plans:
+        print(f"{'run ' if any(d == t[1] for t in todo) else 'have'}  {_show(d)}")
     if todo:
         run_jobs(todo, parallel or min(len(todo), os.cpu_count() or 1))
-    render(spec, [load_run(d) for _, d, _ in plans], f"just reproduce {name} {shlex.join(overrides)}".strip())
+    command = f"just reproduce {name} {shlex.join(overrides)}".strip()
+    render(spec, [load_run(d) for _, d, _ in plans], command, results)
 
 
-def render_only(name: str) -> None:
+def render_only(name: str, runs_root: Path, results: Path) -> None:
     """Renders from the newest finished runs of the spec's experiment, one data set at a time."""
     spec = load_spec(name)
     task = spec["experiment"]
-    runs = [r for r in find_runs(ROOT / "runs" / task) if r.finished]
+    runs = [r for r in find_runs(runs_root / task) if r.finished]
     models = spec["sweep"]["model"]
     by_data: dict[str, dict[str, object]] = {}
     for r in runs:  # oldest first, so the newest run of each model wins
@@ -124,10 +135,12 @@ def render_only(name: str) -> None:
     complete = [(max(v.values(), key=lambda r: r.summary["finished_at"]).summary["finished_at"], d)
                 for d, v in by_data.items() if all(m in v for m in models)]  # fmt: skip
     if not complete:
-        print(f"{name}: no finished runs of {', '.join(models)} under runs/{task}; `just reproduce {name}` makes them")
+        print(
+            f"{name}: no finished runs of {', '.join(models)} under runs/{task}; `just reproduce {name}` makes them"
+        )
         return
     data = max(complete)[1]
-    render(spec, [by_data[data][m] for m in models], f"just reproduce {name} data={data}")
+    render(spec, [by_data[data][m] for m in models], f"just reproduce {name} data={data}", results)
 
 
 def main(argv=None) -> None:
@@ -135,16 +148,20 @@ def main(argv=None) -> None:
     p.add_argument("names", nargs="*", help="spec names (reproduce/<name>.yaml), then Hydra overrides")
     p.add_argument("--render-only", action="store_true", help="only render from finished runs")
     p.add_argument("--jobs", type=int, default=None, help="runs at once (default: one per CPU core)")
-    args = p.parse_args(argv)
+    p.add_argument("--results", type=Path, default=ROOT / "results", help="where tables and figures go")
+    p.add_argument(
+        "--runs-root", type=Path, default=ROOT / "runs", help="run folders to render from (--render-only)"
+    )
+    args = p.parse_intermixed_args(argv)  # overrides and --options in any order
     names = [a for a in args.names if "=" not in a]
     overrides = [a for a in args.names if "=" in a]
     if args.render_only:
         for name in names or sorted(p.stem for p in (ROOT / "reproduce").glob("*.yaml")):
-            render_only(name)
+            render_only(name, args.runs_root, args.results)
         return
     if len(names) != 1:
         sys.exit("error: name one spec, e.g. `python reproduce/reproduce.py mnist data=fashion_mnist`")
-    reproduce(names[0], overrides, args.jobs)
+    reproduce(names[0], overrides, args.jobs, args.results)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,9 @@ def test_step_chunks_cover_each_pass_once_and_are_reproducible():
 
 
 def test_ranks_draw_disjoint_parts_of_one_global_batch():
-    parts = [StepChunkSampler(600, 30, 10, 1, seed=0, rank=r, world_size=2).step_indices(0, 10) for r in (0, 1)]
+    parts = [
+        StepChunkSampler(600, 30, 10, 1, seed=0, rank=r, world_size=2).step_indices(0, 10) for r in (0, 1)
+    ]
     assert parts[0].shape == (10, 30)
     both = torch.cat(parts, 1).flatten()
     assert torch.equal(both.sort().values, torch.arange(600))

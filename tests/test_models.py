@@ -26,7 +26,9 @@ def test_bn_sits_before_each_sigmoid_and_replaces_the_bias():
     for block in net.blocks:
         assert block.fc.bias is None
         assert isinstance(block.norm, nn.BatchNorm1d) and block.norm.eps == 1e-5
-        assert torch.equal(block.norm.weight, torch.ones(100)) and torch.equal(block.norm.bias, torch.zeros(100))
+        assert torch.equal(block.norm.weight, torch.ones(100)) and torch.equal(
+            block.norm.bias, torch.zeros(100)
+        )
         assert "Sigmoid" in type(block.act).__name__
     base = timm.create_model("mnist_mlp", norm="none")
     assert all(b.fc.bias is not None and isinstance(b.norm, nn.Identity) for b in base.blocks)

@@ -38,6 +38,8 @@ def test_percentiles_match_torch_quantile_over_all_eval_batches(tmp_path):
     assert cb.steps == [5, 10]
     torch.testing.assert_close(torch.from_numpy(cb.values[-1]), expected)
     logged = trainer.callback_metrics
-    torch.testing.assert_close(torch.stack([logged["act/p15"], logged["act/p50"], logged["act/p85"]]), expected[:, 7])
+    torch.testing.assert_close(
+        torch.stack([logged["act/p15"], logged["act/p50"], logged["act/p85"]]), expected[:, 7]
+    )
     saved = np.load(tmp_path / "unit_percentiles.npz")
     assert saved["values"].shape == (2, 3, 100) and list(saved["steps"]) == [5, 10]

@@ -29,7 +29,9 @@ def write_run(path, model, acc, p50, data="fashion_mnist"):
 def test_render_writes_figure_and_table_with_the_papers_claims(tmp_path):
     base = write_run(tmp_path / "runs/a", "mnist_mlp", lambda s: 0.5 + s / 200_000, lambda s: -s / 10_000)
     bn = write_run(tmp_path / "runs/b", "mnist_mlp_bn", lambda s: 0.7 + s / 500_000, lambda s: 0.1)
-    png, md = render(base, bn, out_dir=tmp_path / "results", command="just reproduce mnist data=fashion_mnist")
+    png, md = render(
+        base, bn, out_dir=tmp_path / "results", command="just reproduce mnist data=fashion_mnist"
+    )
     assert png.stat().st_size > 10_000
     text = md.read_text()
     assert "| Without BN (mnist_mlp) | 0.5500 | 0.6000 | 0.6500 | 0.7000 | 0.7500 |" in text

@@ -33,7 +33,16 @@ def test_model_config_trains_and_writes_its_run_folder(model, mnist_root, tmp_pa
     summary = train(cfg, run_dir)
     assert summary["steps"] == 20 and summary["evaluations"] == 2
     on_disk = json.loads((run_dir / "summary.json").read_text())
-    for key in ("final_acc", "best_acc", "steps", "data", "world_size", "global_batch", "versions", "git_sha"):
+    for key in (
+        "final_acc",
+        "best_acc",
+        "steps",
+        "data",
+        "world_size",
+        "global_batch",
+        "versions",
+        "git_sha",
+    ):
         assert key in on_disk
     assert on_disk["global_batch"] == 60 and on_disk["world_size"] == 1 and on_disk["data"] == "mnist"
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["name"] == model  # resolved config
@@ -65,7 +74,9 @@ def test_steps_per_batch_does_not_change_what_a_step_is(mnist_root, tmp_path):
         cfg = compose_train("model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path), f"loop.steps_per_batch={k}",
                             f"run_name=k{k}", "trainer.deterministic=true")  # fmt: skip
         train(cfg, tmp_path / f"k{k}")
-        finals.append(torch.load(tmp_path / f"k{k}" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"])
+        finals.append(
+            torch.load(tmp_path / f"k{k}" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        )
     for key in finals[0]:
         torch.testing.assert_close(finals[0][key], finals[1][key], rtol=1e-5, atol=1e-6, msg=key)
 
@@ -93,7 +104,12 @@ def test_missing_data_fails_before_training_with_what_to_do(tmp_path):
 
 
 def test_wandb_runs_offline_without_an_api_key_and_the_csv_is_still_written(mnist_root, tmp_path):
-    env = {"WANDB_API_KEY": None, "WANDB_MODE": None, "NETRC": str(tmp_path / "no-netrc"), "HOME": str(tmp_path)}
+    env = {
+        "WANDB_API_KEY": None,
+        "WANDB_MODE": None,
+        "NETRC": str(tmp_path / "no-netrc"),
+        "HOME": str(tmp_path),
+    }
     overrides = [o for o in fast_overrides(mnist_root, tmp_path, steps=10) if o != "logger=csv"]
     r = cli("model=mnist_mlp", *overrides, "logger=wandb", "run_name=w", env=env)
     assert r.returncode == 0, r.stderr[-3000:]

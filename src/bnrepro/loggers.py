@@ -42,8 +42,14 @@ def build_loggers(cfg, run_dir: Path, resolved_config: dict) -> list[Logger]:
         mode = wandb_mode(w.mode)
         loggers.append(
             WandbLogger(
-                project=w.project, entity=w.entity, group=w.group, tags=list(w.tags), name=cfg.run_name,
-                save_dir=str(run_dir), mode=mode, config=resolved_config,
+                project=w.project,
+                entity=w.entity,
+                group=w.group,
+                tags=list(w.tags),
+                name=cfg.run_name,
+                save_dir=str(run_dir),
+                mode=mode,
+                config=resolved_config,
             )  # fmt: skip
         )
     return loggers

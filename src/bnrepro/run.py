@@ -25,7 +25,6 @@ from bnrepro.data.mnist import MNISTDataModule
 from bnrepro.lit.classifier import ClassifierModule
 from bnrepro.loggers import build_loggers
 
-
 # The run folder deliberately holds more than Lightning's CSV files (config, summary, checkpoints).
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
 
@@ -89,7 +88,13 @@ def train(cfg, run_dir: Path) -> dict:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
 
     p = cfg.callbacks.percentiles
-    info = {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed, "task": cfg.task, "run_name": cfg.run_name}
+    info = {
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "seed": cfg.seed,
+        "task": cfg.task,
+        "run_name": cfg.run_name,
+    }
     if p.enabled:
         info["percentile_unit"] = f"{p.module}[{p.unit}]"
     summary = RunSummary(run_dir, info)

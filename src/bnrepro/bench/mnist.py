@@ -77,7 +77,9 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     x, y = make_data()
     plain_loop(x, y, min(args.steps, 200), args.norm)  # warm-up: allocator, MKL, lazy imports
-    lightning_loop(x, y, min(args.steps, args.steps_per_batch), args.norm, min(args.steps, args.steps_per_batch))
+    lightning_loop(
+        x, y, min(args.steps, args.steps_per_batch), args.norm, min(args.steps, args.steps_per_batch)
+    )
     plain, lit = [], []
     for _ in range(args.repeats):
         plain.append(plain_loop(x, y, args.steps, args.norm))

@@ -17,7 +17,9 @@ import torch
 
 
 class ActivationPercentiles(L.Callback):
-    def __init__(self, module: str, unit: int = 0, quantiles=(0.15, 0.5, 0.85), out_dir: str | Path | None = None):
+    def __init__(
+        self, module: str, unit: int = 0, quantiles=(0.15, 0.5, 0.85), out_dir: str | Path | None = None
+    ):
         self.module, self.unit, self.quantiles = module, unit, list(quantiles)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.steps: list[int] = []
@@ -32,7 +34,9 @@ class ActivationPercentiles(L.Callback):
         try:
             target = pl_module.get_submodule(self.module)
         except AttributeError as e:
-            raise ValueError(f"callbacks.percentiles.module={self.module!r} is not a submodule of the model: {e}") from e
+            raise ValueError(
+                f"callbacks.percentiles.module={self.module!r} is not a submodule of the model: {e}"
+            ) from e
         self._chunks = []
         self._handle = target.register_forward_hook(self._hook)
 
@@ -63,5 +67,7 @@ class ActivationPercentiles(L.Callback):
     def _write(self) -> None:
         path = self.out_dir / "unit_percentiles.npz"
         tmp = path.with_name(".unit_percentiles.partial.npz")
-        np.savez(tmp, steps=np.array(self.steps), quantiles=np.array(self.quantiles), values=np.stack(self.values))
+        np.savez(
+            tmp, steps=np.array(self.steps), quantiles=np.array(self.quantiles), values=np.stack(self.values)
+        )
         os.replace(tmp, path)

@@ -83,4 +83,6 @@ class RunSummary(L.Callback):
     def on_exception(self, trainer, pl_module, exception):
         if trainer.is_global_zero and hasattr(self, "t0"):
             error = f"{type(exception).__name__}: {exception}"
-            write_json_atomic(self.run_dir / "summary.json", self.summary(trainer, pl_module, "failed", error))
+            write_json_atomic(
+                self.run_dir / "summary.json", self.summary(trainer, pl_module, "failed", error)
+            )

@@ -16,13 +16,17 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 
-def effective_lr(base_lr: float, factor: float, global_batch: int, reference_batch: int, scaling: str) -> float:
+def effective_lr(
+    base_lr: float, factor: float, global_batch: int, reference_batch: int, scaling: str
+) -> float:
     """Initial LR = base x lr_multiplier, scaled linearly with global batch / reference batch if asked."""
     lr = base_lr * factor
     return lr * global_batch / reference_batch if scaling == "linear" else lr
 
 
-def build_optimizer(params, name: str, lr: float, momentum=0.0, nesterov=False, weight_decay=0.0, betas=(0.9, 0.999)):
+def build_optimizer(
+    params, name: str, lr: float, momentum=0.0, nesterov=False, weight_decay=0.0, betas=(0.9, 0.999)
+):
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
     if name == "adamw":
@@ -60,7 +64,9 @@ class ClassifierModule(L.LightningModule):
     @property
     def lr(self) -> float:
         o = self.optimizer_cfg
-        return effective_lr(o["lr"], self.lr_multiplier, self.global_batch, o["reference_batch"], o["lr_scaling"])
+        return effective_lr(
+            o["lr"], self.lr_multiplier, self.global_batch, o["reference_batch"], o["lr_scaling"]
+        )
 
     def configure_optimizers(self):
         o = self.optimizer_cfg

@@ -69,7 +69,9 @@ def render(baseline: Run, bn: Run, out_dir: str | Path, command: str) -> list[Pa
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
     note = f"Data: {prov['data']}" + (" (stand-in for MNIST)" if substitute else "")
     fig.suptitle(f"Figure 1 (Ioffe & Szegedy 2015, Sec. 4.1) regenerated. {note}", fontsize=10)
-    fig.text(0.01, 0.005, f"{command}   git {prov['git_sha'][:12]}   {prov['hardware']}", fontsize=6, color="0.4")
+    fig.text(
+        0.01, 0.005, f"{command}   git {prov['git_sha'][:12]}   {prov['hardware']}", fontsize=6, color="0.4"
+    )
     fig.tight_layout(rect=(0, 0.03, 1, 0.95))
     png = out_dir / "mnist_figure1.png"
     fig.savefig(png, dpi=130)
@@ -91,31 +93,35 @@ def table(baseline: Run, bn: Run, prov: dict, substitute: bool) -> str:
     drift_base, drift_bn = band_drift(baseline), band_drift(bn)
     data_line = f"**Data: {prov['data']}**" + (
         " -- Fashion-MNIST (same 28x28 IDX format, 60k/10k) stands in for MNIST, which cannot be "
-        "downloaded on the machine that made this file. The paper's curves are on MNIST." if substitute else ""
+        "downloaded on the machine that made this file. The paper's curves are on MNIST."
+        if substitute
+        else ""
     )
-    return "\n".join([
-        "# Figure 1 (Sec. 4.1): MNIST, with and without BN",
-        "",
-        data_line,
-        "",
-        "Test accuracy on the full 10k test set (binarized inputs, 3x100 sigmoid MLP, SGD, batch 60):",
-        "",
-        *lines,
-        "",
-        "The paper's two claims, checked on these runs:",
-        "",
-        f"- BN trains faster: accuracy at 10k steps {bn.at_step('val/acc', 10_000):.4f} with BN vs "
-        f"{baseline.at_step('val/acc', 10_000):.4f} without -> {'holds' if claim_acc else 'does NOT hold'}.",
-        f"- BN keeps the last layer's sigmoid input steady: the 15/50/85th percentiles move by {drift_bn:.3f} "
-        f"(mean |last - first evaluation|) with BN vs {drift_base:.3f} without -> "
-        f"{'holds' if drift_bn < drift_base else 'does NOT hold'}.",
-        "",
-        "Provenance:",
-        "",
-        f"- command: `{prov['command']}`",
-        f"- git SHA: {prov['git_sha']}",
-        f"- hardware: {prov['hardware']}; world size {prov['world_size']}, global batch {prov['global_batch']}",
-        f"- runs: {prov['runs']}",
-        f"- rendered: {prov['rendered']}",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Figure 1 (Sec. 4.1): MNIST, with and without BN",
+            "",
+            data_line,
+            "",
+            "Test accuracy on the full 10k test set (binarized inputs, 3x100 sigmoid MLP, SGD, batch 60):",
+            "",
+            *lines,
+            "",
+            "The paper's two claims, checked on these runs:",
+            "",
+            f"- BN trains faster: accuracy at 10k steps {bn.at_step('val/acc', 10_000):.4f} with BN vs "
+            f"{baseline.at_step('val/acc', 10_000):.4f} without -> {'holds' if claim_acc else 'does NOT hold'}.",
+            f"- BN keeps the last layer's sigmoid input steady: the 15/50/85th percentiles move by {drift_bn:.3f} "
+            f"(mean |last - first evaluation|) with BN vs {drift_base:.3f} without -> "
+            f"{'holds' if drift_bn < drift_base else 'does NOT hold'}.",
+            "",
+            "Provenance:",
+            "",
+            f"- command: `{prov['command']}`",
+            f"- git SHA: {prov['git_sha']}",
+            f"- hardware: {prov['hardware']}; world size {prov['world_size']}, global batch {prov['global_batch']}",
+            f"- runs: {prov['runs']}",
+            f"- rendered: {prov['rendered']}",
+            "",
+        ]
+    )

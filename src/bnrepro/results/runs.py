@@ -37,7 +37,9 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     keys = rows[0].keys() if rows else []
-    return {k: np.array([float(r[k]) if r.get(k) not in ("", None) else math.nan for r in rows]) for k in keys}
+    return {
+        k: np.array([float(r[k]) if r.get(k) not in ("", None) else math.nan for r in rows]) for k in keys
+    }
 
 
 def load_run(path: str | Path) -> Run:
