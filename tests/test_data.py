@@ -71,3 +71,15 @@ def test_eval_shards_count_every_example_once():
         for sl in ShardSliceSampler(10_001, 4000, rank, 3):
             seen.extend(range(sl.start, sl.stop))
     assert sorted(seen) == list(range(10_001))
+
+
+def test_device_loader_gathers_chunks_and_slices_exactly():
+    from bnrepro.data.device_loader import IndexedTensors
+
+    x, y = torch.arange(50.0).view(10, 5), torch.arange(10)
+    ds = IndexedTensors(x, y)
+    idx = torch.tensor([[3, 1], [0, 9]])
+    gx, gy = ds[idx]
+    assert torch.equal(gx, x[idx]) and torch.equal(gy, y[idx]) and gx.shape == (2, 2, 5)
+    sx, _ = ds[slice(2, 4)]
+    assert torch.equal(sx, x[2:4]) and sx.data_ptr() == x[2].data_ptr()  # a view, no copy
