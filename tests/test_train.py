@@ -129,3 +129,28 @@ def test_two_process_cpu_ddp_leaves_one_run_folder(mnist_root, tmp_path):
     base_lr = compose_train("model=mnist_mlp_bn").optimizer.lr
     assert s["lr"] == pytest.approx(2 * base_lr)  # linear scaling: global batch 120 / reference 60
     assert list(Path(summaries[0].parent).iterdir())  # one folder, with its files
+
+
+def test_a_tracked_module_that_does_not_exist_is_refused_at_start(mnist_root, tmp_path):
+    from bnrepro.config import ConfigError
+
+    cfg = compose_train(
+        "model=mnist_mlp", *fast_overrides(mnist_root, tmp_path), "callbacks.percentiles.module=blocks.7.act"
+    )
+    with pytest.raises(ConfigError, match=r"callbacks\.percentiles\.module='blocks\.7\.act'"):
+        train(cfg, tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_run_that_crashes_leaves_a_failed_summary_with_the_error(mnist_root, tmp_path, monkeypatch):
+    from bnrepro.lit.classifier import ClassifierModule
+
+    def boom(self, batch, batch_idx):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(ClassifierModule, "training_step", boom)
+    cfg = compose_train("model=mnist_mlp", *fast_overrides(mnist_root, tmp_path), "run_name=r")
+    with pytest.raises(RuntimeError, match="injected failure"):
+        train(cfg, tmp_path / "r")
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["status"] == "failed" and s["error"] == "RuntimeError: injected failure" and s["steps"] == 0

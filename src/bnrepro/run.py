@@ -72,12 +72,20 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> None:
         )
 
 
-def train(cfg, run_dir: Path) -> dict:
-    """Trains the configured run into `run_dir`; returns the summary dict written there."""
+def train(cfg, run_dir: Path) -> dict | None:
+    """Trains the configured run into `run_dir`; returns the summary written there (None off rank 0)."""
     validate(cfg)
     check_run_dir(run_dir, cfg.overwrite)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     net = build_net(cfg)
+    p = cfg.callbacks.percentiles
+    if p.enabled:
+        try:
+            net.get_submodule(p.module)
+        except AttributeError as e:
+            raise ConfigError(
+                f"callbacks.percentiles.module={p.module!r} is not in {cfg.model.arch}: {e}"
+            ) from e
     module = build_module(cfg, net)
     dm = build_datamodule(cfg)
     dm.prepare_data()  # fails here, before any DDP process exists, when the data set is missing
@@ -87,7 +95,6 @@ def train(cfg, run_dir: Path) -> dict:
     if rank_zero_only.rank == 0:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
 
-    p = cfg.callbacks.percentiles
     info = {
         "model": cfg.model.name,
         "data": cfg.data.name,
@@ -113,4 +120,4 @@ def train(cfg, run_dir: Path) -> dict:
         callbacks=callbacks,
     )
     trainer.fit(module, datamodule=dm)
-    return summary.summary(trainer, module, "finished")
+    return summary.written

@@ -25,6 +25,7 @@ class RunSummary(L.Callback):
         self.best: tuple[float, int] | None = None
         self.last: tuple[float, int] | None = None
         self.evaluations = 0
+        self.written: dict | None = None  # what this rank wrote to summary.json (rank 0 only)
 
     def on_fit_start(self, trainer, pl_module):
         self.t0 = time.perf_counter()
@@ -76,13 +77,14 @@ class RunSummary(L.Callback):
             out["error"] = error
         return out
 
-    def on_fit_end(self, trainer, pl_module):
+    def _write(self, trainer, pl_module, status: str, error: str | None = None) -> None:
         if trainer.is_global_zero:
-            write_json_atomic(self.run_dir / "summary.json", self.summary(trainer, pl_module, "finished"))
+            self.written = self.summary(trainer, pl_module, status, error)
+            write_json_atomic(self.run_dir / "summary.json", self.written)
+
+    def on_fit_end(self, trainer, pl_module):
+        self._write(trainer, pl_module, "finished")
 
     def on_exception(self, trainer, pl_module, exception):
-        if trainer.is_global_zero and hasattr(self, "t0"):
-            error = f"{type(exception).__name__}: {exception}"
-            write_json_atomic(
-                self.run_dir / "summary.json", self.summary(trainer, pl_module, "failed", error)
-            )
+        if hasattr(self, "t0"):  # fit had started
+            self._write(trainer, pl_module, "failed", f"{type(exception).__name__}: {exception}")
