@@ -32,4 +32,4 @@ lint:
 
 # benchmarks: just bench mnist [--steps 5000 --repeats 3]
 bench name="mnist" *args:
-    python -m bnrepro.bench.{{name}} "${@:2}"
+    shift; python -m bnrepro.bench.{{name}} "$@"

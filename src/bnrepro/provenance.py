@@ -15,14 +15,17 @@ PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "torchmetrics", "
 
 
 def git_sha(cwd: str | Path | None = None) -> str:
-    """HEAD's SHA, with '-dirty' when tracked files differ from it; 'unknown' outside a git checkout."""
+    """HEAD's SHA, '-dirty' when tracked source differs from it; 'unknown' outside a git checkout.
+
+    results/ is left out of the dirty check: re-rendering tables does not change what code ran.
+    """
     cwd = cwd or Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "-uno"], cwd=cwd, capture_output=True, text=True
+            ["git", "status", "--porcelain", "-uno", "--", ":(top)", ":(top,exclude)results"], cwd=cwd, capture_output=True, text=True
         )
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
