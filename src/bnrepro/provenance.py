@@ -25,7 +25,10 @@ def git_sha(cwd: str | Path | None = None) -> str:
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "-uno", "--", ":(top)", ":(top,exclude)results"], cwd=cwd, capture_output=True, text=True
+            ["git", "status", "--porcelain", "-uno", "--", ":(top)", ":(top,exclude)results"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
         )
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
