@@ -7,7 +7,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from bnrepro.config import ConfigError, validate
-from conftest import compose_train
+from conftest import ROOT, compose_train
 
 
 @pytest.mark.parametrize("model, norm", [("mnist_mlp", "none"), ("mnist_mlp_bn", "batchnorm")])
@@ -76,3 +76,29 @@ def test_values_the_schema_types_allow_but_the_project_does_not(override, key):
     cfg = compose_train(override)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(cfg)
+
+
+GROUP_OPTIONS = [
+    (group.name, option.stem)
+    for group in sorted((ROOT / "conf").iterdir())
+    if group.is_dir()
+    for option in sorted(group.glob("*.yaml"))
+]
+
+
+@pytest.mark.parametrize("group, option", GROUP_OPTIONS)
+def test_every_config_file_composes_and_validates(group, option):
+    cfg = compose_train(f"{group}={option}")
+    validate(cfg)
+
+
+def test_imagenet_groups_hold_the_papers_values():
+    from omegaconf import OmegaConf
+
+    def load(path):
+        return OmegaConf.load(ROOT / "conf" / f"{path}.yaml")
+
+    sgd = load("optimizer/sgd_momentum")
+    assert sgd.lr * load("lr_multiplier/x30").factor == pytest.approx(0.045)  # Sec. 4.2.1: BN-x30
+    assert sgd.lr * load("lr_multiplier/x5").factor == pytest.approx(0.0075)  # BN-x5
+    assert sgd.momentum == 0.9 and sgd.reference_batch == 32  # Sec. 4.2: mini-batch 32

@@ -1,0 +1,1 @@
+"""LightningDataModules and the on-device samplers they share."""

@@ -1,0 +1,126 @@
+"""Loaders for data sets held whole as tensors on the training device.
+
+A tiny network's step costs about a millisecond, so a DataLoader worker per batch (or even a Python
+collate per batch) would dominate it. Here the data set is one tensor on the device; a sampler hands
+out *index tensors* and torch's DataLoader (num_workers=0, batch_size=None) just indexes the tensor:
+one gather per Lightning batch, no copies, no workers.
+
+Each rank draws its part of the same global permutation (same seed on every rank), so no communication
+is needed and the ranks' mini-batches are disjoint. Lightning's own DistributedSampler is therefore off
+(`trainer.use_distributed_sampler=false`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class StepChunkSampler(Sampler):
+    """Yields index tensors of shape [steps_per_batch, batch_size]: several optimizer steps at once.
+
+    Training is a stream of steps over back-to-back shuffled passes of the data (one fresh permutation
+    per data epoch; the last incomplete global batch of a pass is dropped). One Lightning "epoch" is
+    `steps_per_epoch` steps of that stream -- the evaluation period -- so the indices of Lightning epoch
+    j depend only on (seed, j): a resumed run sees exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(
+        self,
+        num_examples: int,
+        batch_size: int,
+        steps_per_epoch: int,
+        steps_per_batch: int = 1,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if steps_per_epoch % steps_per_batch:
+            raise ValueError(f"steps_per_batch={steps_per_batch} must divide steps_per_epoch={steps_per_epoch}")
+        self.global_batch = batch_size * world_size
+        self.steps_per_pass = num_examples // self.global_batch
+        if self.steps_per_pass == 0:
+            raise ValueError(f"{num_examples} examples are fewer than one global batch of {self.global_batch}")
+        self.num_examples, self.batch_size = num_examples, batch_size
+        self.steps_per_epoch, self.steps_per_batch = steps_per_epoch, steps_per_batch
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+        self._cached: tuple[int, torch.Tensor] | None = None
+
+    def set_epoch(self, epoch: int) -> None:  # called by Lightning before each epoch
+        self.epoch = epoch
+
+    def _pass_indices(self, data_pass: int) -> torch.Tensor:
+        """This rank's indices of one shuffled pass, [steps_per_pass, batch_size]."""
+        if self._cached is None or self._cached[0] != data_pass:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + data_pass)
+            perm = torch.randperm(self.num_examples, generator=gen)[: self.steps_per_pass * self.global_batch]
+            self._cached = (data_pass, perm.view(self.steps_per_pass, self.world_size, self.batch_size)[:, self.rank])
+        return self._cached[1]
+
+    def step_indices(self, first_step: int, count: int) -> torch.Tensor:
+        """Indices of global steps [first_step, first_step + count), shape [count, batch_size]."""
+        parts, step, end = [], first_step, first_step + count
+        while step < end:
+            data_pass, pos = divmod(step, self.steps_per_pass)
+            take = min(self.steps_per_pass - pos, end - step)
+            parts.append(self._pass_indices(data_pass)[pos : pos + take])
+            step += take
+        return torch.cat(parts)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        first = self.epoch * self.steps_per_epoch
+        for start in range(first, first + self.steps_per_epoch, self.steps_per_batch):
+            idx = self.step_indices(start, self.steps_per_batch)
+            yield idx[0] if self.steps_per_batch == 1 else idx
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch // self.steps_per_batch
+
+
+class ShardSliceSampler(Sampler):
+    """Evaluation: this rank's contiguous shard of the set, in slices of `batch_size`.
+
+    Shards partition the set (sizes differ by at most one), so every example is evaluated exactly once
+    across ranks; slices index the device tensor without a copy.
+    """
+
+    def __init__(self, num_examples: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        self.start = num_examples * rank // world_size
+        self.stop = num_examples * (rank + 1) // world_size
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[slice]:
+        for s in range(self.start, self.stop, self.batch_size):
+            yield slice(s, min(s + self.batch_size, self.stop))
+
+    def __len__(self) -> int:
+        return -(-(self.stop - self.start) // self.batch_size)
+
+
+class IndexedTensors(Dataset):
+    """Tensors indexed along dim 0 by a slice (a view) or an index tensor of any shape (a gather).
+
+    Gathers go through index_select on the flattened index, 2-3x faster on CPU than advanced indexing.
+    """
+
+    def __init__(self, *tensors: torch.Tensor):
+        if len({len(t) for t in tensors}) != 1:
+            raise ValueError("all tensors need the same length along dim 0")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, index: slice | torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if isinstance(index, slice):
+            return tuple(t[index] for t in self.tensors)
+        flat = index.reshape(-1).to(self.tensors[0].device)
+        return tuple(t.index_select(0, flat).view(*index.shape, *t.shape[1:]) for t in self.tensors)
+
+
+def device_loader(tensors: tuple[torch.Tensor, ...], sampler: Sampler) -> DataLoader:
+    """A DataLoader that indexes `tensors` with whatever `sampler` yields (no collate, no workers)."""
+    return DataLoader(IndexedTensors(*tensors), sampler=sampler, batch_size=None, num_workers=0)
