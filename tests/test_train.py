@@ -63,6 +63,10 @@ def test_a_finished_run_folder_is_not_overwritten(mnist_root, tmp_path):
     with pytest.raises(RunExistsError, match="overwrite=true"):
         train(cfg, run_dir)
     assert (run_dir / "summary.json").read_text() == before
+    cfg.overwrite = True  # asked for: the old run's summary and checkpoints go, a new run takes the folder
+    train(cfg, run_dir)
+    assert (run_dir / "summary.json").read_text() != before
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
 def test_steps_per_batch_does_not_change_what_a_step_is(mnist_root, tmp_path):

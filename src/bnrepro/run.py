@@ -7,6 +7,7 @@ whether the run folder already holds a finished run.
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 
@@ -64,12 +65,21 @@ def build_module(cfg, net) -> ClassifierModule:
 
 
 def check_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuses a folder that holds a run's summary; with overwrite=true clears that run's outputs first.
+
+    Clearing up front means a rerun that dies midway cannot leave the old summary.json beside new,
+    partial curves, nor the old best checkpoint beside the new ones.
+    """
     summary = run_dir / "summary.json"
-    if summary.exists() and not overwrite and rank_zero_only.rank == 0:
+    if rank_zero_only.rank != 0 or not summary.exists():
+        return
+    if not overwrite:
         raise RunExistsError(
-            f"{run_dir} already holds a finished run ({summary}). Nothing was changed. "
+            f"{run_dir} already holds a run ({summary}). Nothing was changed. "
             f"Choose another folder with run_name=<name>, or pass overwrite=true to train it again."
         )
+    summary.unlink()
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
 
 def train(cfg, run_dir: Path) -> dict | None:

@@ -38,11 +38,15 @@ class StepChunkSampler(Sampler):
         world_size: int = 1,
     ):
         if steps_per_epoch % steps_per_batch:
-            raise ValueError(f"steps_per_batch={steps_per_batch} must divide steps_per_epoch={steps_per_epoch}")
+            raise ValueError(
+                f"steps_per_batch={steps_per_batch} must divide steps_per_epoch={steps_per_epoch}"
+            )
         self.global_batch = batch_size * world_size
         self.steps_per_pass = num_examples // self.global_batch
         if self.steps_per_pass == 0:
-            raise ValueError(f"{num_examples} examples are fewer than one global batch of {self.global_batch}")
+            raise ValueError(
+                f"{num_examples} examples are fewer than one global batch of {self.global_batch}"
+            )
         self.num_examples, self.batch_size = num_examples, batch_size
         self.steps_per_epoch, self.steps_per_batch = steps_per_epoch, steps_per_batch
         self.seed, self.rank, self.world_size = seed, rank, world_size
@@ -57,7 +61,10 @@ class StepChunkSampler(Sampler):
         if self._cached is None or self._cached[0] != data_pass:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + data_pass)
             perm = torch.randperm(self.num_examples, generator=gen)[: self.steps_per_pass * self.global_batch]
-            self._cached = (data_pass, perm.view(self.steps_per_pass, self.world_size, self.batch_size)[:, self.rank])
+            self._cached = (
+                data_pass,
+                perm.view(self.steps_per_pass, self.world_size, self.batch_size)[:, self.rank],
+            )
         return self._cached[1]
 
     def step_indices(self, first_step: int, count: int) -> torch.Tensor:

@@ -17,13 +17,17 @@ import shutil
 from pathlib import Path
 
 import lightning as L
-import torch
 from torchvision import datasets
 
 from bnrepro.data.device_loader import ShardSliceSampler, StepChunkSampler, device_loader
 
 TORCHVISION_CLASSES = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
-IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -110,7 +114,11 @@ class MNISTDataModule(L.LightningDataModule):
         self.name, self.root, self.system_dirs, self.download = name, root, list(system_dirs), download
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.binarize_threshold, self.device_resident = binarize_threshold, device_resident
-        self.eval_every_steps, self.max_steps, self.max_steps_per_batch = eval_every_steps, max_steps, steps_per_batch
+        self.eval_every_steps, self.max_steps, self.max_steps_per_batch = (
+            eval_every_steps,
+            max_steps,
+            steps_per_batch,
+        )
         self.seed = seed
         self.steps_per_batch = 1
 
@@ -126,8 +134,12 @@ class MNISTDataModule(L.LightningDataModule):
         k = self.max_steps_per_batch if world == 1 else 1
         self.steps_per_batch = math.gcd(k, self.eval_every_steps, self.max_steps)
         device = self.trainer.strategy.root_device if (self.trainer and self.device_resident) else "cpu"
-        self.train_x, self.train_y = (t.to(device) for t in load_tensors(self.name, self.root, True, self.binarize_threshold))
-        self.test_x, self.test_y = (t.to(device) for t in load_tensors(self.name, self.root, False, self.binarize_threshold))
+        self.train_x, self.train_y = (
+            t.to(device) for t in load_tensors(self.name, self.root, True, self.binarize_threshold)
+        )
+        self.test_x, self.test_y = (
+            t.to(device) for t in load_tensors(self.name, self.root, False, self.binarize_threshold)
+        )
 
     @property
     def global_batch(self) -> int:
