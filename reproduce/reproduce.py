@@ -18,6 +18,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import yaml
@@ -45,24 +46,49 @@ def sweep_points(spec: dict) -> list[list[str]]:
     ]
 
 
-def planned_run(spec: dict, point: list[str], overrides: list[str]) -> tuple[list[str], Path, int]:
-    """Overrides of one job, its run folder and its configured number of steps."""
+# Keys the driver sets for its own jobs; they do not change what a run computes.
+DRIVER_KEYS = {"overwrite", "trainer.enable_progress_bar"}
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def planned_run(spec: dict, point: list[str], overrides: list[str]) -> tuple[list[str], Path, dict]:
+    """Overrides of one job, its run folder and its resolved config (flat, dotted keys)."""
     job = [f"experiment={spec['experiment']}", *overrides, *point]
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=job, return_hydra_config=True)
     run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir"))
-    return job, (run_dir if run_dir.is_absolute() else ROOT / run_dir), cfg.trainer.max_steps
+    config = flatten({
+        k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+        for k in cfg
+        if k != "hydra"
+    })  # fmt: skip
+    return job, (run_dir if run_dir.is_absolute() else ROOT / run_dir), config
 
 
-def status(run_dir: Path, max_steps: int) -> str:
+def status(run_dir: Path, config: dict) -> str:
+    """finished (reusable), missing, or failed; exits if the folder holds a different finished run."""
     if not (run_dir / "summary.json").is_file():
         return "missing"
     s = load_run(run_dir).summary
     if s.get("status") != "finished":
         return s.get("status", "unknown")
-    if s.get("max_steps") != max_steps:
-        sys.exit(f"error: {run_dir} holds a finished run of {s.get('max_steps')} steps, not the {max_steps} "
-                 f"this result needs. Move it away (or pass runs_root=<other folder>) and run again.")  # fmt: skip
+    there = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    diff = sorted(k for k in (set(there) | set(config)) - DRIVER_KEYS if there.get(k) != config.get(k))
+    if diff:
+        shown = "; ".join(f"{k}: {there.get(k)!r} there, {config.get(k)!r} now" for k in diff[:5])
+        sys.exit(
+            f"error: {run_dir} holds a finished run with another configuration ({shown}). Nothing was "
+            f"changed. Move it away, or pass runs_root=<other folder> or seed=<n>, and run again."
+        )
     return "finished"
 
 
@@ -80,9 +106,10 @@ def _pump(proc: subprocess.Popen, log: Path) -> None:
 
 
 def run_jobs(jobs: list[tuple[list[str], Path]], parallel: int) -> None:
+    """Runs the jobs, `parallel` at a time. A failed job does not stop the others (their work is kept)."""
     threads = max(1, (os.cpu_count() or 1) // parallel)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    pending, running = list(jobs), []
+    pending, running, failed = list(jobs), [], []
     while pending or running:
         while pending and len(running) < parallel:
             job, run_dir = pending.pop(0)
@@ -93,16 +120,18 @@ def run_jobs(jobs: list[tuple[list[str], Path]], parallel: int) -> None:
             proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             )
-            pump = threading.Thread(target=_pump, args=(proc, run_dir.with_suffix(".log")), daemon=True)
+            pump = threading.Thread(target=_pump, args=(proc, run_dir.with_suffix(".log")))
             pump.start()
             running.append((proc, pump, run_dir))
-        proc, pump, run_dir = running.pop(0)
-        proc.wait()
-        pump.join()
-        if proc.returncode != 0:
-            sys.exit(
-                f"error: job for {run_dir} exited with {proc.returncode}; its output: {run_dir.with_suffix('.log')}"
-            )
+        time.sleep(0.2)
+        for item in [r for r in running if r[0].poll() is not None]:
+            running.remove(item)
+            proc, pump, run_dir = item
+            pump.join()
+            if proc.returncode != 0:
+                failed.append(f"{run_dir} (exit {proc.returncode}, output in {run_dir.with_suffix('.log')})")
+    if failed:
+        sys.exit("error: these jobs failed: " + "; ".join(failed))
 
 
 def render(spec: dict, runs, command: str, results: Path) -> None:
@@ -114,7 +143,7 @@ def render(spec: dict, runs, command: str, results: Path) -> None:
 def reproduce(name: str, overrides: list[str], parallel: int | None, results: Path) -> None:
     spec = load_spec(name)
     plans = [planned_run(spec, p, overrides) for p in sweep_points(spec)]
-    todo = [(job, d) for job, d, steps in plans if status(d, steps) != "finished"]
+    todo = [(job, d) for job, d, config in plans if status(d, config) != "finished"]
     for _, d, _ in plans:
         print(f"{'run ' if any(d == t[1] for t in todo) else 'have'}  {_show(d)}")
     if todo:

@@ -7,5 +7,5 @@ from bnrepro.bench.mnist import main
 
 def test_bench_mnist_tiny_mode_reports_both_loops():
     result = main(["--steps", "20", "--repeats", "1", "--steps-per-batch", "10"])
-    assert result["steps"] == 20 and result["plain_ms_per_step"] > 0 and result["lightning_ms_per_step"] > 0
-    assert result["ratio"] == round(result["lightning_ms_per_step"] / result["plain_ms_per_step"], 3)
+    assert result["steps"] == 20 and result["steps_per_batch"] == 10
+    assert 0 < result["plain_ms_per_step"] < 1000 and 0 < result["lightning_ms_per_step"] < 1000

@@ -70,7 +70,8 @@ def test_unknown_choice_lists_the_options():
 @pytest.mark.parametrize(
     "override, key",
     [("activation.name=tanh", "activation.name"), ("model.norm=layernorm", "model.norm"),
-     ("data.batch_size=0", "data.batch_size"), ("optimizer.name=lbfgs", "optimizer.name")],
+     ("data.batch_size=0", "data.batch_size"), ("optimizer.name=lbfgs", "optimizer.name"),
+     ("trainer.max_steps=25", "trainer.max_steps")],
 )  # fmt: skip
 def test_values_the_schema_types_allow_but_the_project_does_not(override, key):
     cfg = compose_train(override)

@@ -38,10 +38,13 @@ def test_reproduce_runs_the_missing_runs_once_then_only_renders(mnist_root, tmp_
     assert "launch:" not in tables.stdout
 
 
-def test_a_run_of_another_length_in_the_way_is_reported_not_overwritten(mnist_root, tmp_path):
+def test_a_run_of_another_configuration_in_the_way_is_reported_not_overwritten(mnist_root, tmp_path):
     runs = tmp_path / "runs"
     base = [f"data.root={mnist_root}", "data.download=false", f"runs_root={runs}", "loop.eval_every_steps=10",
             "trainer.accelerator=cpu", "logger=csv", "--results", str(tmp_path / "results")]  # fmt: skip
     assert reproduce("mnist", *base, "trainer.max_steps=10").returncode == 0
-    r = reproduce("mnist", *base, "trainer.max_steps=20")
-    assert r.returncode != 0 and "holds a finished run of 10 steps, not the 20" in r.stderr
+    summaries = {p: p.read_text() for p in runs.glob("**/summary.json")}
+    r = reproduce("mnist", *base, "trainer.max_steps=10", "optimizer.lr=0.05")
+    assert r.returncode != 0 and "holds a finished run with another configuration" in r.stderr
+    assert "optimizer.lr: 0.1 there, 0.05 now" in r.stderr
+    assert {p: p.read_text() for p in runs.glob("**/summary.json")} == summaries  # nothing overwritten

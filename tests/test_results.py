@@ -47,3 +47,14 @@ def test_claims_are_reported_as_failing_when_the_curves_say_so(tmp_path):
     _, md = render(base, bn, out_dir=tmp_path, command="x")
     text = md.read_text()
     assert text.count("does NOT hold") == 2 and "stands in" not in text
+
+
+def test_short_runs_say_the_claim_cannot_be_checked_instead_of_failing_it(tmp_path):
+    base = write_run(tmp_path / "a", "mnist_mlp", lambda s: 0.5, lambda s: 0.0, data="mnist")
+    bn = write_run(tmp_path / "b", "mnist_mlp_bn", lambda s: 0.6, lambda s: 0.0, data="mnist")
+    keep = base.metrics["step"] < 10_000  # as if both runs had stopped at 9.5k steps
+    for run in (base, bn):
+        run.metrics = {k: v[keep] for k, v in run.metrics.items()}
+    _, md = render(base, bn, out_dir=tmp_path, command="x")
+    text = md.read_text()
+    assert "| n/a | n/a |" in text and "cannot be checked: no evaluation at 10k steps" in text

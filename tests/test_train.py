@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,11 +84,15 @@ def test_steps_per_batch_does_not_change_what_a_step_is(mnist_root, tmp_path):
         torch.testing.assert_close(finals[0][key], finals[1][key], rtol=1e-5, atol=1e-6, msg=key)
 
 
-def test_experiment_figure1_trains_both_nets_as_a_multirun(mnist_root, tmp_path):
-    r = cli("experiment=mnist_figure1", *fast_overrides(mnist_root, tmp_path / "runs"))
+def test_experiment_figure1_trains_both_nets_as_a_multirun_each_its_own_wandb_run(mnist_root, tmp_path):
+    overrides = [o for o in fast_overrides(mnist_root, tmp_path / "runs") if o != "logger=csv"]
+    r = cli("experiment=mnist_figure1", *overrides, "logger=wandb", env={"WANDB_MODE": "offline"})
     assert r.returncode == 0, r.stderr[-3000:]
-    folders = sorted(p.parent.name for p in (tmp_path / "runs" / "mnist_figure1").glob("*/summary.json"))
-    assert folders == ["mnist_mlp-mnist-seed0", "mnist_mlp_bn-mnist-seed0"]
+    folders = sorted(p.parent for p in (tmp_path / "runs" / "mnist_figure1").glob("*/summary.json"))
+    assert [f.name for f in folders] == ["mnist_mlp-mnist-seed0", "mnist_mlp_bn-mnist-seed0"]
+    wandb_runs = [list((f / "wandb").glob("offline-run-*")) for f in folders]
+    assert all(len(w) == 1 for w in wandb_runs), wandb_runs  # one process, two jobs: two W&B runs
+    assert wandb_runs[0][0].name.split("-")[-1] != wandb_runs[1][0].name.split("-")[-1]
 
 
 def test_bad_override_fails_at_start_with_the_key_named(tmp_path):
@@ -132,7 +135,37 @@ def test_two_process_cpu_ddp_leaves_one_run_folder(mnist_root, tmp_path):
     assert s["world_size"] == 2 and s["global_batch"] == 120 and s["steps"] == 20
     base_lr = compose_train("model=mnist_mlp_bn").optimizer.lr
     assert s["lr"] == pytest.approx(2 * base_lr)  # linear scaling: global batch 120 / reference 60
-    assert list(Path(summaries[0].parent).iterdir())  # one folder, with its files
+    assert s["paper_equivalent_steps"] == 40 and s["diverged"] is False  # 20 steps x 120 / 60
+
+    # The percentiles were gathered from both ranks' halves of the test set: they equal the quantiles
+    # of the final weights over the whole set.
+    import timm
+    import torch
+
+    from bnrepro.data.mnist import load_tensors
+
+    run_dir = summaries[0].parent
+    net = timm.create_model("mnist_mlp", norm="batchnorm").eval()
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+    x, _ = load_tensors("mnist", mnist_root, train=False, binarize_threshold=0.5)
+    with torch.no_grad():
+        pre = net.blocks[2].norm(net.blocks[2].fc(net.blocks[1](net.blocks[0](x.flatten(1)))))
+    expected = torch.quantile(pre, torch.tensor([0.15, 0.5, 0.85]), dim=0)
+    saved = np.load(run_dir / "unit_percentiles.npz")
+    torch.testing.assert_close(torch.from_numpy(saved["values"][-1]), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_tracked_unit_outside_the_layer_is_refused_at_start(mnist_root, tmp_path):
+    from bnrepro.config import ConfigError
+
+    cfg = compose_train(
+        "model=mnist_mlp", *fast_overrides(mnist_root, tmp_path), "callbacks.percentiles.unit=100"
+    )
+    with pytest.raises(
+        ConfigError, match=r"callbacks\.percentiles\.unit=100 is out of range: blocks\.2\.act has 100"
+    ):
+        train(cfg, tmp_path / "r")
 
 
 def test_a_tracked_module_that_does_not_exist_is_refused_at_start(mnist_root, tmp_path):

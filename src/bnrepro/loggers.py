@@ -53,3 +53,13 @@ def build_loggers(cfg, run_dir: Path, resolved_config: dict) -> list[Logger]:
             )  # fmt: skip
         )
     return loggers
+
+
+def close_wandb(failed: bool = False) -> None:
+    """Ends the W&B run of this process, if any. Lightning leaves it open, so without this the next job
+    of a Hydra multirun (same process) would log into the previous job's run."""
+    import sys
+
+    wandb = sys.modules.get("wandb")  # only if a WandbLogger imported it
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)

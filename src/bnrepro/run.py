@@ -19,12 +19,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
 import bnrepro.models  # noqa: F401  (registers the networks with timm)
-from bnrepro.callbacks.percentiles import ActivationPercentiles
+from bnrepro.callbacks.percentiles import ActivationPercentiles, input_width
 from bnrepro.callbacks.summary import RunSummary
 from bnrepro.config import ConfigError, validate
 from bnrepro.data.mnist import MNISTDataModule
 from bnrepro.lit.classifier import ClassifierModule
-from bnrepro.loggers import build_loggers
+from bnrepro.loggers import build_loggers, close_wandb
 
 # The run folder deliberately holds more than Lightning's CSV files (config, summary, checkpoints).
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
@@ -64,6 +64,15 @@ def build_module(cfg, net) -> ClassifierModule:
     )
 
 
+def check_percentiles(net, module: str, unit: int, input_shape, arch: str) -> None:
+    try:
+        width = input_width(net, module, input_shape)
+    except AttributeError as e:
+        raise ConfigError(f"callbacks.percentiles.module={module!r} is not in {arch}: {e}") from e
+    if not 0 <= unit < width:
+        raise ConfigError(f"callbacks.percentiles.unit={unit} is out of range: {module} has {width} inputs")
+
+
 def check_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Refuses a folder that holds a run's summary; with overwrite=true clears that run's outputs first.
 
@@ -88,16 +97,11 @@ def train(cfg, run_dir: Path) -> dict | None:
     check_run_dir(run_dir, cfg.overwrite)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     net = build_net(cfg)
+    dm = build_datamodule(cfg)
     p = cfg.callbacks.percentiles
     if p.enabled:
-        try:
-            net.get_submodule(p.module)
-        except AttributeError as e:
-            raise ConfigError(
-                f"callbacks.percentiles.module={p.module!r} is not in {cfg.model.arch}: {e}"
-            ) from e
+        check_percentiles(net, p.module, p.unit, dm.input_shape, cfg.model.arch)
     module = build_module(cfg, net)
-    dm = build_datamodule(cfg)
     dm.prepare_data()  # fails here, before any DDP process exists, when the data set is missing
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -129,5 +133,8 @@ def train(cfg, run_dir: Path) -> dict | None:
         logger=build_loggers(cfg, run_dir, resolved),
         callbacks=callbacks,
     )
-    trainer.fit(module, datamodule=dm)
+    try:
+        trainer.fit(module, datamodule=dm)
+    finally:
+        close_wandb(failed=summary.written is None or summary.written["status"] != "finished")
     return summary.written

@@ -16,6 +16,21 @@ import numpy as np
 import torch
 
 
+@torch.no_grad()
+def input_width(net: torch.nn.Module, module: str, input_shape: tuple[int, ...]) -> int:
+    """Number of units entering `module`, found with one forward of two zero inputs (eval mode)."""
+    widths = []
+    handle = net.get_submodule(module).register_forward_hook(lambda m, i, o: widths.append(i[0][0].numel()))
+    was_training = net.training
+    try:
+        net.eval()
+        net(torch.zeros(2, *input_shape))
+    finally:
+        handle.remove()
+        net.train(was_training)
+    return widths[0]
+
+
 class ActivationPercentiles(L.Callback):
     def __init__(
         self, module: str, unit: int = 0, quantiles=(0.15, 0.5, 0.85), out_dir: str | Path | None = None

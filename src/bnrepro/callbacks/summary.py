@@ -6,6 +6,7 @@ error when training raises, so a table can say "failed" instead of silently miss
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from datetime import datetime, timezone
@@ -63,6 +64,11 @@ class RunSummary(L.Callback):
             "per_device_batch": pl_module.batch_size,
             "global_batch": pl_module.global_batch,
             "examples_seen": trainer.global_step * pl_module.global_batch,
+            # Steps of the paper's mini-batch (optimizer.reference_batch): comparable across device counts.
+            "paper_equivalent_steps": trainer.global_step
+            * pl_module.global_batch
+            / pl_module.optimizer_cfg["reference_batch"],
+            "diverged": not math.isfinite(float(trainer.callback_metrics.get("train/loss", 0.0))),
             "lr": pl_module.lr,
             "sync_batchnorm": any(type(m).__name__ == "SyncBatchNorm" for m in pl_module.modules()),
             "hardware": hardware(pl_module.device),

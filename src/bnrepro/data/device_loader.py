@@ -24,7 +24,7 @@ class StepChunkSampler(Sampler):
     Training is a stream of steps over back-to-back shuffled passes of the data (one fresh permutation
     per data epoch; the last incomplete global batch of a pass is dropped). One Lightning "epoch" is
     `steps_per_epoch` steps of that stream -- the evaluation period -- so the indices of Lightning epoch
-    j depend only on (seed, j): a resumed run sees exactly the batches an uninterrupted one would.
+    j depend only on (seed, j), which is what resuming at an epoch boundary needs to see the same batches.
     """
 
     def __init__(

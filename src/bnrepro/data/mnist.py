@@ -93,6 +93,8 @@ class MNISTDataModule(L.LightningDataModule):
     evaluation period of `eval_every_steps` optimizer steps, after which the test set is evaluated.
     """
 
+    input_shape = (1, 28, 28)  # one example, as the network receives it
+
     def __init__(
         self,
         name: str,
@@ -140,10 +142,6 @@ class MNISTDataModule(L.LightningDataModule):
         self.test_x, self.test_y = (
             t.to(device) for t in load_tensors(self.name, self.root, False, self.binarize_threshold)
         )
-
-    @property
-    def global_batch(self) -> int:
-        return self.batch_size * getattr(self, "world_size", 1)
 
     def train_dataloader(self):
         sampler = StepChunkSampler(

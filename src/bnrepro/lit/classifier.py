@@ -1,7 +1,7 @@
 """The LightningModule shared by every variant: cross-entropy classifier trained with SGD-family optimizers.
 
 Optimization is manual so that one Lightning batch may carry several optimizer steps (a [K, B, ...]
-chunk of mini-batches, see data/device_loader.py): for the 1 ms MNIST step Lightning's per-batch cost
+chunk of mini-batches, see data/device_loader.py): for the ~2 ms MNIST step Lightning's per-batch cost
 would otherwise dominate. Each inner step is a full step -- zero_grad, forward, backward, optimizer.step
 through Lightning's optimizer wrapper, which advances `trainer.global_step` -- so a step means the same
 thing with K=1 or K=500 and `trainer.max_steps` counts optimizer steps either way.
@@ -13,6 +13,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 
@@ -50,9 +51,10 @@ class ClassifierModule(L.LightningModule):
         self.optimizer_cfg = dict(optimizer)
         self.lr_multiplier = lr_multiplier
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        # Training loss summed on the device between evaluations: no host sync inside the step loop.
-        self.register_buffer("_loss_sum", torch.zeros((), dtype=torch.float64), persistent=False)
-        self.register_buffer("_loss_count", torch.zeros((), dtype=torch.long), persistent=False)
+        # Mean training loss between evaluations, accumulated on the device (no host sync in the step
+        # loop) and averaged across ranks at compute. A metric, not a buffer: DDP broadcasts buffers
+        # from rank 0 before every forward, which would overwrite the other ranks' sums.
+        self.train_loss = MeanMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -87,8 +89,15 @@ class ClassifierModule(L.LightningModule):
             self.manual_backward(loss)
             opt.step()
             losses.append(loss.detach())
-        self._loss_sum += torch.stack(losses).sum()
-        self._loss_count += len(losses)
+        self.train_loss.update(torch.stack(losses))
+
+    def on_validation_epoch_start(self):
+        # Under DDP each rank's BN moving averages have taken its own last mini-batch. Evaluate every
+        # shard with rank 0's -- the ones DDP broadcasts before each training forward and the checkpoint
+        # holds -- so the evaluated network is one network.
+        if self.trainer.world_size > 1:
+            for buf in self.net.buffers():
+                torch.distributed.broadcast(buf, src=0)
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
@@ -102,9 +111,8 @@ class ClassifierModule(L.LightningModule):
             return
         self.log("val/acc", self.val_acc.compute(), sync_dist=False)  # torchmetrics syncs across ranks
         self.val_acc.reset()
-        if self._loss_count > 0:
-            self.log("train/loss", (self._loss_sum / self._loss_count).float(), sync_dist=True)
-            self._loss_sum.zero_()
-            self._loss_count.zero_()
+        if self.train_loss.update_count:
+            self.log("train/loss", self.train_loss.compute())  # torchmetrics syncs across ranks
+            self.train_loss.reset()
         # The logger's x axis: optimizer steps (Lightning would otherwise use its batch counter).
         self.log("step", float(self.global_step))

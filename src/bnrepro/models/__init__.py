@@ -1,6 +1,3 @@
 """Networks of the paper, registered with timm on import (timm.create_model("mnist_mlp", ...))."""
 
 from bnrepro.models import mlp  # noqa: F401  (registers the entry points)
-from bnrepro.models.layers import make_act_layer, make_norm_layer
-
-__all__ = ["make_act_layer", "make_norm_layer"]
