@@ -195,3 +195,12 @@ def test_a_run_that_crashes_leaves_a_failed_summary_with_the_error(mnist_root, t
         train(cfg, tmp_path / "r")
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert s["status"] == "failed" and s["error"] == "RuntimeError: injected failure" and s["steps"] == 0
+
+
+def test_a_non_finite_training_loss_is_recorded_as_diverged(mnist_root, tmp_path):
+    """an infinite learning rate turns the weights into inf/NaN at the first step; the summary must say so."""
+    cfg = compose_train(
+        "model=mnist_mlp", *fast_overrides(mnist_root, tmp_path), "run_name=r", "optimizer.lr=inf"
+    )
+    summary = train(cfg, tmp_path / "r")
+    assert summary["diverged"] is True

@@ -54,7 +54,9 @@ class ClassifierModule(L.LightningModule):
         # Mean training loss between evaluations, accumulated on the device (no host sync in the step
         # loop) and averaged across ranks at compute. A metric, not a buffer: DDP broadcasts buffers
         # from rank 0 before every forward, which would overwrite the other ranks' sums.
-        self.train_loss = MeanMetric()
+        self.train_loss = MeanMetric(
+            nan_strategy="disable"
+        )  # a NaN loss must show (diverged), not be skipped
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
