@@ -91,7 +91,7 @@ class LoopConfig:
     # Optimizer steps run inside one Lightning batch (manual optimization). Lightning's per-batch work is
     # of the order of a whole MLP step (measured: 1.56x a plain loop at 1 step per batch, 0.98x at 100),
     # so small nets amortise it over several steps. A step still means one SGD update on one mini-batch.
-    # Reduced automatically to divide eval_every_steps and max_steps; forced to 1 under DDP, whose
+    # Reduced automatically to divide eval_every_steps; forced to 1 under DDP, whose
     # gradient all-reduce expects one backward per forward.
     steps_per_batch: int = 1
 

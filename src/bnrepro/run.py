@@ -50,7 +50,7 @@ def build_datamodule(cfg) -> MNISTDataModule:
         name=d.name, root=d.root, system_dirs=list(d.system_dirs), download=d.download,
         batch_size=d.batch_size, eval_batch_size=d.eval_batch_size, binarize_threshold=d.binarize_threshold,
         device_resident=d.device_resident, eval_every_steps=cfg.loop.eval_every_steps,
-        max_steps=cfg.trainer.max_steps, steps_per_batch=cfg.loop.steps_per_batch, seed=cfg.seed,
+        steps_per_batch=cfg.loop.steps_per_batch, seed=cfg.seed,
     )  # fmt: skip
 
 

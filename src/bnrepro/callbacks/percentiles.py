@@ -46,12 +46,7 @@ class ActivationPercentiles(L.Callback):
         self._chunks.append(inputs[0].detach().flatten(1))
 
     def on_validation_epoch_start(self, trainer, pl_module):
-        try:
-            target = pl_module.get_submodule(self.module)
-        except AttributeError as e:
-            raise ValueError(
-                f"callbacks.percentiles.module={self.module!r} is not a submodule of the model: {e}"
-            ) from e
+        target = pl_module.get_submodule(self.module)  # the path is checked at start-up (run.py)
         self._chunks = []
         self._handle = target.register_forward_hook(self._hook)
 

@@ -50,6 +50,7 @@ class RunSummary(L.Callback):
 
     def summary(self, trainer, pl_module, status: str, error: str | None = None) -> dict:
         world = trainer.world_size
+        examples = trainer.global_step * pl_module.global_batch
         out = {
             "status": status,
             **self.info,
@@ -63,11 +64,9 @@ class RunSummary(L.Callback):
             "num_nodes": trainer.num_nodes,
             "per_device_batch": pl_module.batch_size,
             "global_batch": pl_module.global_batch,
-            "examples_seen": trainer.global_step * pl_module.global_batch,
+            "examples_seen": examples,
             # Steps of the paper's mini-batch (optimizer.reference_batch): comparable across device counts.
-            "paper_equivalent_steps": trainer.global_step
-            * pl_module.global_batch
-            / pl_module.optimizer_cfg["reference_batch"],
+            "paper_equivalent_steps": examples / pl_module.optimizer_cfg["reference_batch"],
             "diverged": not math.isfinite(float(trainer.callback_metrics.get("train/loss", 0.0))),
             "lr": pl_module.lr,
             "sync_batchnorm": any(type(m).__name__ == "SyncBatchNorm" for m in pl_module.modules()),

@@ -106,7 +106,6 @@ class MNISTDataModule(L.LightningDataModule):
         binarize_threshold: float | None = 0.5,
         device_resident: bool = True,
         eval_every_steps: int = 500,
-        max_steps: int = 50000,
         steps_per_batch: int = 1,
         seed: int = 0,
     ):
@@ -116,11 +115,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.name, self.root, self.system_dirs, self.download = name, root, list(system_dirs), download
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.binarize_threshold, self.device_resident = binarize_threshold, device_resident
-        self.eval_every_steps, self.max_steps, self.max_steps_per_batch = (
-            eval_every_steps,
-            max_steps,
-            steps_per_batch,
-        )
+        self.eval_every_steps, self.max_steps_per_batch = eval_every_steps, steps_per_batch
         self.seed = seed
         self.steps_per_batch = 1
 
@@ -132,9 +127,10 @@ class MNISTDataModule(L.LightningDataModule):
         self.rank = self.trainer.global_rank if self.trainer else 0
         self.world_size = world
         # Several steps per Lightning batch only on one device: DDP's gradient all-reduce runs once per
-        # forward of the wrapped module, so there every step must be its own Lightning batch.
+        # forward of the wrapped module, so there every step must be its own Lightning batch. Dividing
+        # the evaluation period also divides trainer.max_steps (config.validate requires a multiple).
         k = self.max_steps_per_batch if world == 1 else 1
-        self.steps_per_batch = math.gcd(k, self.eval_every_steps, self.max_steps)
+        self.steps_per_batch = math.gcd(k, self.eval_every_steps)
         device = self.trainer.strategy.root_device if (self.trainer and self.device_resident) else "cpu"
         self.train_x, self.train_y = (
             t.to(device) for t in load_tensors(self.name, self.root, True, self.binarize_threshold)
