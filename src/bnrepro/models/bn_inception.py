@@ -1,0 +1,278 @@
+"""BN-Inception, the ImageNet network of the paper (Sec. 4.2, appendix table, Figure 5).
+
+GoogLeNet with each 5x5 conv replaced by two stacked 3x3 convs ("double 3x3"), three 28x28 modules,
+no pooling layers between modules (modules 3c and 4e reduce the grid with stride-2 convs and a max
+pool), and no fully connected layer but the classifier. `FIGURE5` below is the paper's table, one row
+per module, columns in the paper's order; output shapes at 224x224 input are in the comments.
+
+Norm and activation come in as factories (models/layers.py): `norm="batchnorm"` puts BN between every
+conv and its nonlinearity with the conv bias dropped (Sec. 3), `norm="none"` is the Inception baseline;
+`act_layer` is ReLU or sigmoid for the whole net. The other switches of Sec. 4.2.1 (LRN, dropout) and
+the open points of PAPER.md Sec. 3 (channel plan, separable stem, auxiliary heads) are constructor
+arguments set by the variant's config.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import NamedTuple
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import SelectAdaptivePool2d
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch import nn
+
+from bnrepro.models.layers import make_act_layer, make_norm_layer
+
+
+class Row(NamedTuple):
+    """One inception module of Figure 5; a 0 in `n1x1` / `proj` means the branch is absent."""
+
+    name: str
+    stride: int  # 2 for 3c and 4e: last conv of each conv branch and the pool have stride 2
+    n1x1: int
+    n3x3red: int
+    n3x3: int
+    ndbl3x3red: int
+    ndbl3x3: int
+    pool: str  # "avg" | "max", 3x3
+    proj: int  # 1x1 projection after the pool; 0 = pass-through
+
+    def out_channels(self, in_channels: int) -> int:
+        return self.n1x1 + self.n3x3 + self.ndbl3x3 + (self.proj or in_channels)
+
+
+# Figure 5, column-literal. Output at 224x224 input (channels as the columns sum, see PAPER.md Sec. 3).
+FIGURE5 = (
+    #   name  s  #1x1 #3x3r #3x3 dbl-r  dbl  pool  proj
+    Row("3a", 1,   64,   64,  64,   64,  96, "avg",  32),  # 28x28x256
+    Row("3b", 1,   64,   64,  96,   64,  96, "avg",  64),  # 28x28x320
+    Row("3c", 2,    0,  128, 160,   64,  96, "max",   0),  # 14x14x576 (table prints the input size 28x28)
+    Row("4a", 1,  224,   64,  96,   96, 128, "avg", 128),  # 14x14x576
+    Row("4b", 1,  192,   96, 128,   96, 128, "avg", 128),  # 14x14x576
+    Row("4c", 1,  160,  128, 160,  128, 160, "avg", 128),  # 14x14x608 (table prints 576)
+    Row("4d", 1,   96,  128, 192,  160, 192, "avg", 128),  # 14x14x608 (table prints 576)
+    Row("4e", 2,    0,  128, 192,  192, 256, "max",   0),  # 7x7x1056  (table prints 14x14x1024)
+    Row("5a", 1,  352,  192, 320,  160, 224, "avg", 128),  # 7x7x1024
+    Row("5b", 1,  352,  192, 320,  192, 224, "max", 128),  # 7x7x1024
+)  # fmt: skip
+
+# TF-slim's inception_v2 projects 4c and 4d's pool branch to 96, so they output the printed 576 and 4e 1024.
+CHANNEL_PLANS = {
+    "literal": FIGURE5,
+    "slim": tuple(r._replace(proj=96) if r.name in ("4c", "4d") else r for r in FIGURE5),
+}
+AUX_AFTER = ("4a", "4d")  # GoogLeNet's auxiliary classifiers sit on the outputs of 4a and 4d
+
+
+class ConvNormAct(nn.Sequential):
+    """conv -> norm -> act; the conv has a bias only without norm (BN's beta replaces it, Sec. 3).
+
+    `depth_multiplier` makes the conv separable: a depthwise conv with that many filters per input
+    channel, then a 1x1 pointwise conv (the paper's first layer, Sec. 4.2: "depth multiplier 8").
+    """
+
+    def __init__(
+        self, cin, cout, kernel, stride=1, norm_layer=None, act_layer=nn.ReLU, depth_multiplier=None
+    ):
+        pad, bias = kernel // 2, norm_layer is None
+        if depth_multiplier:
+            mid = cin * depth_multiplier
+            conv = nn.Sequential(
+                nn.Conv2d(cin, mid, kernel, stride, pad, groups=cin, bias=False),  # depthwise
+                nn.Conv2d(mid, cout, 1, bias=bias),  # pointwise
+            )
+        else:
+            conv = nn.Conv2d(cin, cout, kernel, stride, pad, bias=bias)
+        super().__init__(OrderedDict(
+            conv=conv, norm=norm_layer(cout) if norm_layer else nn.Identity(), act=act_layer(),
+        ))  # fmt: skip
+
+
+def _pool(kind: str, stride: int) -> nn.Module:
+    # Stride-2 pools use ceil mode so the grid halves exactly as printed (112 -> 56 -> 28, 28 -> 14 -> 7).
+    # Average pools count the zero padding (Caffe's convention, which the public BN-Inception weights use).
+    if stride == 2:
+        return nn.MaxPool2d(3, 2, ceil_mode=True)
+    if kind == "max":
+        return nn.MaxPool2d(3, 1, padding=1, ceil_mode=True)
+    return nn.AvgPool2d(3, 1, padding=1, ceil_mode=True, count_include_pad=True)
+
+
+class InceptionModule(nn.Module):
+    """Four parallel branches, concatenated along channels: 1x1 | 1x1 -> 3x3 | 1x1 -> 3x3 -> 3x3 | pool -> 1x1."""
+
+    def __init__(self, cin: int, row: Row, norm_layer, act_layer):
+        super().__init__()
+        s = row.stride
+
+        def cna(i, o, k, stride=1):
+            return ConvNormAct(i, o, k, stride, norm_layer, act_layer)
+
+        self.branch1x1 = cna(cin, row.n1x1, 1) if row.n1x1 else None
+        self.branch3x3 = nn.Sequential(cna(cin, row.n3x3red, 1), cna(row.n3x3red, row.n3x3, 3, s))
+        self.branch3x3dbl = nn.Sequential(
+            cna(cin, row.ndbl3x3red, 1),
+            cna(row.ndbl3x3red, row.ndbl3x3, 3),
+            cna(row.ndbl3x3, row.ndbl3x3, 3, s),
+        )
+        pool = _pool(row.pool, s)
+        self.branch_pool = nn.Sequential(pool, cna(cin, row.proj, 1)) if row.proj else pool
+        self.out_channels = row.out_channels(cin)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branches = [self.branch1x1, self.branch3x3, self.branch3x3dbl, self.branch_pool]
+        return torch.cat([b(x) for b in branches if b is not None], dim=1)
+
+
+class AuxHead(nn.Module):
+    """GoogLeNet's auxiliary classifier: 5x5/3 avg pool -> 1x1 conv 128 -> fc 1024 -> dropout 0.7 -> fc."""
+
+    def __init__(self, cin: int, num_classes: int, norm_layer, act_layer):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(4)  # = 5x5/3 average pool on the 14x14 grid, any input size
+        self.conv = ConvNormAct(cin, 128, 1, 1, norm_layer, act_layer)
+        self.fc1 = nn.Linear(128 * 4 * 4, 1024)
+        self.act = act_layer()
+        self.drop = nn.Dropout(0.7)
+        self.fc2 = nn.Linear(1024, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(self.pool(x)).flatten(1)
+        return self.fc2(self.drop(self.act(self.fc1(x))))
+
+
+class BNInception(nn.Module):
+    """BN-Inception with timm's interface: forward_features -> [B, 1024, 7, 7], forward_head -> logits.
+
+    In training mode with `aux_logits=True`, forward returns (logits, aux_4a, aux_4d).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        norm: str = "batchnorm",
+        act_layer: str = "relu",
+        channel_plan: str = "literal",
+        stem: str = "plain",
+        lrn: bool = False,
+        drop_rate: float = 0.0,
+        aux_logits: bool = False,
+        global_pool: str = "avg",
+        init_scale: float = 1.0,
+        init_seed: int = 0,
+    ):
+        super().__init__()
+        if channel_plan not in CHANNEL_PLANS:
+            raise ValueError(f"channel_plan={channel_plan!r}: expected one of {', '.join(CHANNEL_PLANS)}")
+        if stem not in ("plain", "separable"):
+            raise ValueError(f"stem={stem!r}: expected plain or separable")
+        norm_layer, act = make_norm_layer(norm, dim=2), make_act_layer(act_layer)
+        self.num_classes, self.drop_rate, self.aux_logits = num_classes, drop_rate, aux_logits
+
+        def lrn_layer():  # GoogLeNet's LRN: 5 channels, alpha 1e-4, beta 0.75
+            return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75) if lrn else nn.Identity()
+
+        self.stem = nn.Sequential(OrderedDict(
+            conv1=ConvNormAct(in_chans, 64, 7, 2, norm_layer, act,  # 112x112x64
+                              depth_multiplier=8 if stem == "separable" else None),
+            pool1=nn.MaxPool2d(3, 2, ceil_mode=True),               # 56x56x64
+            lrn1=lrn_layer(),                                       # GoogLeNet: LRN after the first pool
+            conv2_reduce=ConvNormAct(64, 64, 1, 1, norm_layer, act),  # 56x56x64
+            conv2=ConvNormAct(64, 192, 3, 1, norm_layer, act),      # 56x56x192
+            lrn2=lrn_layer(),                                       # ... and after the second conv
+            pool2=nn.MaxPool2d(3, 2, ceil_mode=True),               # 28x28x192
+        ))  # fmt: skip
+        blocks, cin, reduction = [], 192, 8  # the stem leaves a 28x28 grid: 8x smaller than the input
+        # timm's features_only taps: the last layer at each grid size (reductions 2, 4, 8, 16, 32).
+        self.feature_info = [
+            dict(num_chs=64, reduction=2, module="stem.conv1"),
+            dict(num_chs=192, reduction=4, module="stem.conv2"),
+        ]
+        aux = {}
+        plan = CHANNEL_PLANS[channel_plan]
+        for i, row in enumerate(plan):
+            block = InceptionModule(cin, row, norm_layer, act)
+            name, cin, reduction = f"inception_{row.name}", block.out_channels, reduction * row.stride
+            blocks.append((name, block))
+            if aux_logits and row.name in AUX_AFTER:
+                aux[name] = AuxHead(cin, num_classes, norm_layer, act)
+            if i + 1 == len(plan) or plan[i + 1].stride == 2:
+                self.feature_info.append(dict(num_chs=cin, reduction=reduction, module=f"blocks.{name}"))
+        self.blocks = nn.Sequential(OrderedDict(blocks))
+        self.aux = nn.ModuleDict(aux)  # after the blocks: timm's feature extraction walks modules in order
+        self.num_features = self.head_hidden_size = cin  # 1024 (literal and slim plans)
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)  # = 7x7/1 avg pool
+        self.head_drop = nn.Dropout(drop_rate)  # Inception: 40% (GoogLeNet); BN variants: none (Sec. 4.2.1)
+        self.fc = nn.Linear(cin, num_classes) if num_classes else nn.Identity()
+        self.init_weights(init_scale, init_seed)
+
+    @torch.no_grad()
+    def init_weights(self, scale: float = 1.0, seed: int = 0) -> None:
+        """CHOICE (the paper gives no init): He-normal convs (fan-in), N(0, 0.01) classifiers, zero biases.
+
+        A private generator makes the draw the same for every variant of one seed, with or without BN
+        (dropping conv biases would otherwise shift a shared RNG). `scale` multiplies the conv std (the
+        Figure 4 ensemble's "larger initial weights").
+        """
+        gen = torch.Generator().manual_seed(seed)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+                m.weight.normal_(0.0, scale * math.sqrt(2.0 / fan_in), generator=gen)
+            elif isinstance(m, nn.Linear):
+                m.weight.normal_(0.0, 0.01, generator=gen)
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+                m.bias.zero_()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        if not (self.aux_logits and self.training):
+            return self.blocks(x)
+        self._aux_out = []
+        for name, block in self.blocks.named_children():
+            x = block(x)
+            if name in self.aux:
+                self._aux_out.append(self.aux[name](x))
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.global_pool(x))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor):
+        logits = self.forward_head(self.forward_features(x))
+        if self.aux_logits and self.training:
+            aux, self._aux_out = self._aux_out, []
+            return (logits, *aux)
+        return logits
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+
+default_cfgs = generate_default_cfgs({
+    # No weights of this project's own; the public Caffe-port weights load through src/eval.py.
+    "bn_inception.untrained": dict(
+        num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,  # 224 / 256
+        interpolation="bilinear", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+        first_conv="stem.conv1.conv", classifier="fc",
+    ),
+})  # fmt: skip
+
+
+@register_model
+def bn_inception(pretrained: bool = False, **kwargs) -> BNInception:
+    """timm entry point: `timm.create_model("bn_inception", norm="batchnorm", act_layer="relu")`."""
+    return build_model_with_cfg(
+        BNInception, "bn_inception", pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs
+    )

@@ -1,0 +1,128 @@
+"""BN-Inception against the paper's table (Figure 5) and timm's model interface."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import bnrepro.models  # noqa: F401  (registers bn_inception with timm)
+from bnrepro.models.bn_inception import FIGURE5
+
+# Output of every layer at 224x224 input, column-literal plan (PAPER.md Sec. 3: 3c and 4e halve the grid,
+# 4c/4d sum to 608 and 4e to 1056 as the columns say).
+TABLE = {
+    "stem.conv1": (64, 112), "stem.pool1": (64, 56), "stem.conv2_reduce": (64, 56), "stem.conv2": (192, 56),
+    "stem.pool2": (192, 28),
+    "blocks.inception_3a": (256, 28), "blocks.inception_3b": (320, 28), "blocks.inception_3c": (576, 14),
+    "blocks.inception_4a": (576, 14), "blocks.inception_4b": (576, 14), "blocks.inception_4c": (608, 14),
+    "blocks.inception_4d": (608, 14), "blocks.inception_4e": (1056, 7),
+    "blocks.inception_5a": (1024, 7), "blocks.inception_5b": (1024, 7),
+    "global_pool": (1024, None), "fc": (1000, None),
+}  # fmt: skip
+
+
+def output_shapes(net: nn.Module, size: int = 224) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, tuple(o.shape[1:])))
+             for n, m in net.named_modules() if n in TABLE]  # fmt: skip
+    with torch.no_grad():
+        net.eval()(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+@pytest.fixture(scope="module")
+def literal_net():
+    return timm.create_model("bn_inception")
+
+
+def test_every_layer_matches_the_table(literal_net):
+    shapes = output_shapes(literal_net)
+    for name, (channels, grid) in TABLE.items():
+        assert shapes[name] == ((channels, grid, grid) if grid else (channels,)), name
+
+
+def test_the_table_rows_are_the_papers_columns():
+    assert [r.name for r in FIGURE5] == ["3a", "3b", "3c", "4a", "4b", "4c", "4d", "4e", "5a", "5b"]
+    row = {r.name: r for r in FIGURE5}
+    assert tuple(row["4d"])[2:] == (96, 128, 192, 160, 192, "avg", 128)
+    assert row["3c"].stride == row["4e"].stride == 2 and row["3c"].proj == row["4e"].proj == 0
+
+
+def test_parameter_count_and_multiply_adds_of_the_literal_plan(literal_net):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = sum(p.numel() for p in literal_net.parameters())
+    assert params == pytest.approx(11.3e6, rel=0.01)  # PAPER.md Sec. 3 (the paper's 13.6M: see README)
+    with FlopCounterMode(display=False) as counter:
+        literal_net.eval()(torch.zeros(1, 3, 224, 224))
+    assert counter.get_total_flops() / 2 == pytest.approx(2.0e9, rel=0.05)  # multiply-adds
+
+
+def test_slim_plan_gives_the_printed_576_and_1024():
+    shapes = output_shapes(timm.create_model("bn_inception", channel_plan="slim"))
+    assert shapes["blocks.inception_4c"][0] == shapes["blocks.inception_4d"][0] == 576
+    assert shapes["blocks.inception_4e"] == (1024, 7, 7)
+
+
+def test_norm_and_activation_switch_the_whole_net():
+    def kinds(net):
+        return {type(m) for m in net.modules()}
+
+    bn = timm.create_model("bn_inception", norm="batchnorm", act_layer="relu")
+    plain = timm.create_model("bn_inception", norm="none", act_layer="relu")
+    sig = timm.create_model("bn_inception", norm="batchnorm", act_layer="sigmoid")
+    assert nn.BatchNorm2d in kinds(bn) and nn.BatchNorm2d not in kinds(plain)
+    convs = [m for m in bn.modules() if isinstance(m, nn.Conv2d)]
+    assert all(m.bias is None for m in convs)  # BN's beta replaces the bias (Sec. 3)
+    assert all(m.bias is not None for m in plain.modules() if isinstance(m, nn.Conv2d))
+    n_act = sum(type(m).__name__ == "ReLU" for m in bn.modules())
+    assert n_act == sum(type(m).__name__ == "Sigmoid" for m in sig.modules())  # timm's or torch's class
+    assert not any(type(m).__name__ == "ReLU" for m in sig.modules())
+    assert n_act == len(convs)  # one nonlinearity per conv, right after its BN
+
+
+def test_lrn_dropout_and_separable_stem_are_options():
+    net = timm.create_model("bn_inception", norm="none", lrn=True, drop_rate=0.4, stem="separable")
+    assert sum(isinstance(m, nn.LocalResponseNorm) for m in net.modules()) == 2  # GoogLeNet's two places
+    assert net.head_drop.p == 0.4
+    depthwise = net.stem.conv1.conv[0]
+    assert depthwise.groups == 3 and depthwise.out_channels == 24  # depth multiplier 8
+    assert output_shapes(net)["stem.conv1"] == (64, 112, 112)
+    assert not any(isinstance(m, nn.LocalResponseNorm) for m in timm.create_model("bn_inception").modules())
+
+
+def test_auxiliary_heads_in_training_only():
+    net = timm.create_model("bn_inception", num_classes=10, aux_logits=True).train()
+    out = net(torch.randn(2, 3, 224, 224))
+    assert isinstance(out, tuple) and [o.shape for o in out] == [(2, 10)] * 3
+    assert net.eval()(torch.randn(2, 3, 224, 224)).shape == (2, 10)
+
+
+def test_timm_interface():
+    net = timm.create_model("bn_inception", num_classes=10).eval()
+    x = torch.randn(2, 3, 224, 224)
+    feats = net.forward_features(x)
+    assert feats.shape == (2, 1024, 7, 7)
+    assert net.forward_head(feats, pre_logits=True).shape == (2, 1024)
+    assert torch.equal(net.forward_head(feats), net(x))
+    net.reset_classifier(5)
+    assert net(x).shape == (2, 5) and net.get_classifier().out_features == 5
+    cfg = timm.data.resolve_data_config({}, model=net)
+    assert cfg["input_size"] == (3, 224, 224) and cfg["crop_pct"] == 0.875
+    features = timm.create_model("bn_inception", features_only=True)
+    assert features.feature_info.channels() == [64, 192, 320, 608, 1024]
+    assert features.feature_info.reduction() == [2, 4, 8, 16, 32]
+
+
+def test_init_is_the_same_draw_with_and_without_bn():
+    bn = timm.create_model("bn_inception", norm="batchnorm", init_seed=3)
+    plain = timm.create_model("bn_inception", norm="none", init_seed=3)
+    w_bn = [m.weight for m in bn.modules() if isinstance(m, nn.Conv2d)]
+    w_plain = [m.weight for m in plain.modules() if isinstance(m, nn.Conv2d)]
+    assert all(torch.equal(a, b) for a, b in zip(w_bn, w_plain))
+    other = timm.create_model("bn_inception", norm="batchnorm", init_seed=4)
+    assert not torch.equal(w_bn[0], next(m.weight for m in other.modules() if isinstance(m, nn.Conv2d)))
