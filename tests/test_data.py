@@ -83,3 +83,35 @@ def test_device_loader_gathers_chunks_and_slices_exactly():
     assert torch.equal(gx, x[idx]) and torch.equal(gy, y[idx]) and gx.shape == (2, 2, 5)
     sx, _ = ds[slice(2, 4)]
     assert torch.equal(sx, x[2:4]) and sx.data_ptr() == x[2].data_ptr()  # a view, no copy
+
+
+def test_shard_shuffling_keeps_examples_within_their_shard_and_thorough_does_not():
+    """Sec. 4.2.1: the baseline's shard-local shuffle vs the BN variants' full permutation per pass."""
+    from bnrepro.data.device_loader import shuffled_pass
+
+    n, shard = 1000, 100
+    passes = [shuffled_pass(n, p, seed=0, shuffle="shard", shard_size=shard) for p in range(3)]
+    for perm in passes:
+        assert sorted(perm.tolist()) == list(range(n))
+        # every block of `shard` consecutive positions holds the same set of examples in every pass
+        assert [set(perm[i : i + shard].tolist()) for i in range(0, n, shard)] == [
+            set(passes[0][i : i + shard].tolist()) for i in range(0, n, shard)
+        ]
+    assert not torch.equal(passes[0], passes[1])  # but their order inside the shard changes
+    a, b = shuffled_pass(n, 0, seed=0), shuffled_pass(n, 1, seed=0)
+    assert set(a[:shard].tolist()) != set(b[:shard].tolist())  # thorough: neighbours change every pass
+
+
+def test_synthetic_data_is_made_on_the_device_and_sharded_by_rank():
+    from bnrepro.data.synthetic import SyntheticDataModule
+
+    dm = SyntheticDataModule(num_classes=7, num_train_examples=40, num_val_examples=10, image_size=16,
+                             batch_size=4, eval_batch_size=3, eval_every_steps=5, seed=1)  # fmt: skip
+    dm.setup()
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 16, 16) and y.max() < 7
+    assert len(dm.train_dataloader()) == 5 and sum(len(b[1]) for b in dm.val_dataloader()) == 10
+    again = SyntheticDataModule(num_classes=7, num_train_examples=40, num_val_examples=10, image_size=16,
+                                batch_size=4, eval_batch_size=3, eval_every_steps=5, seed=1)  # fmt: skip
+    again.setup()
+    assert torch.equal(again.train_x, dm.train_x)  # same seed, same data

@@ -18,6 +18,26 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 
+def shuffled_pass(
+    num_examples: int, data_pass: int, seed: int, shuffle: str = "thorough", shard_size: int = 1024
+):
+    """The order of one pass over the data (Sec. 4.2.1 "shuffle training examples more thoroughly").
+
+    thorough: a fresh permutation of the whole set each pass. shard: one fixed permutation of the set (the
+    order the shards were written in), cut into consecutive shards of `shard_size` examples that are
+    shuffled only internally each pass, so an example's mini-batch neighbours come from the same shard.
+    """
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + data_pass)
+    if shuffle == "thorough":
+        return torch.randperm(num_examples, generator=gen)
+    if shuffle != "shard":
+        raise ValueError(f"shuffle={shuffle!r}: expected thorough or shard")
+    fixed = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 - 1))
+    shard = torch.arange(num_examples) // shard_size
+    within = torch.argsort(shard.double() + torch.rand(num_examples, generator=gen, dtype=torch.double))
+    return fixed[within]
+
+
 class StepChunkSampler(Sampler):
     """Yields index tensors of shape [steps_per_batch, batch_size]: several optimizer steps at once.
 
@@ -36,6 +56,9 @@ class StepChunkSampler(Sampler):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        shuffle: str = "thorough",
+        shard_size: int = 1024,
+        as_list: bool = False,
     ):
         if steps_per_epoch % steps_per_batch:
             raise ValueError(
@@ -50,6 +73,8 @@ class StepChunkSampler(Sampler):
         self.num_examples, self.batch_size = num_examples, batch_size
         self.steps_per_epoch, self.steps_per_batch = steps_per_epoch, steps_per_batch
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.shuffle, self.shard_size = shuffle, shard_size
+        self.as_list = as_list  # yield lists of ints (map-style data sets read by DataLoader workers)
         self.epoch = 0
         self._cached: tuple[int, torch.Tensor] | None = None
 
@@ -59,8 +84,8 @@ class StepChunkSampler(Sampler):
     def _pass_indices(self, data_pass: int) -> torch.Tensor:
         """This rank's indices of one shuffled pass, [steps_per_pass, batch_size]."""
         if self._cached is None or self._cached[0] != data_pass:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + data_pass)
-            perm = torch.randperm(self.num_examples, generator=gen)[: self.steps_per_pass * self.global_batch]
+            perm = shuffled_pass(self.num_examples, data_pass, self.seed, self.shuffle, self.shard_size)
+            perm = perm[: self.steps_per_pass * self.global_batch]
             self._cached = (
                 data_pass,
                 perm.view(self.steps_per_pass, self.world_size, self.batch_size)[:, self.rank],
@@ -81,7 +106,8 @@ class StepChunkSampler(Sampler):
         first = self.epoch * self.steps_per_epoch
         for start in range(first, first + self.steps_per_epoch, self.steps_per_batch):
             idx = self.step_indices(start, self.steps_per_batch)
-            yield idx[0] if self.steps_per_batch == 1 else idx
+            idx = idx[0] if self.steps_per_batch == 1 else idx
+            yield idx.tolist() if self.as_list else idx
 
     def __len__(self) -> int:
         return self.steps_per_epoch // self.steps_per_batch
@@ -94,14 +120,18 @@ class ShardSliceSampler(Sampler):
     across ranks; slices index the device tensor without a copy.
     """
 
-    def __init__(self, num_examples: int, batch_size: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, num_examples: int, batch_size: int, rank: int = 0, world_size: int = 1, as_list: bool = False
+    ):
         self.start = num_examples * rank // world_size
         self.stop = num_examples * (rank + 1) // world_size
         self.batch_size = batch_size
+        self.as_list = as_list  # lists of ints instead of slices, for map-style data sets
 
-    def __iter__(self) -> Iterator[slice]:
+    def __iter__(self) -> Iterator[slice | list[int]]:
         for s in range(self.start, self.stop, self.batch_size):
-            yield slice(s, min(s + self.batch_size, self.stop))
+            stop = min(s + self.batch_size, self.stop)
+            yield list(range(s, stop)) if self.as_list else slice(s, stop)
 
     def __len__(self) -> int:
         return -(-(self.stop - self.start) // self.batch_size)

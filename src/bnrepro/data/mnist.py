@@ -11,15 +11,13 @@ When none works, DatasetNotFoundError says where it looked and what to do.
 from __future__ import annotations
 
 import gzip
-import math
 import os
 import shutil
 from pathlib import Path
 
-import lightning as L
 from torchvision import datasets
 
-from bnrepro.data.device_loader import ShardSliceSampler, StepChunkSampler, device_loader
+from bnrepro.data.tensors import TensorDataModule
 
 TORCHVISION_CLASSES = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
 IDX_FILES = (
@@ -86,14 +84,10 @@ def load_tensors(name: str, root: str | Path, train: bool, binarize_threshold: f
     return x, ds.targets.long()
 
 
-class MNISTDataModule(L.LightningDataModule):
-    """The whole train and test sets as tensors on the training device.
+class MNISTDataModule(TensorDataModule):
+    """MNIST / Fashion-MNIST, the whole train and test sets as tensors on the training device."""
 
-    Batches are index tensors applied to those tensors (see device_loader). A Lightning epoch is one
-    evaluation period of `eval_every_steps` optimizer steps, after which the test set is evaluated.
-    """
-
-    input_shape = (1, 28, 28)  # one example, as the network receives it
+    input_shape = (1, 28, 28)
 
     def __init__(
         self,
@@ -101,51 +95,19 @@ class MNISTDataModule(L.LightningDataModule):
         root: str = "data",
         system_dirs=(),
         download: bool = True,
-        batch_size: int = 60,
-        eval_batch_size: int = 10000,
         binarize_threshold: float | None = 0.5,
-        device_resident: bool = True,
-        eval_every_steps: int = 500,
-        steps_per_batch: int = 1,
-        seed: int = 0,
+        **kwargs,
     ):
-        super().__init__()
+        super().__init__(**kwargs)
         if name not in TORCHVISION_CLASSES:
             raise ValueError(f"data.name={name!r}: expected one of {', '.join(TORCHVISION_CLASSES)}")
         self.name, self.root, self.system_dirs, self.download = name, root, list(system_dirs), download
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.binarize_threshold, self.device_resident = binarize_threshold, device_resident
-        self.eval_every_steps, self.max_steps_per_batch = eval_every_steps, steps_per_batch
-        self.seed = seed
-        self.steps_per_batch = 1
+        self.binarize_threshold = binarize_threshold
 
     def prepare_data(self) -> None:  # once per node, before processes read
         prepare(self.name, self.root, self.system_dirs, self.download)
 
-    def setup(self, stage: str | None = None) -> None:
-        world = self.trainer.world_size if self.trainer else 1
-        self.rank = self.trainer.global_rank if self.trainer else 0
-        self.world_size = world
-        # Several steps per Lightning batch only on one device: DDP's gradient all-reduce runs once per
-        # forward of the wrapped module, so there every step must be its own Lightning batch. Dividing
-        # the evaluation period also divides trainer.max_steps (config.validate requires a multiple).
-        k = self.max_steps_per_batch if world == 1 else 1
-        self.steps_per_batch = math.gcd(k, self.eval_every_steps)
-        device = self.trainer.strategy.root_device if (self.trainer and self.device_resident) else "cpu"
-        self.train_x, self.train_y = (
-            t.to(device) for t in load_tensors(self.name, self.root, True, self.binarize_threshold)
-        )
-        self.test_x, self.test_y = (
-            t.to(device) for t in load_tensors(self.name, self.root, False, self.binarize_threshold)
-        )
-
-    def train_dataloader(self):
-        sampler = StepChunkSampler(
-            len(self.train_y), self.batch_size, self.eval_every_steps, self.steps_per_batch,
-            seed=self.seed, rank=self.rank, world_size=self.world_size,
-        )  # fmt: skip
-        return device_loader((self.train_x, self.train_y), sampler)
-
-    def val_dataloader(self):
-        sampler = ShardSliceSampler(len(self.test_y), self.eval_batch_size, self.rank, self.world_size)
-        return device_loader((self.test_x, self.test_y), sampler)
+    def load(self, device):
+        train = load_tensors(self.name, self.root, True, self.binarize_threshold)
+        test = load_tensors(self.name, self.root, False, self.binarize_threshold)
+        return tuple(t.to(device) for t in (*train, *test))

@@ -1,0 +1,150 @@
+"""ImageNet (ILSVRC-2012) and its single-GPU proxy Imagenette, read from class folders by DataLoader workers.
+
+    <root>/train/<wnid>/*.JPEG   and   <root>/val/<wnid>/*.JPEG     (data=imagenet, data.root=<root>)
+    <root>/imagenette2-320/{train,val}/<wnid>/*.JPEG                (data=imagenette; downloaded if missing)
+
+Training batches follow the same step stream as every other data set (data/device_loader.py): the
+sampler yields one global step's indices for this rank, a worker decodes and distorts the whole
+mini-batch (data/images.py), and one Lightning epoch is one evaluation period. Evaluation is the
+single-crop protocol (shorter side 256, centre 224); each rank reads a disjoint shard of val.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets
+
+from bnrepro.data.device_loader import ShardSliceSampler, StepChunkSampler
+from bnrepro.data.images import (
+    ImageDataError,
+    ImageFolderDataset,
+    eval_transform,
+    scan_class_folders,
+    train_transform,
+)
+
+IMAGENETTE_FOLDERS = {"full": "imagenette2", "320px": "imagenette2-320", "160px": "imagenette2-160"}
+
+
+class BatchedImages(Dataset):
+    """Indexed by a list of indices (one mini-batch, chosen by the sampler); returns stacked tensors."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = zip(*(self.dataset[i] for i in indices))
+        return torch.stack(images), torch.tensor(labels)
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        name: str = "imagenet",
+        root: str = "data/imagenet",
+        download: bool = False,
+        variant: str | None = None,
+        num_classes: int = 1000,
+        batch_size: int = 32,
+        eval_batch_size: int = 100,
+        image_size: int = 224,
+        resize_size: int = 256,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        augment: dict | None = None,
+        shuffle: str = "thorough",
+        shard_size: int = 1024,
+        num_workers: int = 8,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        eval_every_steps: int = 1000,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if name == "imagenette" and variant not in IMAGENETTE_FOLDERS:
+            raise ImageDataError(
+                f"data.variant={variant!r}: Imagenette comes as {', '.join(IMAGENETTE_FOLDERS)}"
+            )
+        self.name, self.root, self.download, self.variant = name, Path(root), download, variant
+        self.num_classes, self.batch_size, self.eval_batch_size = num_classes, batch_size, eval_batch_size
+        self.input_shape = (3, image_size, image_size)
+        self.augment = dict(augment or {"name": "none"})
+        self.train_tf = self._train_transform(image_size, mean, std)
+        self.eval_tf = eval_transform(image_size, resize_size, mean, std)
+        self.shuffle, self.shard_size, self.seed = shuffle, shard_size, seed
+        self.eval_every_steps = eval_every_steps
+        self.loader_kwargs = dict(
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers and num_workers > 0,
+        )
+
+    def _train_transform(self, image_size, mean, std):
+        a = self.augment
+        if a["name"] == "none":  # no distortions: train on the evaluation crop
+            return eval_transform(image_size, image_size * 256 // 224, mean, std)
+        return train_transform(image_size, tuple(a["crop_scale"]), tuple(a["crop_ratio"]), a["hflip"],
+                               a["color_jitter"], mean, std)  # fmt: skip
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / IMAGENETTE_FOLDERS[self.variant] if self.name == "imagenette" else self.root
+
+    def prepare_data(self) -> None:
+        """Checks both splits (download Imagenette first if asked); raises ImageDataError naming the path."""
+        if self.name == "imagenette" and self.download and not (self.data_dir / "val").is_dir():
+            try:
+                for split in ("train", "val"):
+                    datasets.Imagenette(str(self.root), split=split, size=self.variant, download=True)
+            except Exception as e:  # offline: URLError / RuntimeError
+                raise ImageDataError(
+                    f"{self.data_dir}: Imagenette is not there and the download failed ({type(e).__name__}: "
+                    f"{e}). Run once with internet access, or set data.root to a folder holding "
+                    f"{IMAGENETTE_FOLDERS[self.variant]}/."
+                ) from e
+        self._scan()
+
+    def _scan(self):
+        train_classes, train = scan_class_folders(self.data_dir / "train")
+        val_classes, val = scan_class_folders(self.data_dir / "val")
+        if train_classes != val_classes:
+            missing = sorted(set(train_classes) ^ set(val_classes))[:5]
+            raise ImageDataError(
+                f"{self.data_dir}: train/ and val/ have different class folders (e.g. {', '.join(missing)}); "
+                f"val/ must be sorted into the same <wnid> folders as train/ (see README, ImageNet)."
+            )
+        if len(train_classes) != self.num_classes:
+            raise ImageDataError(
+                f"{self.data_dir / 'train'} holds {len(train_classes)} class folders but data.num_classes="
+                f"{self.num_classes}; set data.num_classes={len(train_classes)} or fix the folder."
+            )
+        return train, val
+
+    def setup(self, stage: str | None = None) -> None:
+        self.rank = self.trainer.global_rank if self.trainer else 0
+        self.world_size = self.trainer.world_size if self.trainer else 1
+        train, val = self._scan()
+        self.train_set = ImageFolderDataset(train, self.train_tf)
+        self.val_set = ImageFolderDataset(val, self.eval_tf)
+
+    def train_dataloader(self):
+        sampler = StepChunkSampler(
+            len(self.train_set), self.batch_size, self.eval_every_steps, 1, seed=self.seed, rank=self.rank,
+            world_size=self.world_size, shuffle=self.shuffle, shard_size=self.shard_size, as_list=True,
+        )  # fmt: skip
+        return DataLoader(
+            BatchedImages(self.train_set), sampler=sampler, batch_size=None, **self.loader_kwargs
+        )
+
+    def val_dataloader(self):
+        sampler = ShardSliceSampler(
+            len(self.val_set), self.eval_batch_size, self.rank, self.world_size, as_list=True
+        )
+        return DataLoader(BatchedImages(self.val_set), sampler=sampler, batch_size=None, **self.loader_kwargs)

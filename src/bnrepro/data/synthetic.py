@@ -1,0 +1,31 @@
+"""data=synthetic: random images and labels made on the training device (smoke tests, throughput).
+
+Nothing to learn and nothing to read: a run measures the training step alone, without decoding.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bnrepro.data.tensors import TensorDataModule
+
+
+class SyntheticDataModule(TensorDataModule):
+    def __init__(
+        self, num_classes=1000, num_train_examples=512, num_val_examples=128, image_size=224, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.num_classes, self.image_size = num_classes, image_size
+        self.num_train_examples, self.num_val_examples = num_train_examples, num_val_examples
+        self.input_shape = (3, image_size, image_size)
+
+    def prepare_data(self) -> None:
+        pass
+
+    def load(self, device):
+        gen = torch.Generator(device=device).manual_seed(self.seed)
+        out = []
+        for n in (self.num_train_examples, self.num_val_examples):
+            out.append(torch.randn(n, *self.input_shape, device=device, generator=gen))
+            out.append(torch.randint(0, self.num_classes, (n,), device=device, generator=gen))
+        return tuple(out)
