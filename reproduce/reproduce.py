@@ -5,7 +5,8 @@
 
 A spec (reproduce/<name>.yaml) names the experiment config and the sweep. Each sweep point is one run
 folder (runs/<task>/<run_name>, the same folder `python src/train.py` would use); a folder whose
-summary.json says "finished" with the configured number of steps is reused, anything else is (re)run.
+summary.json says "finished" (or "diverged": a result too) with the same configuration is reused;
+anything else is (re)run.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 import bnrepro.config  # noqa: E402,F401  (registers the schema)
-from bnrepro.results.runs import find_runs, load_run  # noqa: E402
+from bnrepro.results.runs import COMPLETE, find_runs, load_run  # noqa: E402
 
 
 def load_spec(name: str) -> dict:
@@ -75,11 +76,11 @@ def planned_run(spec: dict, point: list[str], overrides: list[str]) -> tuple[lis
 
 
 def status(run_dir: Path, config: dict) -> str:
-    """finished (reusable), missing, or failed; exits if the folder holds a different finished run."""
+    """finished / diverged (reusable), missing, or failed; exits if the folder holds a different run."""
     if not (run_dir / "summary.json").is_file():
         return "missing"
     s = load_run(run_dir).summary
-    if s.get("status") != "finished":
+    if s.get("status") not in COMPLETE:
         return s.get("status", "unknown")
     there = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()))
     diff = sorted(k for k in (set(there) | set(config)) - DRIVER_KEYS if there.get(k) != config.get(k))
@@ -89,7 +90,7 @@ def status(run_dir: Path, config: dict) -> str:
             f"error: {run_dir} holds a finished run with another configuration ({shown}). Nothing was "
             f"changed. Move it away, or pass runs_root=<other folder> or seed=<n>, and run again."
         )
-    return "finished"
+    return s["status"]
 
 
 def _show(path: Path) -> str:
@@ -103,6 +104,9 @@ def _pump(proc: subprocess.Popen, log: Path) -> None:
             f.write(line)
             if line.startswith("[") or line.startswith("error"):
                 print(line, end="", flush=True)
+
+
+EXIT_DIVERGED = 3  # src/train.py's exit status for a run whose loss became non-finite
 
 
 def run_jobs(jobs: list[tuple[list[str], Path]], parallel: int) -> None:
@@ -128,7 +132,7 @@ def run_jobs(jobs: list[tuple[list[str], Path]], parallel: int) -> None:
             running.remove(item)
             proc, pump, run_dir = item
             pump.join()
-            if proc.returncode != 0:
+            if proc.returncode not in (0, EXIT_DIVERGED):  # a diverged run is a result, not a failure
                 failed.append(f"{run_dir} (exit {proc.returncode}, output in {run_dir.with_suffix('.log')})")
     if failed:
         sys.exit("error: these jobs failed: " + "; ".join(failed))
@@ -143,7 +147,7 @@ def render(spec: dict, runs, command: str, results: Path) -> None:
 def reproduce(name: str, overrides: list[str], parallel: int | None, results: Path) -> None:
     spec = load_spec(name)
     plans = [planned_run(spec, p, overrides) for p in sweep_points(spec)]
-    todo = [(job, d) for job, d, config in plans if status(d, config) != "finished"]
+    todo = [(job, d) for job, d, config in plans if status(d, config) not in COMPLETE]
     for _, d, _ in plans:
         print(f"{'run ' if any(d == t[1] for t in todo) else 'have'}  {_show(d)}")
     if todo:

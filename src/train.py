@@ -1,7 +1,12 @@
-"""Train one paper variant: `python src/train.py model=mnist_mlp_bn data=fashion_mnist`.
+"""Train one paper variant: `python src/train.py model=bn_x30 [data=imagenette] [trainer.devices=8]`.
 
 Hydra composes conf/train.yaml (see README for the groups); `-m` sweeps, e.g.
-`python src/train.py -m model=mnist_mlp,mnist_mlp_bn`. Each run writes one folder under runs/.
+`python src/train.py -m model=inception,bn_baseline,bn_x5,bn_x30,bn_x5_sigmoid`. Each run writes one
+folder under runs/.
+
+Exit status: 0 finished; 2 bad input (config, data set, run folder), nothing trained; 3 the run
+diverged (a result: summary.json says diverged=true and the step). In a multirun a diverged job is
+reported and the sweep goes on with its other jobs.
 """
 
 from __future__ import annotations
@@ -11,22 +16,31 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 import bnrepro.config  # noqa: F401  (registers the schema `train_schema` in Hydra's ConfigStore)
+from bnrepro.callbacks.divergence import TrainingDiverged
 from bnrepro.config import ConfigError
+from bnrepro.data.images import ImageDataError
 from bnrepro.data.mnist import DatasetNotFoundError
 from bnrepro.run import RunExistsError, train
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg) -> None:
+    hydra_cfg = HydraConfig.get()
     try:
-        train(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except (ConfigError, DatasetNotFoundError, RunExistsError) as e:
+        train(cfg, Path(hydra_cfg.runtime.output_dir))
+    except (ConfigError, DatasetNotFoundError, ImageDataError, RunExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
+    except TrainingDiverged as e:
+        print(f"diverged: {cfg.run_name}: {e}", file=sys.stderr)
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            sys.exit(EXIT_DIVERGED)
 
 
 if __name__ == "__main__":

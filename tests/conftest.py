@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +75,10 @@ def fast_overrides(root: Path, runs: Path, steps: int = 20, every: int = 10) -> 
         "trainer.enable_progress_bar=false",
         "logger=csv",
     ]
+
+
+def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}  # None: unset the variable
+    return subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip

@@ -93,13 +93,97 @@ def test_every_config_file_composes_and_validates(group, option):
     validate(cfg)
 
 
-def test_imagenet_groups_hold_the_papers_values():
-    from omegaconf import OmegaConf
+# Figure 3's rows and the Sec. 4.2.1 switches (PAPER.md Sec. 4), as each variant's config must hold them:
+# norm, activation, initial LR at batch 32, dropout, LRN, L2, decay speed-up, distortions, jitter, shuffling.
+VARIANTS = {
+    "inception": ("none", "relu", 0.0015, 0.4, True, 4e-5, 1, "full", 0.4, "shard"),
+    "bn_baseline": ("batchnorm", "relu", 0.0015, 0.4, True, 4e-5, 1, "full", 0.4, "shard"),
+    "bn_x5": ("batchnorm", "relu", 0.0075, 0.0, False, 8e-6, 6, "reduced", 0.1, "thorough"),
+    "bn_x30": ("batchnorm", "relu", 0.045, 0.0, False, 8e-6, 6, "reduced", 0.1, "thorough"),
+    "bn_x5_sigmoid": ("batchnorm", "sigmoid", 0.0075, 0.0, False, 8e-6, 6, "reduced", 0.1, "thorough"),
+}
 
-    def load(path):
-        return OmegaConf.load(ROOT / "conf" / f"{path}.yaml")
 
-    sgd = load("optimizer/sgd_momentum")
-    assert sgd.lr * load("lr_multiplier/x30").factor == pytest.approx(0.045)  # Sec. 4.2.1: BN-x30
-    assert sgd.lr * load("lr_multiplier/x5").factor == pytest.approx(0.0075)  # BN-x5
-    assert sgd.momentum == 0.9 and sgd.reference_batch == 32  # Sec. 4.2: mini-batch 32
+@pytest.mark.parametrize("model", VARIANTS)
+def test_imagenet_variant_composes_to_figure_3_row(model):
+    from bnrepro.lit.classifier import effective_lr
+
+    norm, act, lr, drop, lrn, wd, speedup, augment, jitter, shuffle = VARIANTS[model]
+    cfg = compose_train(f"model={model}")
+    validate(cfg)
+    assert (cfg.model.name, cfg.model.arch, cfg.model.norm, cfg.activation.name) == (
+        model,
+        "bn_inception",
+        norm,
+        act,
+    )
+    o = cfg.optimizer
+    assert (o.name, o.momentum, o.reference_batch, cfg.data.batch_size) == ("sgd", 0.9, 32, 32)  # Sec. 4.2
+    assert effective_lr(o.lr, 32, o.reference_batch, o.lr_scaling) == pytest.approx(
+        lr
+    )  # one device, batch 32
+    assert effective_lr(o.lr, 8 * 32, o.reference_batch, o.lr_scaling) == pytest.approx(8 * lr)  # 8 devices
+    assert o.weight_decay == pytest.approx(wd)
+    assert (cfg.model.kwargs.drop_rate, cfg.model.kwargs.lrn) == (drop, lrn)
+    s = cfg.lr_schedule
+    assert (s.name, s.gamma, s.decay_every_epochs, s.speedup) == ("exponential", 0.96, 8, speedup)
+    assert s.epoch_examples == 1_281_167  # decay counted in ImageNet epochs of examples
+    assert (cfg.augment.name, cfg.augment.color_jitter, cfg.data.shuffle) == (augment, jitter, shuffle)
+    assert list(cfg.augment.crop_scale) == [0.08, 1.0]
+    assert cfg.data.name == "imagenet" and cfg.model.kwargs.num_classes == 1000
+    assert cfg.model.kwargs.channel_plan == "literal" and cfg.model.kwargs.stem == "plain"
+    assert not cfg.model.kwargs.aux_logits
+
+
+def test_bn_baseline_differs_from_inception_only_by_bn():
+    a, b = compose_train("model=inception"), compose_train("model=bn_baseline")
+    a.model.norm, a.model.name = b.model.norm, b.model.name
+    assert a == b
+
+
+def test_cfg_job_prints_the_variants_values():
+    """The documented check: `python src/train.py model=bn_x30 --cfg job` shows the numbers themselves."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "model=bn_x30", "--cfg", "job"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    for line in ("lr: 0.045", "drop_rate: 0.0", "lrn: false", "weight_decay: 8.0e-06", "speedup: 6",
+                 "name: relu", "batch_size: 32", "reference_batch: 32"):  # fmt: skip
+        assert line in out, line
+
+
+def test_lr_decay_counts_examples_not_steps():
+    from bnrepro.lit.classifier import lr_factor
+
+    epoch = 1_281_167
+    sched = {"name": "exponential", "gamma": 0.96, "decay_every_epochs": 8, "speedup": 1, "epoch_examples": epoch,
+             "staircase": True}  # fmt: skip
+    eight_epochs = 8 * epoch
+    assert lr_factor(eight_epochs // 32 - 1, 32, sched) == 1.0  # staircase: not yet
+    assert lr_factor(-(-eight_epochs // 32), 32, sched) == pytest.approx(0.96)
+    assert lr_factor(-(-eight_epochs // 256), 256, sched) == pytest.approx(0.96)  # 8 devices: 8x fewer steps
+    fast = {**sched, "speedup": 6}  # Sec. 4.2.1: 6x faster
+    assert lr_factor(-(-eight_epochs // (6 * 32)), 32, fast) == pytest.approx(0.96)
+    assert lr_factor(-(-eight_epochs // 32), 32, fast) == pytest.approx(0.96**6)
+    assert lr_factor(10**9, 32, {"name": "constant"}) == 1.0
+
+
+@pytest.mark.parametrize(
+    "overrides, steps, every",
+    [((), 320_000_000 // 32, 100_000),  # one device: 1e7 steps, evaluated every 1e5
+     (("trainer.devices=8",), 320_000_000 // 256, 12_500),  # 8 devices: same examples, 8x fewer steps
+     (("trainer.max_steps=40", "loop.eval_every_steps=20"), 40, 20)],  # steps, when given, win
+)  # fmt: skip
+def test_training_length_in_examples_becomes_steps_at_the_global_batch(overrides, steps, every):
+    from bnrepro.config import resolve_loop
+
+    cfg = compose_train("model=bn_x30", *overrides)
+    devices = 8 if "trainer.devices=8" in overrides else 1
+    assert resolve_loop(cfg, cfg.data.batch_size * devices) == (steps, every)
+
+
+def test_a_length_that_is_neither_steps_nor_examples_is_refused():
+    cfg = compose_train("model=bn_x30", "loop.max_examples=null")
+    with pytest.raises(ConfigError, match="trainer.max_steps or loop.max_examples"):
+        validate(cfg)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,19 +10,25 @@ import yaml
 
 from bnrepro.results.runs import load_run
 from bnrepro.run import RunExistsError, train
-from conftest import ROOT, compose_train, fast_overrides
+from conftest import ROOT, cli, compose_train, fast_overrides
 
 MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+MNIST_MODELS = [m for m in MODELS if m.startswith("mnist")]
+IMAGENET_VARIANTS = [m for m in MODELS if m not in MNIST_MODELS]
 
 
-def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    env = {k: v for k, v in env.items() if v is not None}  # None: unset the variable
-    return subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+def synthetic_overrides(runs, steps: int = 4, every: int = 2) -> list[str]:
+    """A few CPU steps of an ImageNet variant on random 32x32 images (BN-Inception at reduced resolution)."""
+    return [
+        "data=synthetic", "data.image_size=32", "data.num_classes=10", "data.batch_size=4",
+        "data.num_train_examples=32", "data.num_val_examples=16", "data.eval_batch_size=16",
+        f"runs_root={runs}", f"trainer.max_steps={steps}", f"loop.eval_every_steps={every}",
+        "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "logger=csv",
+        "callbacks.population_stats.num_batches=2",
+    ]  # fmt: skip
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", MNIST_MODELS)
 def test_model_config_trains_and_writes_its_run_folder(model, mnist_root, tmp_path):
     cfg = compose_train(f"model={model}", *fast_overrides(mnist_root, tmp_path / "runs"), "run_name=r")
     run_dir = tmp_path / "runs" / cfg.task / "r"
@@ -197,10 +200,63 @@ def test_a_run_that_crashes_leaves_a_failed_summary_with_the_error(mnist_root, t
     assert s["status"] == "failed" and s["error"] == "RuntimeError: injected failure" and s["steps"] == 0
 
 
-def test_a_non_finite_training_loss_is_recorded_as_diverged(mnist_root, tmp_path):
-    """an infinite learning rate turns the weights into inf/NaN at the first step; the summary must say so."""
+@pytest.mark.parametrize("model", IMAGENET_VARIANTS)
+def test_imagenet_variant_trains_a_few_steps_on_synthetic_data(model, tmp_path):
+    import torch
+
+    cfg = compose_train(f"model={model}", *synthetic_overrides(tmp_path), "run_name=r")
+    s = train(cfg, tmp_path / "r")
+    assert s["status"] == "finished" and s["steps"] == 4 and s["evaluations"] == 2
+    assert s["global_batch"] == 4 and s["lr"] == pytest.approx(cfg.optimizer.lr * 4 / 32)  # linear scaling
+    assert 0.0 <= s["final_acc_top5"] <= 1.0
+    has_bn = cfg.model.norm == "batchnorm"
+    # Alg. 2 is evaluated for the BN nets only, and its network is saved beside the moving-average one.
+    assert ("population_acc" in s) == has_bn == (tmp_path / "r" / "checkpoints" / "population.ckpt").is_file()
+    state = torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert any(k.endswith("running_var") for k in state) == has_bn
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_a_nan_at_step_k_stops_the_run_as_diverged_and_keeps_the_last_good_checkpoint(tmp_path):
+    import torch
+
+    from bnrepro.callbacks.divergence import TrainingDiverged
+
+    cfg = compose_train("model=bn_x30", *synthetic_overrides(tmp_path, steps=8), "run_name=r",
+                        "callbacks.divergence.inject_nan_at_step=5")  # fmt: skip
+    with pytest.raises(TrainingDiverged, match="step 5"):
+        train(cfg, tmp_path / "r")
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert (s["status"], s["diverged"], s["diverged_at_step"], s["steps"]) == ("diverged", True, 5, 5)
+    ckpt = torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 4  # the evaluation before the NaN
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_an_infinite_learning_rate_diverges_inside_a_chunk_of_steps(mnist_root, tmp_path):
+    """MNIST runs 10 steps per Lightning batch here: the first non-finite step inside the chunk is named."""
+    from bnrepro.callbacks.divergence import TrainingDiverged
+
     cfg = compose_train(
         "model=mnist_mlp", *fast_overrides(mnist_root, tmp_path), "run_name=r", "optimizer.lr=inf"
     )
-    summary = train(cfg, tmp_path / "r")
-    assert summary["diverged"] is True
+    with pytest.raises(TrainingDiverged) as e:
+        train(cfg, tmp_path / "r")
+    assert e.value.step == 2  # step 1's loss is finite; its infinite update makes step 2's NaN
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["diverged"] is True and s["diverged_at_step"] == 2
+
+
+def test_divergence_exits_with_its_own_status_and_a_sweep_goes_on(tmp_path):
+    r = cli("model=bn_x30", *synthetic_overrides(tmp_path), "run_name=single",
+            "callbacks.divergence.inject_nan_at_step=3")  # fmt: skip
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert "diverged" in r.stderr and "step 3" in r.stderr
+    r = cli("-m", "model=bn_x30", *synthetic_overrides(tmp_path), "run_name=inj${callbacks.divergence.inject_nan_at_step}",
+            "callbacks.divergence.inject_nan_at_step=3,null")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    status = {
+        p.parent.name: json.loads(p.read_text())["status"]
+        for p in tmp_path.glob("imagenet/inj*/summary.json")
+    }
+    assert status == {"inj3": "diverged", "injNone": "finished"}

@@ -28,6 +28,7 @@ class ModelConfig:
     norm: str = "batchnorm"  # batchnorm | none -- BN on or off for the whole net (Sec. 3)
     # Keyword arguments of the architecture (layer sizes, init); checked by building the net at start-up.
     kwargs: dict[str, Any] = field(default_factory=dict)
+    aux_loss_weight: float = 0.3  # weight of each auxiliary head's loss, when the net has them (GoogLeNet)
 
 
 @dataclass
@@ -45,6 +46,21 @@ class OptimizerConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw only
     reference_batch: int = 32  # global batch at which `lr` is meant (PAPER.md Sec. 4: 32)
     lr_scaling: str = "linear"  # linear | none: scale lr by global_batch / reference_batch
+    # false: weight decay on conv/fc weights only, not on biases and BN's gamma/beta (timm's
+    # param_groups_weight_decay; Caffe's GoogLeNet also exempts biases). true: on every parameter.
+    decay_all_params: bool = False
+
+
+@dataclass
+class LRScheduleConfig:
+    """LR decay, counted in examples seen so it does not depend on batch size or device count."""
+
+    name: str = "constant"  # constant | exponential
+    gamma: float = 0.96  # exponential: multiply the LR by gamma ...
+    decay_every_epochs: float = 8.0  # ... every this many epochs (GoogLeNet: x0.96 every 8 epochs) ...
+    speedup: float = 1.0  # ... divided by this (Sec. 4.2.1: the BN variants decay 6x faster)
+    epoch_examples: int = "${data.num_train_examples}"  # type: ignore[assignment]  # one epoch, in examples
+    staircase: bool = True  # decay in steps (GoogLeNet), not continuously
 
 
 @dataclass
@@ -54,15 +70,45 @@ class LRMultiplierConfig:
 
 @dataclass
 class DataConfig:
-    name: str = MISSING  # mnist | fashion_mnist
-    root: str = "data"  # where torchvision's dataset folders live (or are downloaded to)
-    download: bool = True  # try torchvision's download when no local copy is found
+    name: str = MISSING  # mnist | fashion_mnist | imagenet | imagenette | synthetic
+    root: str = "data"  # where the data set's folders live (or are downloaded to)
+    download: bool = True  # try torchvision's download when no local copy is found (not ImageNet)
     # Extra read-only folders searched for the gzipped IDX files (Debian's dataset-fashion-mnist).
     system_dirs: list[str] = field(default_factory=list)
+    num_classes: int = 10
+    # Examples in one epoch of the training set: the unit of lr_schedule.decay_every_epochs; for
+    # data=synthetic also how many examples are made.
+    num_train_examples: int = 60000
+    num_val_examples: int = 10000  # data=synthetic: how many validation examples are made
     batch_size: int = 60  # per device; global batch = devices x batch_size
     eval_batch_size: int = 10000
     binarize_threshold: float | None = 0.5  # Sec. 4.1 "binary input": pixel/255 > threshold; null = grey
-    device_resident: bool = True  # keep the whole set as tensors on the training device
+    device_resident: bool = True  # keep the whole set as tensors on the training device (MNIST, synthetic)
+    # Image data sets (imagenet, imagenette, synthetic).
+    variant: str | None = None  # imagenette: full | 320px | 160px (torchvision's Imagenette sizes)
+    image_size: int = 224  # training crop and evaluation centre crop
+    resize_size: int = 256  # evaluation: shorter side resized to this, then the centre crop
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # timm's ImageNet mean/std
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # Sec. 4.2.1 "shuffle training examples more thoroughly". thorough: a fresh permutation of the whole
+    # set every epoch. shard: one fixed permutation cut into shards of shard_size examples, shuffled
+    # only within each shard every epoch -- the same examples keep meeting in mini-batches.
+    shuffle: str = "thorough"
+    shard_size: int = 1024
+    num_workers: int = 8  # decoding processes per device
+    pin_memory: bool = True
+    persistent_workers: bool = True  # keep workers between evaluation periods
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time distortions of image data (Sec. 4.2.1); evaluation is always resize + centre crop."""
+
+    name: str = "none"  # none | full | reduced
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # random-resized crop: area range
+    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 4 / 3])  # ... and aspect ratio range
+    hflip: bool = True
+    color_jitter: float = 0.0  # brightness = contrast = saturation jitter strength (photometric)
 
 
 @dataclass
@@ -74,7 +120,9 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    max_steps: int = MISSING  # optimizer steps (one step = one mini-batch per device)
+    # Training length in optimizer steps (one step = one mini-batch on every device). null: derived from
+    # loop.max_examples and the global batch. Set, it wins over loop.max_examples.
+    max_steps: int | None = None
     deterministic: bool = False
     benchmark: bool | None = None
     enable_progress_bar: bool = True
@@ -87,7 +135,11 @@ class TrainerConfig:
 
 @dataclass
 class LoopConfig:
-    eval_every_steps: int = 500  # evaluate on the test/val set every this many optimizer steps
+    # Evaluation period, in optimizer steps or (when eval_every_steps is null) in examples seen, which
+    # stays the same when the device count changes the global batch. Steps win when both are set.
+    eval_every_steps: int | None = None
+    eval_every_examples: int | None = None
+    max_examples: int | None = None  # training length in examples, used when trainer.max_steps is null
     # Optimizer steps run inside one Lightning batch (manual optimization). Lightning's per-batch work is
     # of the order of a whole MLP step (measured: 1.56x a plain loop at 1 step per batch, 0.98x at 100),
     # so small nets amortise it over several steps. A step still means one SGD update on one mini-batch.
@@ -98,15 +150,33 @@ class LoopConfig:
 
 @dataclass
 class PercentilesConfig:
-    enabled: bool = True
+    enabled: bool = False  # on for the MNIST nets (Figure 1b,c)
     module: str = MISSING  # dotted path of the activation module whose *input* is tracked
     unit: int = 0  # the fixed "typical" unit plotted in Figure 1(b,c)
     quantiles: list[float] = field(default_factory=lambda: [0.15, 0.5, 0.85])
 
 
 @dataclass
+class PopulationStatsConfig:
+    """Alg. 2: recompute BN's mean/variance over training batches before the final evaluation."""
+
+    enabled: bool = True  # no effect on nets without BN
+    num_batches: int = 100  # training mini-batches (per device) averaged; CHOICE, the paper gives none
+
+
+@dataclass
+class DivergenceConfig:
+    """A non-finite training loss stops the run on every rank: summary.json says diverged, exit status 3."""
+
+    check_every_n_batches: int = 1  # Lightning batches between checks (one check costs a host sync)
+    inject_nan_at_step: int | None = None  # testing aid: poison the weights so this step's loss is NaN
+
+
+@dataclass
 class CallbacksConfig:
     percentiles: PercentilesConfig = field(default_factory=PercentilesConfig)
+    population_stats: PopulationStatsConfig = field(default_factory=PopulationStatsConfig)
+    divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
 
 
 @dataclass
@@ -133,7 +203,9 @@ class TrainConfig:
     activation: ActivationConfig = field(default_factory=ActivationConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     lr_multiplier: LRMultiplierConfig = field(default_factory=LRMultiplierConfig)
+    lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
@@ -151,18 +223,33 @@ CHOICES = {
     "activation.name": ("sigmoid", "relu"),
     "optimizer.name": ("sgd", "adamw"),
     "optimizer.lr_scaling": ("linear", "none"),
-    "data.name": ("mnist", "fashion_mnist"),
+    "lr_schedule.name": ("constant", "exponential"),
+    "data.name": ("mnist", "fashion_mnist", "imagenet", "imagenette", "synthetic"),
+    "data.shuffle": ("thorough", "shard"),
+    "augment.name": ("none", "full", "reduced"),
     "logger.wandb.mode": ("auto", "online", "offline", "disabled"),
 }
 POSITIVE = (
     "optimizer.lr",
     "optimizer.reference_batch",
+    "lr_schedule.gamma",
+    "lr_schedule.decay_every_epochs",
+    "lr_schedule.speedup",
+    "lr_schedule.epoch_examples",
+    "data.num_classes",
+    "data.num_train_examples",
+    "data.num_val_examples",
     "data.batch_size",
     "data.eval_batch_size",
-    "trainer.max_steps",
-    "loop.eval_every_steps",
+    "data.image_size",
+    "data.resize_size",
+    "data.shard_size",
     "loop.steps_per_batch",
+    "callbacks.population_stats.num_batches",
+    "callbacks.divergence.check_every_n_batches",
 )
+# (steps key, examples key): each pair needs one of its two set; the steps key wins.
+LENGTHS = (("trainer.max_steps", "loop.max_examples"), ("loop.eval_every_steps", "loop.eval_every_examples"))
 
 
 def validate(cfg) -> None:
@@ -177,16 +264,45 @@ def validate(cfg) -> None:
         value = OmegaConf.select(cfg, key)
         if not value > 0:
             raise ConfigError(f"{key}={value!r} must be positive")
-    if cfg.trainer.max_steps % cfg.loop.eval_every_steps:
+    for steps_key, examples_key in LENGTHS:
+        values = {k: OmegaConf.select(cfg, k) for k in (steps_key, examples_key)}
+        if all(v is None for v in values.values()):
+            raise ConfigError(f"set {steps_key} or {examples_key}")
+        for k, v in values.items():
+            if v is not None and not v > 0:
+                raise ConfigError(f"{k}={v!r} must be positive")
+    steps, every = cfg.trainer.max_steps, cfg.loop.eval_every_steps
+    if steps is not None and every is not None and steps % every:
         raise ConfigError(
-            f"trainer.max_steps={cfg.trainer.max_steps} must be a multiple of loop.eval_every_steps="
-            f"{cfg.loop.eval_every_steps}, so that the last step is evaluated"
+            f"trainer.max_steps={steps} must be a multiple of loop.eval_every_steps={every}, "
+            f"so that the last step is evaluated"
         )
     if cfg.optimizer.momentum < 0 or cfg.optimizer.weight_decay < 0:
         raise ConfigError("optimizer.momentum and optimizer.weight_decay must be >= 0")
     q = list(cfg.callbacks.percentiles.quantiles)
     if not all(0.0 <= x <= 1.0 for x in q):
         raise ConfigError(f"callbacks.percentiles.quantiles={q} must lie in [0, 1]")
+    scale = list(cfg.augment.crop_scale)
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+        raise ConfigError(f"augment.crop_scale={scale} must be [low, high] with 0 < low <= high <= 1")
+
+
+def resolve_loop(cfg, global_batch: int) -> tuple[int, int]:
+    """(max_steps, eval_every_steps) for this global batch; lengths given in examples round to whole steps.
+
+    The number of evaluations is ceil(max_examples / eval_every_examples), and training runs exactly that
+    many evaluation periods, so the last step is always evaluated.
+    """
+    every = cfg.loop.eval_every_steps or max(1, round(cfg.loop.eval_every_examples / global_batch))
+    if cfg.trainer.max_steps is not None:
+        steps = cfg.trainer.max_steps
+        if steps % every:
+            raise ConfigError(
+                f"trainer.max_steps={steps} is not a multiple of the evaluation period ({every} steps from "
+                f"loop.eval_every_examples={cfg.loop.eval_every_examples} at global batch {global_batch})"
+            )
+        return steps, every
+    return every * -(-cfg.loop.max_examples // (every * global_batch)), every
 
 
 def register() -> None:

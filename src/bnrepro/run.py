@@ -19,10 +19,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
 import bnrepro.models  # noqa: F401  (registers the networks with timm)
+from bnrepro.callbacks.divergence import DivergenceStop
 from bnrepro.callbacks.percentiles import ActivationPercentiles, input_width
+from bnrepro.callbacks.population import PopulationStatistics
 from bnrepro.callbacks.summary import RunSummary
-from bnrepro.config import ConfigError, validate
-from bnrepro.data.mnist import MNISTDataModule
+from bnrepro.config import ConfigError, resolve_loop, validate
+from bnrepro.data import build_datamodule
 from bnrepro.lit.classifier import ClassifierModule
 from bnrepro.loggers import build_loggers, close_wandb
 
@@ -44,23 +46,14 @@ def build_net(cfg):
         raise ConfigError(f"model.arch={cfg.model.arch!r} with model.kwargs={kwargs}: {e}") from e
 
 
-def build_datamodule(cfg) -> MNISTDataModule:
-    d = cfg.data
-    return MNISTDataModule(
-        name=d.name, root=d.root, system_dirs=list(d.system_dirs), download=d.download,
-        batch_size=d.batch_size, eval_batch_size=d.eval_batch_size, binarize_threshold=d.binarize_threshold,
-        device_resident=d.device_resident, eval_every_steps=cfg.loop.eval_every_steps,
-        steps_per_batch=cfg.loop.steps_per_batch, seed=cfg.seed,
-    )  # fmt: skip
-
-
 def build_module(cfg, net) -> ClassifierModule:
     return ClassifierModule(
         net,
         num_classes=net.num_classes,
         batch_size=cfg.data.batch_size,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        lr_multiplier=cfg.lr_multiplier.factor,
+        schedule=OmegaConf.to_container(cfg.lr_schedule, resolve=True),
+        aux_loss_weight=cfg.model.aux_loss_weight,
     )
 
 
@@ -91,48 +84,65 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> None:
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
 
+def build_callbacks(cfg, run_dir: Path, info: dict) -> list[L.Callback]:
+    c = cfg.callbacks
+    callbacks = [
+        RunSummary(run_dir, info),
+        DivergenceStop(c.divergence.check_every_n_batches, c.divergence.inject_nan_at_step),
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max"),
+        # last.ckpt after every evaluation period. Not `save_last=True` of the checkpoint above: Lightning
+        # 2.6 refreshes that one only at steps where `best` improved.
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
+    ]  # fmt: skip
+    if c.population_stats.enabled:
+        callbacks.append(PopulationStatistics(c.population_stats.num_batches, run_dir / "checkpoints"))
+    if c.percentiles.enabled:
+        p = c.percentiles
+        callbacks.append(ActivationPercentiles(f"net.{p.module}", p.unit, p.quantiles, out_dir=run_dir))
+    return callbacks
+
+
 def train(cfg, run_dir: Path) -> dict | None:
-    """Trains the configured run into `run_dir`; returns the summary written there (None off rank 0)."""
+    """Trains the configured run into `run_dir`; returns the summary written there (None off rank 0).
+
+    Raises TrainingDiverged (after writing summary.json with status "diverged") when the loss blows up.
+    """
     validate(cfg)
     check_run_dir(run_dir, cfg.overwrite)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     net = build_net(cfg)
-    dm = build_datamodule(cfg)
+    module = build_module(cfg, net)
+
+    info = {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed, "task": cfg.task,
+            "run_name": cfg.run_name, "lr_multiplier": cfg.lr_multiplier.factor}  # fmt: skip
     p = cfg.callbacks.percentiles
     if p.enabled:
-        check_percentiles(net, p.module, p.unit, dm.input_shape, cfg.model.arch)
-    module = build_module(cfg, net)
-    dm.prepare_data()  # fails here, before any DDP process exists, when the data set is missing
-
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if rank_zero_only.rank == 0:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-
-    info = {
-        "model": cfg.model.name,
-        "data": cfg.data.name,
-        "seed": cfg.seed,
-        "task": cfg.task,
-        "run_name": cfg.run_name,
-    }
-    if p.enabled:
         info["percentile_unit"] = f"{p.module}[{p.unit}]"
-    summary = RunSummary(run_dir, info)
-    callbacks = [summary, ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc",
-                                          mode="max", save_last=True)]  # fmt: skip
-    if p.enabled:
-        callbacks.append(ActivationPercentiles(f"net.{p.module}", p.unit, p.quantiles, out_dir=run_dir))
-
+    callbacks = build_callbacks(cfg, run_dir, info)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    trainer_kwargs = {k: v for k, v in resolved["trainer"].items() if k != "max_steps"}
     trainer = L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        max_epochs=-1,  # training length is trainer.max_steps
+        **trainer_kwargs,
+        max_epochs=-1,  # training length: max_steps, set below once the world size is known
         check_val_every_n_epoch=1,  # one Lightning epoch = one evaluation period (see data/)
         log_every_n_steps=1,
         default_root_dir=str(run_dir),
         logger=build_loggers(cfg, run_dir, resolved),
         callbacks=callbacks,
     )
+    # Lengths given in examples become steps at this run's global batch (devices x per-device batch).
+    max_steps, eval_every = resolve_loop(cfg, cfg.data.batch_size * trainer.world_size)
+    trainer.fit_loop.epoch_loop.max_steps = max_steps
+    callbacks[0].info["eval_every_steps"] = eval_every
+    dm = build_datamodule(cfg, eval_every)
+    if p.enabled:
+        check_percentiles(net, p.module, p.unit, dm.input_shape, cfg.model.arch)
+    dm.prepare_data()  # fails here, before any DDP process exists, when the data set is missing
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank == 0:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    summary = callbacks[0]
     try:
         trainer.fit(module, datamodule=dm)
     finally:

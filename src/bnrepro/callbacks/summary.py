@@ -1,7 +1,8 @@
 """summary.json: the run's final and best metrics plus everything needed to place it in a table.
 
-Written by global rank 0 at the end of fit (status "finished"), or with status "failed" and the
-error when training raises, so a table can say "failed" instead of silently missing the run.
+Written by global rank 0 at the end of fit (status "finished"); with status "diverged" and the step
+when the training loss became non-finite (a result, callbacks/divergence.py); or with status "failed"
+and the error when training raises otherwise, so a table can say so instead of silently missing the run.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import lightning as L
 
+from bnrepro.callbacks.divergence import TrainingDiverged
 from bnrepro.provenance import git_sha, hardware, versions, write_json_atomic
 
 
@@ -26,6 +28,7 @@ class RunSummary(L.Callback):
         self.best: tuple[float, int] | None = None
         self.last: tuple[float, int] | None = None
         self.evaluations = 0
+        self.last_top5: float | None = None
         self.written: dict | None = None  # what this rank wrote to summary.json (rank 0 only)
 
     def on_fit_start(self, trainer, pl_module):
@@ -38,6 +41,8 @@ class RunSummary(L.Callback):
             return
         value, step = float(trainer.callback_metrics[self.monitor]), trainer.global_step
         self.last = (value, step)
+        top5 = trainer.callback_metrics.get("val/acc_top5")
+        self.last_top5 = float(top5) if top5 is not None else None
         self.evaluations += 1
         if self.best is None or value > self.best[0]:
             self.best = (value, step)
@@ -48,9 +53,17 @@ class RunSummary(L.Callback):
                 f"({time.perf_counter() - self.t0:.1f} s)", flush=True,
             )  # fmt: skip
 
-    def summary(self, trainer, pl_module, status: str, error: str | None = None) -> dict:
+    def summary(
+        self, trainer, pl_module, status: str, error: str | None = None, diverged_at: int | None = None
+    ):
         world = trainer.world_size
         examples = trainer.global_step * pl_module.global_batch
+        metrics = trainer.callback_metrics
+        population = {
+            f"population_{k.split('/')[-1]}": float(v)
+            for k, v in metrics.items()
+            if k.startswith("population/")
+        }
         out = {
             "status": status,
             **self.info,
@@ -60,6 +73,9 @@ class RunSummary(L.Callback):
             f"final_{self.monitor.split('/')[-1]}": self.last[0] if self.last else None,
             f"best_{self.monitor.split('/')[-1]}": self.best[0] if self.best else None,
             "best_step": self.best[1] if self.best else None,
+            "final_acc_top5": self.last_top5,
+            # Alg. 2: the same network evaluated with population BN statistics (callbacks/population.py).
+            **population,
             "world_size": world,
             "num_nodes": trainer.num_nodes,
             "per_device_batch": pl_module.batch_size,
@@ -67,7 +83,8 @@ class RunSummary(L.Callback):
             "examples_seen": examples,
             # Steps of the paper's mini-batch (optimizer.reference_batch): comparable across device counts.
             "paper_equivalent_steps": examples / pl_module.optimizer_cfg["reference_batch"],
-            "diverged": not math.isfinite(float(trainer.callback_metrics.get("train/loss", 0.0))),
+            "diverged": diverged_at is not None or not math.isfinite(float(metrics.get("train/loss", 0.0))),
+            "diverged_at_step": diverged_at,
             "lr": pl_module.lr,
             "sync_batchnorm": any(type(m).__name__ == "SyncBatchNorm" for m in pl_module.modules()),
             "hardware": hardware(pl_module.device),
@@ -82,14 +99,18 @@ class RunSummary(L.Callback):
             out["error"] = error
         return out
 
-    def _write(self, trainer, pl_module, status: str, error: str | None = None) -> None:
+    def _write(self, trainer, pl_module, status: str, error: str | None = None, diverged_at=None) -> None:
         if trainer.is_global_zero:
-            self.written = self.summary(trainer, pl_module, status, error)
+            self.written = self.summary(trainer, pl_module, status, error, diverged_at)
             write_json_atomic(self.run_dir / "summary.json", self.written)
 
     def on_fit_end(self, trainer, pl_module):
         self._write(trainer, pl_module, "finished")
 
     def on_exception(self, trainer, pl_module, exception):
-        if hasattr(self, "t0"):  # fit had started
+        if not hasattr(self, "t0"):  # fit had not started
+            return
+        if isinstance(exception, TrainingDiverged):
+            self._write(trainer, pl_module, "diverged", str(exception), diverged_at=exception.step)
+        else:
             self._write(trainer, pl_module, "failed", f"{type(exception).__name__}: {exception}")

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+# A run's outcome is known: it trained to the end, or it diverged (a result the tables report, Sec. 4.2.1).
+COMPLETE = ("finished", "diverged")
+
 
 @dataclass
 class Run:
@@ -20,6 +23,10 @@ class Run:
     @property
     def finished(self) -> bool:
         return self.summary.get("status") == "finished"
+
+    @property
+    def complete(self) -> bool:
+        return self.summary.get("status") in COMPLETE
 
     def curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of one metric, rows where it was logged."""

@@ -1,0 +1,52 @@
+"""Divergence is a result: a non-finite training loss stops the run cleanly on every rank.
+
+The paper reports that Inception with 5x the LR diverged. Here the training step returns its per-step
+losses; every `check_every_n_batches` Lightning batches the ranks agree (one all-reduce) whether any
+loss was NaN/inf and, if so, all raise TrainingDiverged together -- no rank is left waiting in a
+collective. Raising (rather than `trainer.should_stop`) skips the end-of-fit checkpoint, so the last
+checkpoint on disk is the last good one; RunSummary turns the exception into status "diverged".
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised on every rank when the training loss became non-finite; `step` is the first bad step."""
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step
+
+
+class DivergenceStop(L.Callback):
+    def __init__(self, check_every_n_batches: int = 1, inject_nan_at_step: int | None = None):
+        self.every = check_every_n_batches
+        self.inject_nan_at_step = inject_nan_at_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        # Testing aid: NaN weights make the loss of the first step of this batch NaN on every rank.
+        k = self.inject_nan_at_step
+        steps_in_batch = batch[1].shape[0] if batch[1].dim() == 2 else 1
+        if k is not None and trainer.global_step < k <= trainer.global_step + steps_in_batch:
+            with torch.no_grad():
+                next(pl_module.parameters()).fill_(float("nan"))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if outputs is None or (batch_idx + 1) % self.every:
+            return
+        losses = outputs if isinstance(outputs, torch.Tensor) else outputs["loss"]
+        bad = ~torch.isfinite(losses.reshape(-1))
+        diverged = bool(bad.any())
+        if trainer.world_size > 1:
+            diverged = trainer.strategy.reduce_boolean_decision(diverged, all=False)  # any rank
+        if diverged:
+            first = trainer.global_step - bad.numel() + 1  # the step of this batch's first loss
+            step = first + int(bad.nonzero()[0]) if bad.any() else trainer.global_step
+            raise TrainingDiverged(
+                f"training loss became non-finite at step {step} (e.g. {losses.reshape(-1)[-1].item()}); "
+                f"the run stopped, its last checkpoint is the last good one",
+                step,
+            )

@@ -1,0 +1,116 @@
+"""Alg. 2 of the paper: BN with population statistics for inference, evaluated at the end of training.
+
+During training, evaluation uses BN's moving averages (momentum 0.1), as the paper tracks accuracy.
+At the end, this callback recomputes every BN layer's mean and variance as Alg. 2 defines them --
+the average of mini-batch means, and m/(m-1) times the average mini-batch variance -- over
+`num_batches` training mini-batches (PyTorch's cumulative average, momentum=None, keeps exactly these;
+its running_var is already the unbiased m/(m-1) estimate). It then evaluates the validation set with
+them, saves that network as checkpoints/population.ckpt, reports both accuracies (summary.json:
+final_acc = moving averages, population_acc = Alg. 2) and restores the moving averages in memory.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+
+def bn_layers(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recompute_population_statistics(net: nn.Module, batches, num_batches: int) -> int:
+    """Replaces BN running stats by Alg. 2's population statistics over `num_batches` input batches.
+
+    Only the BN layers run in training mode (dropout stays off, as at inference). Returns how many
+    batches were used (fewer if `batches` runs out).
+    """
+    bns = bn_layers(net)
+    was_training = net.training
+    momenta = [m.momentum for m in bns]
+    net.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: every batch weighs the same
+        m.train()
+    used = 0
+    for x in batches:
+        if used == num_batches:
+            break
+        net(x)
+        used += 1
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    net.train(was_training)
+    return used
+
+
+def _train_inputs(loader, device):
+    """Input mini-batches of a training loader, one at a time (device loaders may yield [K, B, ...] chunks)."""
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        yield from (x if y.dim() == 2 else (x,))
+
+
+class PopulationStatistics(L.Callback):
+    def __init__(self, num_batches: int = 100, checkpoint_dir: str | Path | None = None):
+        self.num_batches = num_batches
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.results: dict | None = None
+
+    def on_train_end(self, trainer, pl_module):
+        net = pl_module.net
+        bns = bn_layers(net)
+        if not bns:
+            return  # Inception without BN: nothing to recompute
+        saved = copy.deepcopy([m.state_dict() for m in bns])
+        dm = trainer.datamodule
+        with trainer.precision_plugin.forward_context():
+            used = recompute_population_statistics(
+                net, _train_inputs(dm.train_dataloader(), pl_module.device), self.num_batches
+            )
+        if trainer.world_size > 1:  # every rank averaged its own batches: average the ranks' averages
+            for m in bns:
+                for buf in (m.running_mean, m.running_var):
+                    torch.distributed.all_reduce(buf)
+                    buf /= trainer.world_size
+        metrics = self.evaluate(trainer, pl_module)
+        self.results = {**metrics, "population_batches": used * trainer.world_size}
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+        if self.checkpoint_dir is not None:
+            trainer.save_checkpoint(self.checkpoint_dir / "population.ckpt", weights_only=True)  # for evaluation
+        for m, state in zip(bns, saved):  # back to the moving averages (= last.ckpt)
+            m.load_state_dict(state)
+
+    @torch.no_grad()
+    def evaluate(self, trainer, pl_module) -> dict:
+        net, device = pl_module.net, pl_module.device
+        num_classes = pl_module.val_acc.num_classes
+        top1 = MulticlassAccuracy(num_classes=num_classes, average="micro").to(device)
+        top5 = (
+            MulticlassAccuracy(num_classes=num_classes, top_k=5, average="micro").to(device)
+            if num_classes > 5
+            else None
+        )
+        was_training = net.training
+        net.eval()
+        with trainer.precision_plugin.forward_context():
+            for x, y in trainer.datamodule.val_dataloader():
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                logits = net(x)
+                top1.update(logits, y)
+                if top5 is not None:
+                    top5.update(logits, y)
+        net.train(was_training)
+        out = {"population/acc": float(top1.compute())}  # torchmetrics syncs across ranks
+        if top5 is not None:
+            out["population/acc_top5"] = float(top5.compute())
+        return out
