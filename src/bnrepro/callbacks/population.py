@@ -86,7 +86,9 @@ class PopulationStatistics(L.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         if self.checkpoint_dir is not None:
-            trainer.save_checkpoint(self.checkpoint_dir / "population.ckpt", weights_only=True)  # for evaluation
+            trainer.save_checkpoint(
+                self.checkpoint_dir / "population.ckpt", weights_only=True
+            )  # for evaluation
         for m, state in zip(bns, saved):  # back to the moving averages (= last.ckpt)
             m.load_state_dict(state)
 
