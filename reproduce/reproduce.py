@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
-import bnrepro.config  # noqa: E402,F401  (registers the schema)
+from bnrepro.config import TrainConfig  # noqa: E402  (importing registers the schema)
 from bnrepro.results.runs import COMPLETE, find_runs, load_run  # noqa: E402
 
 
@@ -46,6 +46,8 @@ def sweep_points(spec: dict) -> list[list[str]]:
         [f"{k}={v}" for k, v in zip(keys, values)] for values in itertools.product(*spec["sweep"].values())
     ]
 
+
+SCHEMA = OmegaConf.structured(TrainConfig)  # the schema's defaults
 
 # Keys the driver sets for its own jobs; they do not change what a run computes.
 DRIVER_KEYS = {"overwrite", "trainer.enable_progress_bar"}
@@ -83,6 +85,8 @@ def status(run_dir: Path, config: dict) -> str:
     if s.get("status") not in COMPLETE:
         return s.get("status", "unknown")
     there = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    # A key the stored config lacks was added to the schema later; at its default it changes nothing.
+    there.update({k: OmegaConf.select(SCHEMA, k, throw_on_missing=False) for k in set(config) - set(there)})
     diff = sorted(k for k in (set(there) | set(config)) - DRIVER_KEYS if there.get(k) != config.get(k))
     if diff:
         shown = "; ".join(f"{k}: {there.get(k)!r} there, {config.get(k)!r} now" for k in diff[:5])

@@ -171,8 +171,9 @@ def test_lr_decay_counts_examples_not_steps():
 
 @pytest.mark.parametrize(
     "overrides, steps, every",
-    [((), 320_000_000 // 32, 100_000),  # one device: 1e7 steps, evaluated every 1e5
-     (("trainer.devices=8",), 320_000_000 // 256, 12_500),  # 8 devices: same examples, 8x fewer steps
+    [((), 100_091 * 101, 100_091),  # one device: 250 epochs of 1,281,167, evaluated every 2.5 epochs
+     (("trainer.devices=8",), 12_511 * 101, 12_511),  # 8 devices: the same examples, 8x fewer steps
+     (("data=imagenette",), 740 * 100, 740),  # the proxy: the same 250 epochs of its 9,469 images
      (("trainer.max_steps=40", "loop.eval_every_steps=20"), 40, 20)],  # steps, when given, win
 )  # fmt: skip
 def test_training_length_in_examples_becomes_steps_at_the_global_batch(overrides, steps, every):
@@ -184,6 +185,6 @@ def test_training_length_in_examples_becomes_steps_at_the_global_batch(overrides
 
 
 def test_a_length_that_is_neither_steps_nor_examples_is_refused():
-    cfg = compose_train("model=bn_x30", "loop.max_examples=null")
-    with pytest.raises(ConfigError, match="trainer.max_steps or loop.max_examples"):
+    cfg = compose_train("model=bn_x30", "loop.max_epochs=null")
+    with pytest.raises(ConfigError, match="trainer.max_steps, loop.max_examples or loop.max_epochs"):
         validate(cfg)

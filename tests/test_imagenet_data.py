@@ -75,6 +75,22 @@ def test_a_truncated_image_stops_the_run_naming_the_file(tmp_path):
     assert s["status"] == "failed" and str(bad) in s["error"]
 
 
+def test_an_unreadable_image_under_ddp_stops_every_rank_with_its_path(tmp_path):
+    """Only one rank reads the bad file; both must stop (not wait in the all-reduce) and name it."""
+    root = write_imagenet(tmp_path / "imagenet")
+    bad = root / "train" / CLASSES[1] / f"{CLASSES[1]}_3.JPEG"
+    bad.write_bytes(bad.read_bytes()[:200])
+    overrides = [
+        o for o in imagenet_overrides(root, tmp_path / "runs") if not o.startswith("trainer.max_steps")
+    ]
+    r = cli(*overrides, "trainer.max_steps=6", "data.batch_size=2", "trainer.devices=2", "trainer.strategy=ddp",
+            timeout=240)  # fmt: skip
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert str(bad) in r.stderr
+    s = json.loads((tmp_path / "runs" / "imagenet" / "r" / "summary.json").read_text())
+    assert s["status"] == "failed" and str(bad) in s["error"] and s["world_size"] == 2
+
+
 @pytest.mark.parametrize("damage, message", [
     ("no_root", "no such folder"), ("empty_class", "n01443537"), ("no_val_class", "different class folders"),
 ])  # fmt: skip

@@ -215,6 +215,31 @@ def test_imagenet_variant_trains_a_few_steps_on_synthetic_data(model, tmp_path):
     state = torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert any(k.endswith("running_var") for k in state) == has_bn
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    steps, paper = load_run(tmp_path / "r").curve("paper_step")
+    assert list(steps) == [2, 4] and list(paper) == [0.25, 0.5]  # examples seen / 32: global batch 4
+
+
+def test_population_statistics_use_the_batches_asked_for_across_evaluation_periods(tmp_path):
+    cfg = compose_train("model=bn_x5", *synthetic_overrides(tmp_path), "run_name=r",
+                        "callbacks.population_stats.num_batches=7")  # fmt: skip
+    s = train(cfg, tmp_path / "r")  # an evaluation period is 2 batches: 7 needs 4 of them
+    assert s["population_batches"] == 7
+
+
+def test_weights_that_blow_up_on_a_finite_loss_never_reach_a_checkpoint(tmp_path):
+    """Step 1's loss is finite but its update (LR inf) makes the weights inf; step 1 is evaluated next."""
+    import torch
+
+    from bnrepro.callbacks.divergence import TrainingDiverged
+
+    cfg = compose_train("model=bn_x30", *synthetic_overrides(tmp_path, steps=4, every=1), "run_name=r",
+                        "optimizer.lr=inf")  # fmt: skip
+    with pytest.raises(TrainingDiverged, match="weights became non-finite by step 1"):
+        train(cfg, tmp_path / "r")
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["diverged_at_step"] == 1
+    for ckpt in (tmp_path / "r" / "checkpoints").glob("*.ckpt"):
+        state = torch.load(ckpt, weights_only=False)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), ckpt
 
 
 def test_a_nan_at_step_k_stops_the_run_as_diverged_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -135,11 +135,18 @@ class TrainerConfig:
 
 @dataclass
 class LoopConfig:
-    # Evaluation period, in optimizer steps or (when eval_every_steps is null) in examples seen, which
-    # stays the same when the device count changes the global batch. Steps win when both are set.
+    """Training length and evaluation period: in optimizer steps, in examples seen, or in epochs.
+
+    Steps (trainer.max_steps, eval_every_steps) win over examples, examples over epochs. Examples and
+    epochs (x data.num_train_examples) do not change when the device count changes the global batch,
+    and epochs give a proxy data set (data=imagenette) the same schedule relative to its size.
+    """
+
     eval_every_steps: int | None = None
     eval_every_examples: int | None = None
-    max_examples: int | None = None  # training length in examples, used when trainer.max_steps is null
+    eval_every_epochs: float | None = None
+    max_examples: int | None = None  # used when trainer.max_steps is null
+    max_epochs: float | None = None  # used when trainer.max_steps and loop.max_examples are null
     # Optimizer steps run inside one Lightning batch (manual optimization). Lightning's per-batch work is
     # of the order of a whole MLP step (measured: 1.56x a plain loop at 1 step per batch, 0.98x at 100),
     # so small nets amortise it over several steps. A step still means one SGD update on one mini-batch.
@@ -248,8 +255,11 @@ POSITIVE = (
     "callbacks.population_stats.num_batches",
     "callbacks.divergence.check_every_n_batches",
 )
-# (steps key, examples key): each pair needs one of its two set; the steps key wins.
-LENGTHS = (("trainer.max_steps", "loop.max_examples"), ("loop.eval_every_steps", "loop.eval_every_examples"))
+# (steps key, examples key, epochs key): each needs one of its keys set; the first set one wins.
+LENGTHS = (
+    ("trainer.max_steps", "loop.max_examples", "loop.max_epochs"),
+    ("loop.eval_every_steps", "loop.eval_every_examples", "loop.eval_every_epochs"),
+)
 
 
 def validate(cfg) -> None:
@@ -264,10 +274,10 @@ def validate(cfg) -> None:
         value = OmegaConf.select(cfg, key)
         if not value > 0:
             raise ConfigError(f"{key}={value!r} must be positive")
-    for steps_key, examples_key in LENGTHS:
-        values = {k: OmegaConf.select(cfg, k) for k in (steps_key, examples_key)}
+    for keys in LENGTHS:
+        values = {k: OmegaConf.select(cfg, k) for k in keys}
         if all(v is None for v in values.values()):
-            raise ConfigError(f"set {steps_key} or {examples_key}")
+            raise ConfigError(f"set {keys[0]}, {keys[1]} or {keys[2]}")
         for k, v in values.items():
             if v is not None and not v > 0:
                 raise ConfigError(f"{k}={v!r} must be positive")
@@ -288,21 +298,29 @@ def validate(cfg) -> None:
 
 
 def resolve_loop(cfg, global_batch: int) -> tuple[int, int]:
-    """(max_steps, eval_every_steps) for this global batch; lengths given in examples round to whole steps.
+    """(max_steps, eval_every_steps) for this global batch; examples and epochs round to whole steps.
 
-    The number of evaluations is ceil(max_examples / eval_every_examples), and training runs exactly that
-    many evaluation periods, so the last step is always evaluated.
+    The number of evaluations is ceil(length / period), and training runs exactly that many evaluation
+    periods, so the last step is always evaluated.
     """
-    every = cfg.loop.eval_every_steps or max(1, round(cfg.loop.eval_every_examples / global_batch))
+    loop, epoch = cfg.loop, cfg.data.num_train_examples
+
+    def examples(n_examples, n_epochs):
+        return n_examples if n_examples is not None else round(n_epochs * epoch)
+
+    every = loop.eval_every_steps or max(
+        1, round(examples(loop.eval_every_examples, loop.eval_every_epochs) / global_batch)
+    )
     if cfg.trainer.max_steps is not None:
         steps = cfg.trainer.max_steps
         if steps % every:
             raise ConfigError(
-                f"trainer.max_steps={steps} is not a multiple of the evaluation period ({every} steps from "
-                f"loop.eval_every_examples={cfg.loop.eval_every_examples} at global batch {global_batch})"
+                f"trainer.max_steps={steps} is not a multiple of the evaluation period ({every} steps at "
+                f"global batch {global_batch}); set loop.eval_every_steps to a divisor of it"
             )
         return steps, every
-    return every * -(-cfg.loop.max_examples // (every * global_batch)), every
+    total = examples(loop.max_examples, loop.max_epochs)
+    return every * -(-total // (every * global_batch)), every
 
 
 def register() -> None:

@@ -19,12 +19,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
 import bnrepro.models  # noqa: F401  (registers the networks with timm)
+from bnrepro.callbacks.data_errors import StopOnUnreadableImage
 from bnrepro.callbacks.divergence import DivergenceStop
 from bnrepro.callbacks.percentiles import ActivationPercentiles, input_width
 from bnrepro.callbacks.population import PopulationStatistics
 from bnrepro.callbacks.summary import RunSummary
 from bnrepro.config import ConfigError, resolve_loop, validate
-from bnrepro.data import build_datamodule
+from bnrepro.data import IMAGE_FOLDER_SETS, build_datamodule
 from bnrepro.lit.classifier import ClassifierModule
 from bnrepro.loggers import build_loggers, close_wandb
 
@@ -94,6 +95,8 @@ def build_callbacks(cfg, run_dir: Path, info: dict) -> list[L.Callback]:
         # 2.6 refreshes that one only at steps where `best` improved.
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
     ]  # fmt: skip
+    if cfg.data.name in IMAGE_FOLDER_SETS:
+        callbacks.append(StopOnUnreadableImage())
     if c.population_stats.enabled:
         callbacks.append(PopulationStatistics(c.population_stats.num_batches, run_dir / "checkpoints"))
     if c.percentiles.enabled:

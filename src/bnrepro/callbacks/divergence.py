@@ -3,8 +3,10 @@
 The paper reports that Inception with 5x the LR diverged. Here the training step returns its per-step
 losses; every `check_every_n_batches` Lightning batches the ranks agree (one all-reduce) whether any
 loss was NaN/inf and, if so, all raise TrainingDiverged together -- no rank is left waiting in a
-collective. Raising (rather than `trainer.should_stop`) skips the end-of-fit checkpoint, so the last
-checkpoint on disk is the last good one; RunSummary turns the exception into status "diverged".
+collective. Before every evaluation (so before any checkpoint is written) the weights themselves are
+checked too: a step with a finite loss can still leave inf/NaN weights behind. Raising (rather than
+`trainer.should_stop`) skips the checkpoints, so the last checkpoint on disk is the last good one;
+RunSummary turns the exception into status "diverged".
 """
 
 from __future__ import annotations
@@ -33,6 +35,21 @@ class DivergenceStop(L.Callback):
         if k is not None and trainer.global_step < k <= trainer.global_step + steps_in_batch:
             with torch.no_grad():
                 next(pl_module.parameters()).fill_(float("nan"))
+
+    def on_validation_start(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        tensors = [*pl_module.parameters(), *pl_module.buffers()]
+        bad = not all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+        if trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            step = trainer.global_step
+            raise TrainingDiverged(
+                f"the weights became non-finite by step {step} (checked before evaluating it); "
+                f"the run stopped, its last checkpoint is the last good one",
+                step,
+            )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if outputs is None or (batch_idx + 1) % self.every:

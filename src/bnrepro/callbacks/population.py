@@ -12,12 +12,15 @@ final_acc = moving averages, population_acc = Alg. 2) and restores the moving av
 from __future__ import annotations
 
 import copy
+import itertools
 from pathlib import Path
 
 import lightning as L
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
+
+from bnrepro.data.images import ImageDataError
 
 
 def bn_layers(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -33,7 +36,9 @@ def recompute_population_statistics(net: nn.Module, batches, num_batches: int) -
     """
     bns = bn_layers(net)
     was_training = net.training
-    momenta = [m.momentum for m in bns]
+    saved = [(copy.deepcopy(m.state_dict()), m.momentum) for m in bns]
+    calls = dict.fromkeys(bns, 0)
+    hooks = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls[m] + 1)) for m in bns]
     net.eval()
     for m in bns:
         m.reset_running_stats()
@@ -45,17 +50,34 @@ def recompute_population_statistics(net: nn.Module, batches, num_batches: int) -
             break
         net(x)
         used += 1
-    for m, momentum in zip(bns, momenta):
+    for h in hooks:
+        h.remove()
+    for m, (state, momentum) in zip(bns, saved):
         m.momentum = momentum
+        if not calls[m]:  # not on the inference path (auxiliary heads): keep what it had
+            m.load_state_dict(state)
     net.train(was_training)
     return used
 
 
-def _train_inputs(loader, device):
-    """Input mini-batches of a training loader, one at a time (device loaders may yield [K, B, ...] chunks)."""
-    for x, y in loader:
-        x = x.to(device, non_blocking=True)
-        yield from (x if y.dim() == 2 else (x,))
+def _batches(loader):
+    for x, y, *error in loader:
+        if error:  # an unreadable image (data/imagenet.py)
+            raise ImageDataError(error[0])
+        yield x, y
+
+
+def _train_inputs(datamodule, device):
+    """Input mini-batches of the training stream, one at a time, over as many evaluation periods as needed.
+
+    Device loaders may yield [K, B, ...] chunks of K mini-batches.
+    """
+    loader = datamodule.train_dataloader()
+    for epoch in itertools.count():
+        loader.sampler.set_epoch(epoch)
+        for x, y in _batches(loader):
+            x = x.to(device, non_blocking=True)
+            yield from (x if y.dim() == 2 else (x,))
 
 
 class PopulationStatistics(L.Callback):
@@ -69,19 +91,17 @@ class PopulationStatistics(L.Callback):
         bns = bn_layers(net)
         if not bns:
             return  # Inception without BN: nothing to recompute
-        saved = copy.deepcopy([m.state_dict() for m in bns])
+        saved = copy.deepcopy([m.state_dict() for m in bns])  # the moving averages, restored at the end
         dm = trainer.datamodule
         with trainer.precision_plugin.forward_context():
-            used = recompute_population_statistics(
-                net, _train_inputs(dm.train_dataloader(), pl_module.device), self.num_batches
-            )
+            used = recompute_population_statistics(net, _train_inputs(dm, pl_module.device), self.num_batches)
         if trainer.world_size > 1:  # every rank averaged its own batches: average the ranks' averages
             for m in bns:
                 for buf in (m.running_mean, m.running_var):
                     torch.distributed.all_reduce(buf)
                     buf /= trainer.world_size
-        metrics = self.evaluate(trainer, pl_module)
-        self.results = {**metrics, "population_batches": used * trainer.world_size}
+        metrics = {**self.evaluate(trainer, pl_module), "population/batches": used * trainer.world_size}
+        self.results = metrics
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
@@ -105,7 +125,7 @@ class PopulationStatistics(L.Callback):
         was_training = net.training
         net.eval()
         with trainer.precision_plugin.forward_context():
-            for x, y in trainer.datamodule.val_dataloader():
+            for x, y in _batches(trainer.datamodule.val_dataloader()):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 logits = net(x)
                 top1.update(logits, y)

@@ -60,7 +60,7 @@ class RunSummary(L.Callback):
         examples = trainer.global_step * pl_module.global_batch
         metrics = trainer.callback_metrics
         population = {
-            f"population_{k.split('/')[-1]}": float(v)
+            f"population_{k.split('/')[-1]}": v.item()
             for k, v in metrics.items()
             if k.startswith("population/")
         }
@@ -73,6 +73,7 @@ class RunSummary(L.Callback):
             f"final_{self.monitor.split('/')[-1]}": self.last[0] if self.last else None,
             f"best_{self.monitor.split('/')[-1]}": self.best[0] if self.best else None,
             "best_step": self.best[1] if self.best else None,
+            "best_paper_step": pl_module.paper_steps(self.best[1]) if self.best else None,
             "final_acc_top5": self.last_top5,
             # Alg. 2: the same network evaluated with population BN statistics (callbacks/population.py).
             **population,
@@ -82,7 +83,7 @@ class RunSummary(L.Callback):
             "global_batch": pl_module.global_batch,
             "examples_seen": examples,
             # Steps of the paper's mini-batch (optimizer.reference_batch): comparable across device counts.
-            "paper_equivalent_steps": examples / pl_module.optimizer_cfg["reference_batch"],
+            "paper_equivalent_steps": pl_module.paper_steps(trainer.global_step),
             "diverged": diverged_at is not None or not math.isfinite(float(metrics.get("train/loss", 0.0))),
             "diverged_at_step": diverged_at,
             "lr": pl_module.lr,

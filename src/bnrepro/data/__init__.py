@@ -33,6 +33,7 @@ def build_datamodule(cfg, eval_every_steps: int):
 
     return ImageFolderDataModule(
         name=d.name, root=d.root, download=d.download, variant=d.variant, num_classes=d.num_classes,
+        num_train_examples=d.num_train_examples,
         image_size=d.image_size, resize_size=d.resize_size, mean=list(d.mean), std=list(d.std),
         augment=OmegaConf.to_container(cfg.augment, resolve=True), num_workers=d.num_workers,
         pin_memory=d.pin_memory, persistent_workers=d.persistent_workers, **common,

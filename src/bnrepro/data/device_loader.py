@@ -18,24 +18,30 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 
+def shard_order(num_examples: int, seed: int) -> torch.Tensor:
+    """The fixed order of the examples in `shard` shuffling: the order the shards were written in."""
+    return torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 - 1))
+
+
 def shuffled_pass(
     num_examples: int, data_pass: int, seed: int, shuffle: str = "thorough", shard_size: int = 1024
 ):
     """The order of one pass over the data (Sec. 4.2.1 "shuffle training examples more thoroughly").
 
-    thorough: a fresh permutation of the whole set each pass. shard: one fixed permutation of the set (the
-    order the shards were written in), cut into consecutive shards of `shard_size` examples that are
-    shuffled only internally each pass, so an example's mini-batch neighbours come from the same shard.
+    thorough: a fresh permutation of the whole set each pass. shard: the fixed `shard_order` cut into
+    shards of `shard_size` examples; each pass reads the shards in a new order, each shard shuffled only
+    internally, so an example's mini-batch neighbours always come from its own shard (a sharded file
+    reader with a per-shard shuffle buffer).
     """
     gen = torch.Generator().manual_seed(seed * 1_000_003 + data_pass)
     if shuffle == "thorough":
         return torch.randperm(num_examples, generator=gen)
     if shuffle != "shard":
         raise ValueError(f"shuffle={shuffle!r}: expected thorough or shard")
-    fixed = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 - 1))
     shard = torch.arange(num_examples) // shard_size
-    within = torch.argsort(shard.double() + torch.rand(num_examples, generator=gen, dtype=torch.double))
-    return fixed[within]
+    shard_rank = torch.randperm(int(shard[-1]) + 1, generator=gen).double()  # this pass's order of shards
+    within = torch.rand(num_examples, generator=gen, dtype=torch.double)  # < 1: stays inside its shard
+    return shard_order(num_examples, seed)[torch.argsort(shard_rank[shard] + within)]
 
 
 class StepChunkSampler(Sampler):

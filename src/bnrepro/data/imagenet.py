@@ -11,6 +11,7 @@ single-crop protocol (shorter side 256, centre 224); each rank reads a disjoint 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -31,7 +32,12 @@ IMAGENETTE_FOLDERS = {"full": "imagenette2", "320px": "imagenette2-320", "160px"
 
 
 class BatchedImages(Dataset):
-    """Indexed by a list of indices (one mini-batch, chosen by the sampler); returns stacked tensors."""
+    """Indexed by a list of indices (one mini-batch, chosen by the sampler); returns stacked tensors.
+
+    An unreadable image does not raise in the worker: the batch comes back as (empty, empty, message),
+    so that under DDP every rank can learn of it before the next collective and stop together
+    (callbacks/data_errors.py) instead of the others waiting forever in the gradient all-reduce.
+    """
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -39,9 +45,17 @@ class BatchedImages(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = zip(*(self.dataset[i] for i in indices))
+    def __getitem__(self, indices: list[int]):
+        try:
+            images, labels = zip(*(self.dataset[i] for i in indices))
+        except ImageDataError as e:
+            return torch.empty(0), torch.empty(0, dtype=torch.long), str(e)
         return torch.stack(images), torch.tensor(labels)
+
+
+def batch_error(batch) -> str | None:
+    """The unreadable-image message a batch of BatchedImages carries, if any."""
+    return batch[2] if len(batch) == 3 else None
 
 
 class ImageFolderDataModule(L.LightningDataModule):
@@ -52,6 +66,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         download: bool = False,
         variant: str | None = None,
         num_classes: int = 1000,
+        num_train_examples: int = 1281167,
         batch_size: int = 32,
         eval_batch_size: int = 100,
         image_size: int = 224,
@@ -74,6 +89,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             )
         self.name, self.root, self.download, self.variant = name, Path(root), download, variant
         self.num_classes, self.batch_size, self.eval_batch_size = num_classes, batch_size, eval_batch_size
+        self.num_train_examples = num_train_examples
         self.input_shape = (3, image_size, image_size)
         self.augment = dict(augment or {"name": "none"})
         self.train_tf = self._train_transform(image_size, mean, std)
@@ -112,6 +128,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         self._scan()
 
     def _scan(self):
+        if getattr(self, "_scanned", None) is not None:  # ~1.3M files: list them once per process
+            return self._scanned
         train_classes, train = scan_class_folders(self.data_dir / "train")
         val_classes, val = scan_class_folders(self.data_dir / "val")
         if train_classes != val_classes:
@@ -125,7 +143,15 @@ class ImageFolderDataModule(L.LightningDataModule):
                 f"{self.data_dir / 'train'} holds {len(train_classes)} class folders but data.num_classes="
                 f"{self.num_classes}; set data.num_classes={len(train_classes)} or fix the folder."
             )
-        return train, val
+        if len(train) != self.num_train_examples:
+            warnings.warn(
+                f"{self.data_dir / 'train'} holds {len(train)} images but data.num_train_examples="
+                f"{self.num_train_examples}, the epoch that LR decay and lengths in epochs count; set "
+                f"data.num_train_examples={len(train)} if this is the set you mean to train on",
+                stacklevel=2,
+            )
+        self._scanned = train, val
+        return self._scanned
 
     def setup(self, stage: str | None = None) -> None:
         self.rank = self.trainer.global_rank if self.trainer else 0

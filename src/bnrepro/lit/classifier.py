@@ -135,6 +135,8 @@ class ClassifierModule(L.LightningModule):
                 torch.distributed.broadcast(buf, src=0)
 
     def validation_step(self, batch, batch_idx):
+        if len(batch) == 3:  # an unreadable image: reported at the epoch's end (callbacks/data_errors.py)
+            return
         x, y = batch
         logits = self.net(x)
         self.val_acc.update(logits, y)
@@ -157,5 +159,10 @@ class ClassifierModule(L.LightningModule):
             self.log("train/loss", self.train_loss.compute())  # torchmetrics syncs across ranks
             self.train_loss.reset()
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
-        # The logger's x axis: optimizer steps (Lightning would otherwise use its batch counter).
+        # The logger's x axis: optimizer steps (Lightning would otherwise use its batch counter), and the
+        # paper's: steps of its mini-batch (examples seen / optimizer.reference_batch), whatever the devices.
         self.log("step", float(self.global_step))
+        self.log("paper_step", self.paper_steps(self.global_step))
+
+    def paper_steps(self, steps: int) -> float:
+        return steps * self.global_batch / self.optimizer_cfg["reference_batch"]

@@ -128,15 +128,15 @@ class InceptionModule(nn.Module):
 
 
 class AuxHead(nn.Module):
-    """GoogLeNet's auxiliary classifier: 5x5/3 avg pool -> 1x1 conv 128 -> fc 1024 -> dropout 0.7 -> fc."""
+    """GoogLeNet's auxiliary classifier: 5x5/3 avg pool -> 1x1 conv 128 -> fc 1024 -> dropout (0.7) -> fc."""
 
-    def __init__(self, cin: int, num_classes: int, norm_layer, act_layer):
+    def __init__(self, cin: int, num_classes: int, norm_layer, act_layer, drop_rate: float = 0.7):
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(4)  # = 5x5/3 average pool on the 14x14 grid, any input size
         self.conv = ConvNormAct(cin, 128, 1, 1, norm_layer, act_layer)
         self.fc1 = nn.Linear(128 * 4 * 4, 1024)
         self.act = act_layer()
-        self.drop = nn.Dropout(0.7)
+        self.drop = nn.Dropout(drop_rate)
         self.fc2 = nn.Linear(1024, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,6 +161,7 @@ class BNInception(nn.Module):
         lrn: bool = False,
         drop_rate: float = 0.0,
         aux_logits: bool = False,
+        aux_drop_rate: float = 0.7,
         global_pool: str = "avg",
         init_scale: float = 1.0,
         init_seed: int = 0,
@@ -199,7 +200,7 @@ class BNInception(nn.Module):
             name, cin, reduction = f"inception_{row.name}", block.out_channels, reduction * row.stride
             blocks.append((name, block))
             if aux_logits and row.name in AUX_AFTER:
-                aux[name] = AuxHead(cin, num_classes, norm_layer, act)
+                aux[name] = AuxHead(cin, num_classes, norm_layer, act, aux_drop_rate)
             if i + 1 == len(plan) or plan[i + 1].stride == 2:
                 self.feature_info.append(dict(num_chs=cin, reduction=reduction, module=f"blocks.{name}"))
         self.blocks = nn.Sequential(OrderedDict(blocks))
