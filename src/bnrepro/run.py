@@ -122,6 +122,7 @@ def train(cfg, run_dir: Path) -> dict | None:
     if p.enabled:
         info["percentile_unit"] = f"{p.module}[{p.unit}]"
     callbacks = build_callbacks(cfg, run_dir, info)
+    summary = callbacks[0]
     resolved = OmegaConf.to_container(cfg, resolve=True)
     trainer_kwargs = {k: v for k, v in resolved["trainer"].items() if k != "max_steps"}
     trainer = L.Trainer(
@@ -136,7 +137,7 @@ def train(cfg, run_dir: Path) -> dict | None:
     # Lengths given in examples become steps at this run's global batch (devices x per-device batch).
     max_steps, eval_every = resolve_loop(cfg, cfg.data.batch_size * trainer.world_size)
     trainer.fit_loop.epoch_loop.max_steps = max_steps
-    callbacks[0].info["eval_every_steps"] = eval_every
+    summary.info["eval_every_steps"] = eval_every
     dm = build_datamodule(cfg, eval_every)
     if p.enabled:
         check_percentiles(net, p.module, p.unit, dm.input_shape, cfg.model.arch)
@@ -145,7 +146,6 @@ def train(cfg, run_dir: Path) -> dict | None:
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    summary = callbacks[0]
     try:
         trainer.fit(module, datamodule=dm)
     finally:

@@ -19,10 +19,10 @@ from bnrepro.data.images import ImageDataError
 
 def _agree(trainer, message: str | None) -> str | None:
     """The message of some rank that has one (None if no rank has), identical on every rank."""
-    if trainer.world_size == 1:
+    if trainer.world_size == 1 or not trainer.strategy.reduce_boolean_decision(
+        message is not None, all=False
+    ):
         return message
-    if not trainer.strategy.reduce_boolean_decision(message is not None, all=False):
-        return None
     messages = [None] * trainer.world_size
     torch.distributed.all_gather_object(messages, message)
     return next(m for m in messages if m is not None)

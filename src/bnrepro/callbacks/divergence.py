@@ -41,9 +41,7 @@ class DivergenceStop(L.Callback):
             return
         tensors = [*pl_module.parameters(), *pl_module.buffers()]
         bad = not all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
-        if trainer.world_size > 1:
-            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if bad:
+        if trainer.strategy.reduce_boolean_decision(bad, all=False):  # any rank (identity on one device)
             step = trainer.global_step
             raise TrainingDiverged(
                 f"the weights became non-finite by step {step} (checked before evaluating it); "
@@ -56,10 +54,7 @@ class DivergenceStop(L.Callback):
             return
         losses = outputs if isinstance(outputs, torch.Tensor) else outputs["loss"]
         bad = ~torch.isfinite(losses.reshape(-1))
-        diverged = bool(bad.any())
-        if trainer.world_size > 1:
-            diverged = trainer.strategy.reduce_boolean_decision(diverged, all=False)  # any rank
-        if diverged:
+        if trainer.strategy.reduce_boolean_decision(bool(bad.any()), all=False):  # any rank
             first = trainer.global_step - bad.numel() + 1  # the step of this batch's first loss
             step = first + int(bad.nonzero()[0]) if bad.any() else trainer.global_step
             raise TrainingDiverged(

@@ -18,8 +18,8 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
 
+from bnrepro.data.imagenet import batch_error
 from bnrepro.data.images import ImageDataError
 
 
@@ -61,10 +61,10 @@ def recompute_population_statistics(net: nn.Module, batches, num_batches: int) -
 
 
 def _batches(loader):
-    for x, y, *error in loader:
-        if error:  # an unreadable image (data/imagenet.py)
-            raise ImageDataError(error[0])
-        yield x, y
+    for batch in loader:
+        if (error := batch_error(batch)) is not None:
+            raise ImageDataError(error)
+        yield batch
 
 
 def _train_inputs(datamodule, device):
@@ -95,11 +95,9 @@ class PopulationStatistics(L.Callback):
         dm = trainer.datamodule
         with trainer.precision_plugin.forward_context():
             used = recompute_population_statistics(net, _train_inputs(dm, pl_module.device), self.num_batches)
-        if trainer.world_size > 1:  # every rank averaged its own batches: average the ranks' averages
-            for m in bns:
-                for buf in (m.running_mean, m.running_var):
-                    torch.distributed.all_reduce(buf)
-                    buf /= trainer.world_size
+        for m in bns:  # every rank averaged its own batches: average the ranks' averages
+            for buf in (m.running_mean, m.running_var):
+                buf.copy_(trainer.strategy.reduce(buf, reduce_op="mean"))
         metrics = {**self.evaluate(trainer, pl_module), "population/batches": used * trainer.world_size}
         self.results = metrics
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
@@ -114,25 +112,20 @@ class PopulationStatistics(L.Callback):
 
     @torch.no_grad()
     def evaluate(self, trainer, pl_module) -> dict:
+        """Top-1 (and top-5) on the validation set, with the module's own metrics (synced across ranks)."""
         net, device = pl_module.net, pl_module.device
-        num_classes = pl_module.val_acc.num_classes
-        top1 = MulticlassAccuracy(num_classes=num_classes, average="micro").to(device)
-        top5 = (
-            MulticlassAccuracy(num_classes=num_classes, top_k=5, average="micro").to(device)
-            if num_classes > 5
-            else None
-        )
+        metrics = {"population/acc": pl_module.val_acc, "population/acc_top5": pl_module.val_acc_top5}
+        metrics = {k: m for k, m in metrics.items() if m is not None}
         was_training = net.training
         net.eval()
         with trainer.precision_plugin.forward_context():
             for x, y in _batches(trainer.datamodule.val_dataloader()):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 logits = net(x)
-                top1.update(logits, y)
-                if top5 is not None:
-                    top5.update(logits, y)
+                for m in metrics.values():
+                    m.update(logits, y)
         net.train(was_training)
-        out = {"population/acc": float(top1.compute())}  # torchmetrics syncs across ranks
-        if top5 is not None:
-            out["population/acc_top5"] = float(top5.compute())
+        out = {k: float(m.compute()) for k, m in metrics.items()}
+        for m in metrics.values():
+            m.reset()
         return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -167,3 +168,44 @@ class IndexedTensors(Dataset):
 def device_loader(tensors: tuple[torch.Tensor, ...], sampler: Sampler) -> DataLoader:
     """A DataLoader that indexes `tensors` with whatever `sampler` yields (no collate, no workers)."""
     return DataLoader(IndexedTensors(*tensors), sampler=sampler, batch_size=None, num_workers=0)
+
+
+class StepStreamDataModule(L.LightningDataModule):
+    """Base of every data module: training batches follow StepChunkSampler's step stream (one Lightning
+    epoch = one evaluation period of `eval_every_steps` steps), evaluation reads this rank's shard."""
+
+    def __init__(
+        self,
+        batch_size: int,
+        eval_batch_size: int,
+        eval_every_steps: int = 500,
+        shuffle: str = "thorough",
+        shard_size: int = 1024,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.batch_size, self.eval_batch_size, self.eval_every_steps = (
+            batch_size,
+            eval_batch_size,
+            eval_every_steps,
+        )
+        self.shuffle, self.shard_size, self.seed = shuffle, shard_size, seed
+
+    @property
+    def rank(self) -> int:
+        return self.trainer.global_rank if self.trainer else 0
+
+    @property
+    def world_size(self) -> int:
+        return self.trainer.world_size if self.trainer else 1
+
+    def train_sampler(
+        self, num_examples: int, steps_per_batch: int = 1, as_list: bool = False
+    ) -> StepChunkSampler:
+        return StepChunkSampler(
+            num_examples, self.batch_size, self.eval_every_steps, steps_per_batch, seed=self.seed, rank=self.rank,
+            world_size=self.world_size, shuffle=self.shuffle, shard_size=self.shard_size, as_list=as_list,
+        )  # fmt: skip
+
+    def val_sampler(self, num_examples: int, as_list: bool = False) -> ShardSliceSampler:
+        return ShardSliceSampler(num_examples, self.eval_batch_size, self.rank, self.world_size, as_list)

@@ -14,12 +14,11 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 
-from bnrepro.data.device_loader import ShardSliceSampler, StepChunkSampler
+from bnrepro.data.device_loader import StepStreamDataModule
 from bnrepro.data.images import (
     ImageDataError,
     ImageFolderDataset,
@@ -58,7 +57,7 @@ def batch_error(batch) -> str | None:
     return batch[2] if len(batch) == 3 else None
 
 
-class ImageFolderDataModule(L.LightningDataModule):
+class ImageFolderDataModule(StepStreamDataModule):
     def __init__(
         self,
         name: str = "imagenet",
@@ -67,47 +66,35 @@ class ImageFolderDataModule(L.LightningDataModule):
         variant: str | None = None,
         num_classes: int = 1000,
         num_train_examples: int = 1281167,
-        batch_size: int = 32,
-        eval_batch_size: int = 100,
         image_size: int = 224,
         resize_size: int = 256,
         mean=(0.485, 0.456, 0.406),
         std=(0.229, 0.224, 0.225),
         augment: dict | None = None,
-        shuffle: str = "thorough",
-        shard_size: int = 1024,
         num_workers: int = 8,
         pin_memory: bool = True,
         persistent_workers: bool = True,
-        eval_every_steps: int = 1000,
-        seed: int = 0,
+        **kwargs,
     ):
-        super().__init__()
+        super().__init__(**kwargs)  # batch sizes, evaluation period, shuffling, seed
         if name == "imagenette" and variant not in IMAGENETTE_FOLDERS:
             raise ImageDataError(
                 f"data.variant={variant!r}: Imagenette comes as {', '.join(IMAGENETTE_FOLDERS)}"
             )
         self.name, self.root, self.download, self.variant = name, Path(root), download, variant
-        self.num_classes, self.batch_size, self.eval_batch_size = num_classes, batch_size, eval_batch_size
-        self.num_train_examples = num_train_examples
+        self.num_classes, self.num_train_examples = num_classes, num_train_examples
         self.input_shape = (3, image_size, image_size)
-        self.augment = dict(augment or {"name": "none"})
-        self.train_tf = self._train_transform(image_size, mean, std)
+        augment = dict(augment or {"name": "none"})
         self.eval_tf = eval_transform(image_size, resize_size, mean, std)
-        self.shuffle, self.shard_size, self.seed = shuffle, shard_size, seed
-        self.eval_every_steps = eval_every_steps
+        self.train_tf = self.eval_tf if augment["name"] == "none" else train_transform(  # none: the eval crop
+            image_size, tuple(augment["crop_scale"]), tuple(augment["crop_ratio"]), augment["hflip"],
+            augment["color_jitter"], mean, std,
+        )  # fmt: skip
         self.loader_kwargs = dict(
             num_workers=num_workers,
             pin_memory=pin_memory,
             persistent_workers=persistent_workers and num_workers > 0,
         )
-
-    def _train_transform(self, image_size, mean, std):
-        a = self.augment
-        if a["name"] == "none":  # no distortions: train on the evaluation crop
-            return eval_transform(image_size, image_size * 256 // 224, mean, std)
-        return train_transform(image_size, tuple(a["crop_scale"]), tuple(a["crop_ratio"]), a["hflip"],
-                               a["color_jitter"], mean, std)  # fmt: skip
 
     @property
     def data_dir(self) -> Path:
@@ -154,23 +141,16 @@ class ImageFolderDataModule(L.LightningDataModule):
         return self._scanned
 
     def setup(self, stage: str | None = None) -> None:
-        self.rank = self.trainer.global_rank if self.trainer else 0
-        self.world_size = self.trainer.world_size if self.trainer else 1
         train, val = self._scan()
         self.train_set = ImageFolderDataset(train, self.train_tf)
         self.val_set = ImageFolderDataset(val, self.eval_tf)
 
     def train_dataloader(self):
-        sampler = StepChunkSampler(
-            len(self.train_set), self.batch_size, self.eval_every_steps, 1, seed=self.seed, rank=self.rank,
-            world_size=self.world_size, shuffle=self.shuffle, shard_size=self.shard_size, as_list=True,
-        )  # fmt: skip
+        sampler = self.train_sampler(len(self.train_set), as_list=True)
         return DataLoader(
             BatchedImages(self.train_set), sampler=sampler, batch_size=None, **self.loader_kwargs
         )
 
     def val_dataloader(self):
-        sampler = ShardSliceSampler(
-            len(self.val_set), self.eval_batch_size, self.rank, self.world_size, as_list=True
-        )
+        sampler = self.val_sampler(len(self.val_set), as_list=True)
         return DataLoader(BatchedImages(self.val_set), sampler=sampler, batch_size=None, **self.loader_kwargs)
