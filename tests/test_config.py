@@ -71,7 +71,8 @@ def test_unknown_choice_lists_the_options():
     "override, key",
     [("activation.name=tanh", "activation.name"), ("model.norm=layernorm", "model.norm"),
      ("data.batch_size=0", "data.batch_size"), ("optimizer.name=lbfgs", "optimizer.name"),
-     ("trainer.max_steps=25", "trainer.max_steps")],
+     ("trainer.max_steps=25", "trainer.max_steps"), ("augment.crop_scale=[0.5,0.1]", "augment.crop_scale"),
+     ("data.shuffle=sometimes", "data.shuffle"), ("lr_schedule.name=cosine", "lr_schedule.name")],
 )  # fmt: skip
 def test_values_the_schema_types_allow_but_the_project_does_not(override, key):
     cfg = compose_train(override)
@@ -188,3 +189,16 @@ def test_a_length_that_is_neither_steps_nor_examples_is_refused():
     cfg = compose_train("model=bn_x30", "loop.max_epochs=null")
     with pytest.raises(ConfigError, match="trainer.max_steps, loop.max_examples or loop.max_epochs"):
         validate(cfg)
+
+
+def test_a_step_count_that_is_not_a_whole_number_of_evaluation_periods_is_refused():
+    from bnrepro.config import resolve_loop
+
+    cfg = compose_train(
+        "model=bn_x30", "trainer.max_steps=1000"
+    )  # evaluation every 2.5 epochs = 100,091 steps
+    validate(cfg)
+    with pytest.raises(
+        ConfigError, match=r"trainer\.max_steps=1000 is not a multiple of the evaluation period"
+    ):
+        resolve_loop(cfg, 32)

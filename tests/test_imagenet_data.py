@@ -93,6 +93,7 @@ def test_an_unreadable_image_under_ddp_stops_every_rank_with_its_path(tmp_path):
 
 @pytest.mark.parametrize("damage, message", [
     ("no_root", "no such folder"), ("empty_class", "n01443537"), ("no_val_class", "different class folders"),
+    ("num_classes", "holds 2 class folders but data.num_classes=3"),
 ])  # fmt: skip
 def test_a_broken_folder_is_refused_before_training_with_the_path(tmp_path, damage, message):
     from bnrepro.data import build_datamodule
@@ -100,6 +101,8 @@ def test_a_broken_folder_is_refused_before_training_with_the_path(tmp_path, dama
     root = write_imagenet(tmp_path / "imagenet")
     if damage == "no_root":
         root = tmp_path / "nowhere"
+    elif damage == "num_classes":
+        pass
     elif damage == "empty_class":
         for f in (root / "train" / CLASSES[1]).iterdir():
             f.unlink()
@@ -107,7 +110,8 @@ def test_a_broken_folder_is_refused_before_training_with_the_path(tmp_path, dama
         for f in (root / "val" / CLASSES[1]).iterdir():
             f.unlink()
         (root / "val" / CLASSES[1]).rmdir()
-    cfg = compose_train(*imagenet_overrides(root, tmp_path / "runs"))
+    extra = ["data.num_classes=3"] if damage == "num_classes" else []
+    cfg = compose_train(*imagenet_overrides(root, tmp_path / "runs"), *extra)
     with pytest.raises(ImageDataError, match=message) as e:
         build_datamodule(cfg, eval_every_steps=1).prepare_data()
     assert str(root) in str(e.value)
@@ -129,3 +133,20 @@ def test_imagenette_offline_says_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(ImageDataError, match="download failed") as e:
         build_datamodule(cfg, eval_every_steps=1).prepare_data()
     assert str(tmp_path / "imagenette2-320") in str(e.value)
+
+
+def test_a_train_count_other_than_the_configured_epoch_warns(tmp_path):
+    from bnrepro.data import build_datamodule
+
+    root = write_imagenet(tmp_path / "imagenet")  # 12 training images; data.num_train_examples says 1,281,167
+    cfg = compose_train(*imagenet_overrides(root, tmp_path / "runs"))
+    with pytest.warns(UserWarning, match="holds 12 images but data.num_train_examples=1281167"):
+        build_datamodule(cfg, eval_every_steps=1).prepare_data()
+
+
+def test_an_unknown_imagenette_size_names_the_choices(tmp_path):
+    from bnrepro.data import build_datamodule
+
+    cfg = compose_train("model=bn_x5", "data=imagenette", f"data.root={tmp_path}", "data.variant=1024px")
+    with pytest.raises(ImageDataError, match="data.variant='1024px': Imagenette comes as full, 320px, 160px"):
+        build_datamodule(cfg, eval_every_steps=1)
