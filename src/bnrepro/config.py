@@ -60,6 +60,7 @@ class LRScheduleConfig:
     decay_every_epochs: float = 8.0  # ... every this many epochs (GoogLeNet: x0.96 every 8 epochs) ...
     speedup: float = 1.0  # ... divided by this (Sec. 4.2.1: the BN variants decay 6x faster)
     epoch_examples: int = "${data.num_train_examples}"  # type: ignore[assignment]  # one epoch, in examples
+    epoch_scale: float = "${loop.epoch_scale}"  # type: ignore[assignment]  # see LoopConfig.epoch_scale
     staircase: bool = True  # decay in steps (GoogLeNet), not continuously
 
 
@@ -79,11 +80,17 @@ class DataConfig:
     # Examples in one epoch of the training set: the unit of lr_schedule.decay_every_epochs; for
     # data=synthetic also how many examples are made.
     num_train_examples: int = 60000
-    num_val_examples: int = 10000  # data=synthetic: how many validation examples are made
+    # data=synthetic: how many validation examples are made; mnist / fashion_mnist: the first this many
+    # test images are evaluated (10000 = all; fewer only for quick checks)
+    num_val_examples: int = 10000
     batch_size: int = 60  # per device; global batch = devices x batch_size
     eval_batch_size: int = 10000
     binarize_threshold: float | None = 0.5  # Sec. 4.1 "binary input": pixel/255 > threshold; null = grey
     device_resident: bool = True  # keep the whole set as tensors on the training device (MNIST, synthetic)
+    # mnist / fashion_mnist: false = the 28x28 one-channel tensors as stored (the MLPs of Sec. 4.1);
+    # true = images for an ImageNet network: resized to image_size, grey replicated to 3 channels,
+    # normalised by mean/std, made on the device per batch (experiment=fashion_figure3).
+    to_images: bool = False
     # Image data sets (imagenet, imagenette, synthetic).
     variant: str | None = None  # imagenette: full | 320px | 160px (torchvision's Imagenette sizes)
     image_size: int = 224  # training crop and evaluation centre crop
@@ -147,6 +154,10 @@ class LoopConfig:
     eval_every_epochs: float | None = None
     max_examples: int | None = None  # used when trainer.max_steps is null
     max_epochs: float | None = None  # used when trainer.max_steps and loop.max_examples are null
+    # Multiplies every length given in epochs (max_epochs, eval_every_epochs and the LR decay interval
+    # lr_schedule.decay_every_epochs). 1 = the paper's schedule; a proxy data set runs it compressed
+    # (experiment=fashion_figure3: 0.01, Inception's 774 epochs become 7.7 and its LR decays every 0.08).
+    epoch_scale: float = 1.0
     # Optimizer steps run inside one Lightning batch (manual optimization). Lightning's per-batch work is
     # of the order of a whole MLP step (measured: 1.56x a plain loop at 1 step per batch, 0.98x at 100),
     # so small nets amortise it over several steps. A step still means one SGD update on one mini-batch.
@@ -252,6 +263,7 @@ POSITIVE = (
     "data.resize_size",
     "data.shard_size",
     "loop.steps_per_batch",
+    "loop.epoch_scale",
     "callbacks.population_stats.num_batches",
     "callbacks.divergence.check_every_n_batches",
 )
@@ -303,7 +315,7 @@ def resolve_loop(cfg, global_batch: int) -> tuple[int, int]:
     The number of evaluations is ceil(length / period), and training runs exactly that many evaluation
     periods, so the last step is always evaluated.
     """
-    loop, epoch = cfg.loop, cfg.data.num_train_examples
+    loop, epoch = cfg.loop, cfg.data.num_train_examples * cfg.loop.epoch_scale
 
     def examples(n_examples, n_epochs):
         return n_examples if n_examples is not None else round(n_epochs * epoch)

@@ -71,7 +71,7 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Refuses a folder that holds a run's summary; with overwrite=true clears that run's outputs first.
 
     Clearing up front means a rerun that dies midway cannot leave the old summary.json beside new,
-    partial curves, nor the old best checkpoint beside the new ones.
+    partial curves, nor the old best checkpoint or W&B log beside the new ones.
     """
     summary = run_dir / "summary.json"
     if rank_zero_only.rank != 0 or not summary.exists():
@@ -83,6 +83,9 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> None:
         )
     summary.unlink()
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(
+        run_dir / "wandb", ignore_errors=True
+    )  # else source=wandb_offline would still read the old run
 
 
 def build_callbacks(cfg, run_dir: Path, info: dict) -> list[L.Callback]:

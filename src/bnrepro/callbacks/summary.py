@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.loggers import WandbLogger
 
 from bnrepro.callbacks.divergence import TrainingDiverged
 from bnrepro.provenance import git_sha, hardware, versions, write_json_atomic
@@ -33,6 +34,9 @@ class RunSummary(L.Callback):
 
     def on_fit_start(self, trainer, pl_module):
         self.t0 = time.perf_counter()
+        self.hardware = hardware(
+            pl_module.device
+        )  # here: after fit, Lightning has moved the module to the CPU
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def on_validation_end(self, trainer, pl_module):
@@ -88,7 +92,7 @@ class RunSummary(L.Callback):
             "diverged_at_step": diverged_at,
             "lr": pl_module.lr,
             "sync_batchnorm": any(type(m).__name__ == "SyncBatchNorm" for m in pl_module.modules()),
-            "hardware": hardware(pl_module.device),
+            "hardware": getattr(self, "hardware", None) or hardware(pl_module.device),
             "wall_time_s": round(time.perf_counter() - self.t0, 2),
             "started_at": self.started,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -104,6 +108,10 @@ class RunSummary(L.Callback):
         if trainer.is_global_zero:
             self.written = self.summary(trainer, pl_module, status, error, diverged_at)
             write_json_atomic(self.run_dir / "summary.json", self.written)
+            # The same record in the W&B run, so tables can be built from W&B alone (results/sources.py).
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.experiment.summary["run_summary"] = self.written
 
     def on_fit_end(self, trainer, pl_module):
         self._write(trainer, pl_module, "finished")

@@ -20,7 +20,8 @@ def build_datamodule(cfg, eval_every_steps: int):
 
         return MNISTDataModule(
             name=d.name, root=d.root, system_dirs=list(d.system_dirs), download=d.download,
-            binarize_threshold=d.binarize_threshold, **common,
+            binarize_threshold=d.binarize_threshold, num_val_examples=d.num_val_examples, to_images=d.to_images, image_size=d.image_size,
+            mean=list(d.mean), std=list(d.std), **common,
         )  # fmt: skip
     if d.name == "synthetic":
         from bnrepro.data.synthetic import SyntheticDataModule

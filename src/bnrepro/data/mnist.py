@@ -15,6 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
 from torchvision import datasets
 
 from bnrepro.data.tensors import TensorDataModule
@@ -43,7 +45,7 @@ def _copy_from_system_dir(raw: Path, system_dir: Path) -> bool:
         return False
     raw.mkdir(parents=True, exist_ok=True)
     for src, name in zip(sources, IDX_FILES):
-        tmp = raw / f".{name}.partial"
+        tmp = raw / f".{name}.{os.getpid()}.partial"  # own name: parallel jobs may prepare the same set
         with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
             shutil.copyfileobj(fin, fout)
         os.replace(tmp, raw / name)  # atomic: a crash never leaves a truncated file behind
@@ -84,6 +86,27 @@ def load_tensors(name: str, root: str | Path, train: bool, binarize_threshold: f
     return x, ds.targets.long()
 
 
+class GreyToImages:
+    """[..., 1, 28, 28] grey batches -> [..., 3, S, S] normalised images for an ImageNet network.
+
+    Bilinear resize, the grey channel repeated to RGB, then (x - mean) / std per channel: Fashion-MNIST
+    as a small ImageNet-style data set (experiment=fashion_figure3). Done per batch on the device, so
+    the stored set stays 28x28 (188 MB, not 60000 x 3 x S x S).
+    """
+
+    def __init__(self, size: int, mean, std):
+        self.size = size
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-3]
+        x = F.interpolate(x.reshape(-1, *x.shape[-3:]), size=(self.size, self.size), mode="bilinear")
+        mean, std = self.mean.to(x.device), self.std.to(x.device)
+        x = (x.expand(-1, len(mean), -1, -1) - mean) / std
+        return x.reshape(*lead, *x.shape[1:])
+
+
 class MNISTDataModule(TensorDataModule):
     """MNIST / Fashion-MNIST, the whole train and test sets as tensors on the training device."""
 
@@ -96,13 +119,21 @@ class MNISTDataModule(TensorDataModule):
         system_dirs=(),
         download: bool = True,
         binarize_threshold: float | None = 0.5,
+        num_val_examples: int | None = None,
+        to_images: bool = False,
+        image_size: int = 224,
+        mean=(0.5,),
+        std=(0.5,),
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if to_images:
+            self.transform = GreyToImages(image_size, mean, std)
+            self.input_shape = (len(mean), image_size, image_size)
         if name not in TORCHVISION_CLASSES:
             raise ValueError(f"data.name={name!r}: expected one of {', '.join(TORCHVISION_CLASSES)}")
         self.name, self.root, self.system_dirs, self.download = name, root, list(system_dirs), download
-        self.binarize_threshold = binarize_threshold
+        self.binarize_threshold, self.num_val_examples = binarize_threshold, num_val_examples
 
     def prepare_data(self) -> None:  # once per node, before processes read
         prepare(self.name, self.root, self.system_dirs, self.download)
@@ -110,4 +141,5 @@ class MNISTDataModule(TensorDataModule):
     def load(self, device):
         train = load_tensors(self.name, self.root, True, self.binarize_threshold)
         test = load_tensors(self.name, self.root, False, self.binarize_threshold)
+        test = tuple(t[: self.num_val_examples] for t in test)  # the first N test images (default: all)
         return tuple(t.to(device) for t in (*train, *test))

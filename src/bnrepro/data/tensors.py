@@ -15,6 +15,7 @@ from bnrepro.data.device_loader import StepStreamDataModule, device_loader
 
 class TensorDataModule(StepStreamDataModule):
     input_shape: tuple[int, ...]  # one example, as the network receives it
+    transform = None  # applied to every batch of inputs on the device, after indexing
 
     def __init__(self, steps_per_batch: int = 1, device_resident: bool = True, **kwargs):
         super().__init__(**kwargs)  # batch sizes, evaluation period, shuffling, seed
@@ -36,7 +37,7 @@ class TensorDataModule(StepStreamDataModule):
 
     def train_dataloader(self):
         sampler = self.train_sampler(len(self.train_y), self.steps_per_batch)
-        return device_loader((self.train_x, self.train_y), sampler)
+        return device_loader((self.train_x, self.train_y), sampler, self.transform)
 
     def val_dataloader(self):
-        return device_loader((self.val_x, self.val_y), self.val_sampler(len(self.val_y)))
+        return device_loader((self.val_x, self.val_y), self.val_sampler(len(self.val_y)), self.transform)

@@ -33,7 +33,8 @@ def lr_factor(step: int, global_batch: int, schedule: dict) -> float:
     """
     if schedule["name"] == "constant":
         return 1.0
-    decay_examples = schedule["decay_every_epochs"] * schedule["epoch_examples"] / schedule["speedup"]
+    epoch = schedule["epoch_examples"] * schedule.get("epoch_scale", 1.0)
+    decay_examples = schedule["decay_every_epochs"] * epoch / schedule["speedup"]
     periods = step * global_batch / decay_examples
     return schedule["gamma"] ** (math.floor(periods) if schedule["staircase"] else periods)
 
