@@ -1,0 +1,109 @@
+"""The public-weights key map against the port itself: pretrainedmodels' BNInception with random weights."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import timm
+import torch
+from pretrainedmodels.models.bninception import BNInception  # test-only dependency (pyproject's dev extra)
+from torch import nn
+
+from bnrepro.models.caffe_port import (
+    PORT_KWARGS,
+    WEIGHTS_URL,
+    KeyMapError,
+    WeightsLoadError,
+    WeightsNotFoundError,
+    caffe_preprocess,
+    convert_state_dict,
+    load_caffe_port,
+)
+
+
+@pytest.fixture(scope="module")
+def port() -> nn.Module:
+    """The port in float64 with random weights, conv biases and BN statistics, at a scale that keeps signal.
+
+    One train-mode pass with momentum 1 sets each BN's running statistics to a batch's (so the logits are
+    neither 0 nor inf after 40 layers); then they are jittered. They include the conv biases, so an
+    unfolded bias would show.
+    """
+    gen = torch.Generator().manual_seed(0)
+    ref = BNInception(num_classes=1000)
+    bns = [m for m in ref.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.weight[0].numel()
+                m.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=gen)
+                m.bias.normal_(0.0, 0.5, generator=gen)
+        for m in bns:
+            m.weight.uniform_(0.5, 1.5, generator=gen)
+            m.bias.normal_(0.0, 0.2, generator=gen)
+            m.momentum = 1.0
+        ref.train()(torch.randn(2, 3, 224, 224, generator=gen))
+        for m in bns:
+            m.running_mean.add_(0.1 * m.running_var.sqrt() * torch.randn(m.num_features, generator=gen))
+            m.running_var.mul_(torch.empty(m.num_features).uniform_(0.7, 1.4, generator=gen))
+    return ref.double().eval()  # float64 from here: the comparison sees the map, not rounding
+
+
+def test_converted_weights_give_the_ports_logits(port):
+    ours = timm.create_model("bn_inception", **PORT_KWARGS).double()
+    ours.load_state_dict(convert_state_dict(port.state_dict()))
+    x = torch.randn(2, 3, 224, 224, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, got = port(x.clone()), ours.eval()(x)
+    assert want.std() > 0.1  # a live network, not constant logits
+    assert (got - want).abs().max() < 1e-6
+
+
+def test_load_from_a_file(port, tmp_path):
+    path = tmp_path / "bn_inception.pth"
+    torch.save({k: v.float() if v.is_floating_point() else v for k, v in port.state_dict().items()}, path)
+    net, pre = load_caffe_port(str(path))
+    assert not net.training
+    assert pre == dict(input_space="BGR", input_range=255, mean=[104, 117, 128], std=[1, 1, 1],
+                       image_size=224, resize_size=256)  # fmt: skip
+    bn, conv = port.inception_4e_3x3_bn, port.inception_4e_3x3
+    assert torch.allclose(net.blocks.inception_4e.branch3x3[1].norm.running_mean.double(),
+                          bn.running_mean - conv.bias, atol=1e-6)  # fmt: skip
+
+
+def test_an_unmapped_or_missing_key_is_named(port):
+    sd = dict(port.state_dict())
+    with pytest.raises(KeyMapError, match="unmapped key.*inception_9z_1x1.weight"):
+        convert_state_dict({**sd, "inception_9z_1x1.weight": torch.zeros(1)})
+    del sd["inception_4e_3x3_bn.running_var"]
+    with pytest.raises(KeyMapError, match="missing key.*inception_4e_3x3_bn.running_var"):
+        convert_state_dict(sd)
+
+
+def test_a_missing_or_truncated_file_is_named(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match=f"nope.pth.*{re.escape(WEIGHTS_URL)}.*weights_path"):
+        load_caffe_port(tmp_path / "nope.pth")
+    path = tmp_path / "cut.pth"
+    torch.save({"conv1_7x7_s2.weight": torch.zeros(64, 3, 7, 7)}, path)
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(WeightsLoadError, match=f"{re.escape(str(path))}.*truncated or corrupt.*weights_path"):
+        load_caffe_port(path)
+
+
+def test_an_offline_download_names_the_url(monkeypatch):
+    import urllib.error
+
+    def offline(url, **kwargs):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(WeightsLoadError, match=f"could not download {re.escape(WEIGHTS_URL)}.*weights_path"):
+        load_caffe_port()
+
+
+def test_preprocess_is_bgr_0_255_minus_the_bgr_mean():
+    rgb = torch.tensor([1.0, 0.5, 0.0]).view(1, 3, 1, 1).expand(2, 3, 4, 4)
+    out = caffe_preprocess(rgb)
+    assert out.shape == (2, 3, 4, 4)
+    assert torch.allclose(out[0, :, 0, 0], torch.tensor([0.0 - 104, 127.5 - 117, 255.0 - 128]))
