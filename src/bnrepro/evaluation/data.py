@@ -1,0 +1,78 @@
+"""The validation images of an ImageNet-layout folder, cropped by a protocol, one disjoint shard per rank.
+
+The folder is found and scanned by the training code's own helpers (data/imagenet.py, data/images.py):
+<root>/val/<wnid>/* for data=imagenet, <root>/imagenette2-320/val/<wnid>/* for data=imagenette. Only
+val/ is read, so an ImageNet copy without train/ can be evaluated.
+
+Each rank reads a contiguous shard (ShardSliceSampler, the same sampler training evaluates with): shard
+sizes differ by at most one and nothing is padded, unlike Lightning's DistributedSampler, which repeats
+images to even the shards out and would count them twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from torch.utils.data import DataLoader
+
+from bnrepro.data.device_loader import StepStreamDataModule
+from bnrepro.data.imagenet import BatchedImages, ImageFolderDataModule
+from bnrepro.data.images import ImageDataError, ImageFolderDataset, scan_class_folders
+
+
+def class_indices(classes: list[str], num_classes: int, val_dir: Path) -> list[int]:
+    """The network's output index of each class folder (sorted, as scan_class_folders numbers them).
+
+    Same count: the folder's order, as in training. A 1000-class network on a subset of ImageNet's
+    classes (Imagenette's 10 wnids): their indices among ImageNet's 1000 sorted wnids, so a net trained
+    on ImageNet (or the Caffe port) can be evaluated on Imagenette.
+    """
+    if len(classes) == num_classes:
+        return list(range(num_classes))
+    if num_classes == 1000:
+        from timm.data import ImageNetInfo
+
+        index = {wnid: i for i, wnid in enumerate(ImageNetInfo().label_names())}  # the sorted wnids
+        if all(c in index for c in classes):
+            return [index[c] for c in classes]
+    raise ImageDataError(
+        f"{val_dir} holds {len(classes)} class folders but the network predicts {num_classes} classes; "
+        f"evaluate on the data set it was trained on (data=imagenet | imagenette, data.root=...)."
+    )
+
+
+def val_samples(data, num_classes: int) -> tuple[Path, list[tuple[str, int]]]:
+    """(val folder, [(image path, label)]) of the `data` config; raises ImageDataError naming the folder."""
+    locator = ImageFolderDataModule(name=data.name, root=data.root, download=data.download,
+                                    variant=data.variant, batch_size=1, eval_batch_size=1)  # fmt: skip
+    val_dir = locator.data_dir / "val"
+    if data.name == "imagenette" and data.download and not val_dir.is_dir():
+        locator.prepare_data()  # downloads Imagenette (train and val) as training would
+    classes, samples = scan_class_folders(val_dir)
+    labels = class_indices(classes, num_classes, val_dir)
+    return val_dir, [(path, labels[y]) for path, y in samples]
+
+
+class EvalDataModule(StepStreamDataModule):
+    """Batches of `images_per_batch` images, each [crops, 3, H, W] uint8; this rank's shard only."""
+
+    def __init__(
+        self,
+        samples: list[tuple[str, int]],
+        transform: Callable,
+        images_per_batch: int,
+        num_workers: int = 8,
+        pin_memory: bool = True,
+    ):
+        super().__init__(batch_size=images_per_batch, eval_batch_size=images_per_batch)
+        self.samples, self.transform = samples, transform
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+
+    def val_dataloader(self) -> DataLoader:
+        dataset = ImageFolderDataset(self.samples, self.transform)
+        sampler = self.val_sampler(len(dataset), as_list=True)  # rank and world size from the trainer
+        # BatchedImages: a worker decodes and crops a whole batch; an unreadable image comes back as a
+        # message that StopOnUnreadableImage raises on every rank together.
+        return DataLoader(BatchedImages(dataset), sampler=sampler, batch_size=None,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory)  # fmt: skip

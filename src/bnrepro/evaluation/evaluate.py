@@ -1,0 +1,94 @@
+"""evaluate(cfg): what `python src/eval.py` does -- one Figure 4 number, written to <out>/eval.json.
+
+Everything that can be wrong with the input (config, checkpoints, run configs, the val folder) is
+checked here in the launching process, before Lightning starts DDP workers. The workers re-run the same
+script (Lightning's subprocess launcher) and come to the same members and image list.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import lightning as L
+from omegaconf import OmegaConf
+
+from bnrepro.callbacks.data_errors import StopOnUnreadableImage
+from bnrepro.evaluation.config import PROTOCOLS, validate_eval
+from bnrepro.evaluation.crops import crop_transform
+from bnrepro.evaluation.data import EvalDataModule, val_samples
+from bnrepro.evaluation.ensemble import EnsembleClassifier
+from bnrepro.evaluation.members import load_members
+from bnrepro.provenance import git_sha, hardware, versions, write_json_atomic
+
+# Trainer arguments of the training schema that mean nothing for one validation pass.
+TRAIN_ONLY = ("max_steps", "num_sanity_val_steps", "enable_checkpointing", "use_distributed_sampler")
+
+
+def build_trainer(cfg, out_dir: Path) -> L.Trainer:
+    kwargs = {
+        k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in TRAIN_ONLY
+    }
+    return L.Trainer(
+        **kwargs,
+        logger=False,  # the result is eval.json
+        enable_checkpointing=False,
+        use_distributed_sampler=False,  # ours shards without padding; Lightning's would duplicate images
+        default_root_dir=str(out_dir),
+        callbacks=[StopOnUnreadableImage()],
+    )
+
+
+def evaluate(cfg, out_dir: Path) -> dict | None:
+    """Evaluates the configured network(s); returns the eval.json record (None off global rank 0)."""
+    validate_eval(cfg)
+    members = load_members(cfg)
+    _, samples = val_samples(cfg.data, members[0].num_classes)
+    samples = samples[: cfg.eval.limit] if cfg.eval.limit else samples
+    d, e = cfg.data, cfg.eval
+    transform = crop_transform(e.crops, d.image_size, d.resize_size, list(e.scales))
+    dm = EvalDataModule(samples, transform, max(1, e.batch_size // e.crops), e.num_workers, e.pin_memory)
+    module = EnsembleClassifier(members)
+    trainer = build_trainer(cfg, out_dir)
+    trainer.validate(module, datamodule=dm, verbose=False)
+
+    r = module.result
+    if r["num_images"] != len(samples):  # the sampler's promise; a wrong number must never be written
+        raise RuntimeError(
+            f"counted {r['num_images']} images of {len(samples)} across {trainer.world_size} ranks"
+        )
+    if not trainer.is_global_zero:
+        return None
+    top5 = r["top5_acc"]
+    record = {
+        "protocol": PROTOCOLS[e.crops],
+        "crops": e.crops,
+        "members": len(members),
+        "checkpoints": [m.source for m in members],
+        "weights": cfg.weights,
+        "data": d.name,
+        "data_root": str(d.root),
+        "num_images": r["num_images"],
+        "top1_acc": r["top1_acc"],
+        "top5_acc": top5,
+        "top1_err": 1.0 - r["top1_acc"],
+        "top5_err": None if top5 is None else 1.0 - top5,  # null below 6 classes
+        "world_size": trainer.world_size,
+        "hardware": hardware(trainer.strategy.root_device),
+        "git_sha": git_sha(),
+        "versions": versions(),
+        "command": " ".join(["python", *sys.argv]),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": "+".join(dict.fromkeys(m.model for m in members)),  # distinct names, in member order
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "eval.json", record)
+    top5_text = "n/a" if top5 is None else f"{1 - top5:.2%}"
+    print(
+        f"{record['model']} ({len(members)} member{'s' if len(members) > 1 else ''}), {record['protocol']}, "
+        f"{record['num_images']} images of {d.name}: top-1 error {1 - r['top1_acc']:.2%}, top-5 error "
+        f"{top5_text} -> {out_dir / 'eval.json'}",
+        flush=True,
+    )
+    return record

@@ -1,0 +1,41 @@
+"""Evaluate with Figure 4's protocols: `python src/eval.py ckpt=<run>/checkpoints/best.ckpt eval.crops=144`.
+
+    ckpt=<ckpt>                       one run's network (rebuilt from <run_dir>/config.yaml)
+    eval.ensemble=[ckptA,ckptB,...]   class probabilities averaged over the members
+    weights=caffe_port [weights_path=<file>]   the published BN-Inception weights
+    eval.crops=1 | 144                single centre crop | GoogLeNet's 144 crops (PAPER.md Sec. 5)
+    data=imagenet|imagenette data.root=<root>  the val/ folder; trainer.devices=8 trainer.strategy=ddp
+
+Writes <out>/eval.json (see conf/eval.yaml for the default folder) and prints the top-1/top-5 errors.
+Exit status: 0 done; 2 bad input (config, checkpoint, run folder, data set): no eval.json written.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+import bnrepro.evaluation.config  # noqa: F401  (registers `eval_schema` and the `eval_name` resolver)
+from bnrepro.config import ConfigError
+from bnrepro.data.images import ImageDataError
+from bnrepro.evaluation.evaluate import evaluate
+from bnrepro.evaluation.members import CheckpointError
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+EXIT_BAD_INPUT = 2
+
+
+@hydra.main(config_path=CONF_DIR, config_name="eval", version_base="1.3")
+def main(cfg) -> None:
+    try:
+        evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except (ConfigError, CheckpointError, ImageDataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+if __name__ == "__main__":
+    main()
