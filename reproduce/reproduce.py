@@ -1,12 +1,16 @@
 """Runs what a paper result needs and is missing, then renders it into results/.
 
     python reproduce/reproduce.py mnist [hydra overrides...] [--jobs N]
-    python reproduce/reproduce.py --render-only [mnist ...]     # `just tables`: never trains
+    python reproduce/reproduce.py figure3 data=fashion_mnist [seed=0,1,2] [target=0.9]
+    python reproduce/reproduce.py --render-only [figure3 ...] [source=wandb_offline | source=wandb
+                                  entity=<team> project=<project>] [data=imagenette]   # `just tables`
 
-A spec (reproduce/<name>.yaml) names the experiment config and the sweep. Each sweep point is one run
-folder (runs/<task>/<run_name>, the same folder `python src/train.py` would use); a folder whose
-summary.json says "finished" (or "diverged": a result too) with the same configuration is reused;
-anything else is (re)run.
+A spec (reproduce/<name>.yaml) names the experiment config (one per data set) and the sweep. Each sweep
+point is one run folder (runs/<task>/<run_name>, the same folder `python src/train.py` would use); a
+folder whose summary.json says "finished" (or "diverged": a result too) with the same configuration is
+reused; anything else is (re)run. `seed=0,1,2` (any swept key with a comma list) replaces that sweep
+axis. Driver options, not Hydra overrides: target= (figure2/3), source= / entity= / project= (render
+only: read the runs from W&B instead of the run folders, results/sources.py).
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 from bnrepro.config import TrainConfig  # noqa: E402  (importing registers the schema)
-from bnrepro.results.runs import COMPLETE, find_runs, load_run  # noqa: E402
+from bnrepro.results.runs import COMPLETE, load_run  # noqa: E402
+from bnrepro.results.sources import SourceError, read_runs  # noqa: E402
+
+DRIVER_OPTIONS = ("target", "source", "entity", "project")  # key=value options of this script itself
 
 
 def load_spec(name: str) -> dict:
@@ -47,10 +54,38 @@ def sweep_points(spec: dict) -> list[list[str]]:
     ]
 
 
+def apply_arguments(spec: dict, args: list[str]) -> tuple[dict, list[str]]:
+    """The spec with the command line's driver options and sweep lists applied; the Hydra overrides left.
+
+    data=<name> picks the spec's experiment for that data set (e.g. fashion_figure3 for fashion_mnist);
+    <key>=a,b,c for `seed`, or any value of a swept key, becomes that sweep axis.
+    """
+    spec = {**spec, "sweep": dict(spec["sweep"])}
+    overrides = []
+    for a in args:
+        key, value = a.split("=", 1)
+        if key in DRIVER_OPTIONS:
+            spec[key] = value
+        elif key in spec["sweep"] or (key == "seed" and "," in value):
+            spec["sweep"][key] = value.split(",")  # seed=0,1,2 or model=bn_x30: that sweep axis
+        else:
+            if key == "data" and value in spec.get("experiments", {}):
+                spec["experiment"] = spec["experiments"][value]
+            overrides.append(a)
+    return spec, overrides
+
+
+def task_of(spec: dict, overrides: list[str]) -> str:
+    """The runs/<task> folder of the spec's experiment."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[f"experiment={spec['experiment']}", *overrides]).task
+
+
 SCHEMA = OmegaConf.structured(TrainConfig)  # the schema's defaults
 
-# Keys the driver sets for its own jobs; they do not change what a run computes.
+# Keys that do not change what a run computes: the driver's own, and where it is mirrored (logger.*).
 DRIVER_KEYS = {"overwrite", "trainer.enable_progress_bar"}
+IGNORED_PREFIXES = ("logger.",)
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -87,7 +122,8 @@ def status(run_dir: Path, config: dict) -> str:
     there = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()))
     # A key the stored config lacks was added to the schema later; at its default it changes nothing.
     there.update({k: OmegaConf.select(SCHEMA, k, throw_on_missing=False) for k in set(config) - set(there)})
-    diff = sorted(k for k in (set(there) | set(config)) - DRIVER_KEYS if there.get(k) != config.get(k))
+    keys = {k for k in (set(there) | set(config)) - DRIVER_KEYS if not k.startswith(IGNORED_PREFIXES)}
+    diff = sorted(k for k in keys if there.get(k) != config.get(k))
     if diff:
         shown = "; ".join(f"{k}: {there.get(k)!r} there, {config.get(k)!r} now" for k in diff[:5])
         sys.exit(
@@ -111,6 +147,14 @@ def _pump(proc: subprocess.Popen, log: Path) -> None:
 
 
 EXIT_DIVERGED = 3  # src/train.py's exit status for a run whose loss became non-finite
+
+
+def default_jobs(n: int) -> int:
+    """One job per CPU core; one at a time on a GPU machine, where every job takes the GPU(s) it is given
+    (`--jobs N` shares them: the Fashion-MNIST proxy runs its five jobs at once on one H100)."""
+    import torch
+
+    return 1 if torch.cuda.is_available() else min(n, os.cpu_count() or 1)
 
 
 def run_jobs(jobs: list[tuple[list[str], Path]], parallel: int) -> None:
@@ -143,48 +187,97 @@ def run_jobs(jobs: list[tuple[list[str], Path]], parallel: int) -> None:
 
 
 def render(spec: dict, runs, command: str, results: Path) -> None:
-    renderer = importlib.import_module(spec["renderer"])
-    for path in renderer.render(*runs, out_dir=results, command=command):
-        print(f"wrote {_show(path)}")
+    names = spec["renderer"] if isinstance(spec["renderer"], list) else [spec["renderer"]]
+    for module in names:
+        for path in importlib.import_module(module).render(runs, out_dir=results, command=command, spec=spec):
+            print(f"wrote {_show(path)}")
 
 
-def reproduce(name: str, overrides: list[str], parallel: int | None, results: Path) -> None:
-    spec = load_spec(name)
+def reproduce(name: str, args: list[str], parallel: int | None, results: Path) -> None:
+    spec, overrides = apply_arguments(load_spec(name), args)
     plans = [planned_run(spec, p, overrides) for p in sweep_points(spec)]
     todo = [(job, d) for job, d, config in plans if status(d, config) not in COMPLETE]
     for _, d, _ in plans:
         print(f"{'run ' if any(d == t[1] for t in todo) else 'have'}  {_show(d)}")
     if todo:
-        run_jobs(todo, parallel or min(len(todo), os.cpu_count() or 1))
-    command = f"just reproduce {name} {shlex.join(overrides)}".strip()
-    render(spec, [load_run(d) for _, d, _ in plans], command, results)
+        run_jobs(todo, parallel or default_jobs(len(todo)))
+    command = f"just reproduce {name} {shlex.join(args)}".strip()
+    runs = [load_run(d) for _, d, _ in plans]
+    if "evaluations" in spec:  # Figure 4: evaluate the trained runs, render the evaluations
+        from evaluations import evaluate_missing
+
+        runs = evaluate_missing(spec, runs, overrides)
+    render(spec, runs, command, results)
 
 
-def render_only(name: str, runs_root: Path, results: Path) -> None:
-    """Renders from the newest finished runs of the spec's experiment, one data set at a time."""
-    spec = load_spec(name)
-    task = spec["experiment"]
-    runs = [r for r in find_runs(runs_root / task) if r.finished]
+def planned_names(spec: dict, overrides: list[str], data: str) -> set[tuple[str, str]]:
+    """(task, run_name) of every sweep point of the spec on data set `data`: the runs a table may use."""
+    experiment = spec.get("experiments", {}).get(data, spec["experiment"])
+    job = [f"experiment={experiment}", *(o for o in overrides if not o.startswith("data=")), f"data={data}"]
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfgs = [compose("train", overrides=[*job, *point]) for point in sweep_points(spec)]
+    return {(c.task, c.run_name) for c in cfgs}
+
+
+def render_only(name: str, args: list[str], runs_root: Path, results: Path) -> None:
+    """Renders from the newest complete runs of the spec's sweep: on data=<name>, or on the data set
+    whose runs are all there (the newest such), else the newest partial one when the spec allows it."""
+    spec, overrides = apply_arguments(load_spec(name), args)
+    if "evaluations" in spec:
+        from evaluations import read_evaluations
+
+        evals = read_evaluations(runs_root)
+        if not evals:
+            print(
+                f"{name}: no evaluations under {_show(runs_root / 'eval')}; `just reproduce {name}` or src/eval.py"
+            )
+            return
+        render(spec, evals, f"just tables {name} {shlex.join(args)}".strip(), results)
+        return
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("data=")]
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        default_data = compose("train", overrides=[f"experiment={spec['experiment']}"]).data.name
+    candidates = chosen[-1:] or [default_data, *spec.get("experiments", {})]
+    source, fetched = spec.get("source", "local"), {}
     models = spec["sweep"]["model"]
-    by_data: dict[str, dict[str, object]] = {}
-    for r in runs:  # oldest first, so the newest run of each model wins
-        by_data.setdefault(r.summary["data"], {})[r.summary["model"]] = r
-    complete = [(max(v.values(), key=lambda r: r.summary["finished_at"]).summary["finished_at"], d)
-                for d, v in by_data.items() if all(m in v for m in models)]  # fmt: skip
-    if not complete:
+    by_data: dict[str, dict[tuple, object]] = {}
+    try:
+        for data in candidates:
+            names = planned_names(spec, overrides, data)
+            for task in sorted({t for t, _ in names}):
+                if task not in fetched:
+                    fetched[task] = read_runs(
+                        source, runs_root, task, spec.get("entity"), spec.get("project")
+                    )
+                for r in fetched[task]:  # oldest first, so the newest run of each (model, seed) wins
+                    s = r.summary
+                    if r.complete and s.get("data") == data and (s.get("task"), s.get("run_name")) in names:
+                        by_data.setdefault(data, {})[(s["model"], s.get("seed"))] = r
+    except SourceError as e:
+        sys.exit(f"error: {e}")
+    newest = {d: max(r.summary["finished_at"] for r in v.values()) for d, v in by_data.items()}
+    whole = [d for d, v in by_data.items() if {m for m, _ in v} >= set(models)]
+    pool = whole or (list(by_data) if spec.get("allow_missing") else [])
+    if not pool:
         print(
-            f"{name}: no finished runs of {', '.join(models)} under runs/{task}; `just reproduce {name}` makes them"
+            f"{name}: no complete runs of {', '.join(models)} ({source}); `just reproduce {name}` makes them"
         )
         return
-    data = max(complete)[1]
-    render(spec, [by_data[data][m] for m in models], f"just reproduce {name} data={data}", results)
+    data = max(pool, key=newest.get)
+    spec["source"] = {"local": f"local run folders under {_show(runs_root)}",
+                      "wandb_offline": f"W&B offline runs under {_show(runs_root)} (wandb leet inspect --json)",
+                      "wandb": f"W&B API, project {spec.get('entity') or '(default entity)'}/{spec.get('project')}"}[source]  # fmt: skip
+    rest = shlex.join(a for a in args if not a.startswith("data="))
+    render(spec, list(by_data[data].values()), f"just tables {name} data={data} {rest}".strip(), results)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", help="spec names (reproduce/<name>.yaml), then Hydra overrides")
     p.add_argument("--render-only", action="store_true", help="only render from finished runs")
-    p.add_argument("--jobs", type=int, default=None, help="runs at once (default: one per CPU core)")
+    p.add_argument(
+        "--jobs", type=int, default=None, help="runs at once (default: one per CPU core; 1 with a GPU)"
+    )
     p.add_argument("--results", type=Path, default=ROOT / "results", help="where tables and figures go")
     p.add_argument(
         "--runs-root", type=Path, default=ROOT / "runs", help="run folders to render from (--render-only)"
@@ -194,7 +287,7 @@ def main(argv=None) -> None:
     overrides = [a for a in args.names if "=" in a]
     if args.render_only:
         for name in names or sorted(p.stem for p in (ROOT / "reproduce").glob("*.yaml")):
-            render_only(name, args.runs_root, args.results)
+            render_only(name, overrides, args.runs_root, args.results)
         return
     if len(names) != 1:
         sys.exit("error: name one spec, e.g. `python reproduce/reproduce.py mnist data=fashion_mnist`")

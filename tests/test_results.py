@@ -30,7 +30,7 @@ def test_render_writes_figure_and_table_with_the_papers_claims(tmp_path):
     base = write_run(tmp_path / "runs/a", "mnist_mlp", lambda s: 0.5 + s / 200_000, lambda s: -s / 10_000)
     bn = write_run(tmp_path / "runs/b", "mnist_mlp_bn", lambda s: 0.7 + s / 500_000, lambda s: 0.1)
     png, md = render(
-        base, bn, out_dir=tmp_path / "results", command="just reproduce mnist data=fashion_mnist"
+        [base, bn], out_dir=tmp_path / "results", command="just reproduce mnist data=fashion_mnist"
     )
     assert png.stat().st_size > 10_000
     text = md.read_text()
@@ -44,7 +44,7 @@ def test_render_writes_figure_and_table_with_the_papers_claims(tmp_path):
 def test_claims_are_reported_as_failing_when_the_curves_say_so(tmp_path):
     base = write_run(tmp_path / "a", "mnist_mlp", lambda s: 0.9, lambda s: 0.0, data="mnist")
     bn = write_run(tmp_path / "b", "mnist_mlp_bn", lambda s: 0.8, lambda s: s / 1000)
-    _, md = render(base, bn, out_dir=tmp_path, command="x")
+    _, md = render([base, bn], out_dir=tmp_path, command="x")
     text = md.read_text()
     assert text.count("does NOT hold") == 2 and "stands in" not in text
 
@@ -55,6 +55,6 @@ def test_short_runs_say_the_claim_cannot_be_checked_instead_of_failing_it(tmp_pa
     keep = base.metrics["step"] < 10_000  # as if both runs had stopped at 9.5k steps
     for run in (base, bn):
         run.metrics = {k: v[keep] for k, v in run.metrics.items()}
-    _, md = render(base, bn, out_dir=tmp_path, command="x")
+    _, md = render([base, bn], out_dir=tmp_path, command="x")
     text = md.read_text()
     assert "| n/a | n/a |" in text and "cannot be checked: no evaluation at 10k steps" in text

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bnrepro.results.runs import Run  # noqa: E402
+from bnrepro.results.runs import Run, provenance  # noqa: E402
 
 TABLE_STEPS = (10_000, 20_000, 30_000, 40_000, 50_000)
 DATA_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
@@ -38,24 +37,16 @@ def band_drift(run: Run, window: int = 5) -> float:
     return float(np.mean(spans))
 
 
-def provenance(runs: list[Run], command: str) -> dict:
-    s = runs[0].summary
-    return {
-        "data": DATA_NAMES.get(s["data"], s["data"]),
-        "command": command,
-        "git_sha": s.get("git_sha", "unknown"),
-        "hardware": s.get("hardware", "unknown"),
-        "world_size": s.get("world_size"),
-        "global_batch": s.get("global_batch"),
-        "runs": ", ".join(str(r.path) for r in runs),
-        "rendered": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def render(baseline: Run, bn: Run, out_dir: str | Path, command: str) -> list[Path]:
+def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None = None) -> list[Path]:
+    """Figure 1 from the two nets' runs (the newest run of each model if there are several)."""
+    by_model = {r.summary.get("model"): r for r in runs}
+    missing = [m for m in ("mnist_mlp", "mnist_mlp_bn") if m not in by_model]
+    if missing:
+        raise ValueError(f"Figure 1 needs a run of mnist_mlp and mnist_mlp_bn; missing: {', '.join(missing)}")
+    baseline, bn = by_model["mnist_mlp"], by_model["mnist_mlp_bn"]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prov = provenance([baseline, bn], command)
+    prov = provenance([baseline, bn], command, DATA_NAMES)
     substitute = prov["data"] != "MNIST"
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))

@@ -1,0 +1,73 @@
+"""Figure 2 of the paper: validation accuracy vs paper-equivalent steps for the five variants, with a
+marker where each first reaches the target (the Inception run's maximum: "steps to match Inception").
+Writes results/figure2.png and .svg from the same runs and target as results/figure3.md.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from bnrepro.results.figure3 import (  # noqa: E402
+    DATA_NAMES,
+    LABELS,
+    VARIANTS,
+    accuracy_curve,
+    by_model,
+    fmt_steps,
+    resolve_target,
+    steps_to,
+)
+from bnrepro.results.runs import Run, provenance  # noqa: E402
+
+STYLES = {"inception": ("k", "--"), "bn_baseline": ("tab:blue", "-"), "bn_x5": ("tab:green", "-"),
+          "bn_x30": ("tab:red", "-"), "bn_x5_sigmoid": ("tab:purple", "-.")}  # fmt: skip
+
+
+def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None = None) -> list[Path]:
+    spec = spec or {}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grouped = by_model(runs)
+    target, origin = resolve_target(spec.get("target", "inception"), grouped)
+    prov = provenance(runs, command, DATA_NAMES)
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for model in VARIANTS:
+        color, style = STYLES[model]
+        for i, run in enumerate(grouped.get(model, [])):
+            steps, acc = accuracy_curve(run)
+            ax.plot(steps, acc, style, color=color, lw=1.2, label=LABELS[model] if i == 0 else None)
+            hit = steps_to(run, target) if target is not None else None
+            if hit is not None:
+                ax.plot([hit], [target], "o", color=color, ms=6, mec="k")
+            if run.summary.get("status") == "diverged" and len(steps):
+                ax.plot([steps[-1]], [acc[-1]], "x", color=color, ms=8)
+    if target is not None:
+        ax.axhline(target, color="0.5", lw=0.8, ls=":")
+        ax.text(ax.get_xlim()[1], target, f" target {100 * target:.1f}%", va="bottom", ha="right",
+                fontsize=7, color="0.3")  # fmt: skip
+    missing = [LABELS[m] for m in VARIANTS if not grouped.get(m)]
+    ax.set(xlabel="paper-equivalent steps (examples seen / 32)", ylabel="single-crop top-1 accuracy")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: fmt_steps(x) if x else "0"))
+    ax.legend(loc="lower right", fontsize=8, title="o: reaches target; x: diverged", title_fontsize=7)
+    ax.grid(alpha=0.3)
+    title = "Figure 2 (Ioffe & Szegedy 2015) regenerated\n" + textwrap.fill(f"Data: {prov['data']}", 110)
+    if missing:
+        title += f"\nmissing: {', '.join(missing)}"
+    ax.set_title(title, fontsize=8)
+    fig.text(0.01, 0.005,
+             f"{command}   target: {origin}   git {prov['git_sha'][:12]}   {prov['hardware']}   "
+             f"world size {prov['world_size']}, global batch {prov['global_batch']}, {prov['num_runs']} runs",
+             fontsize=5, color="0.4")  # fmt: skip
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    paths = [out_dir / "figure2.png", out_dir / "figure2.svg"]
+    for p in paths:
+        fig.savefig(p, dpi=130, metadata={"Date": None} if p.suffix == ".svg" else None)
+    plt.close(fig)
+    return paths

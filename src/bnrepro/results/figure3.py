@@ -1,0 +1,245 @@
+"""Figure 3 of the paper from the five variants' runs: results/figure3.{md,csv}.
+
+Per variant: paper-equivalent steps (examples seen / 32) until single-crop top-1 first reaches the
+target -- the Inception run's maximum by default, as the paper's 72.2% is Inception's maximum on
+ImageNet -- the maximum accuracy and the step where it was reached, the paper's numbers beside them.
+"never", "diverged" and "missing" are written where they are the truth. With several seeds per
+variant: mean and standard deviation over seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bnrepro.results.runs import Run, provenance
+
+VARIANTS = ("inception", "bn_baseline", "bn_x5", "bn_x30", "bn_x5_sigmoid")
+LABELS = {"inception": "Inception", "bn_baseline": "BN-Baseline", "bn_x5": "BN-x5", "bn_x30": "BN-x30",
+          "bn_x5_sigmoid": "BN-x5-Sigmoid"}  # fmt: skip
+# Figure 3 of the paper (ImageNet, single crop): steps to 72.2% (None: never) and max accuracy.
+PAPER = {
+    "inception": (31.0e6, 0.722, ""),
+    "bn_baseline": (13.3e6, 0.727, ""),
+    "bn_x5": (2.1e6, 0.730, ""),
+    "bn_x30": (2.7e6, 0.748, "max at about 6e6 steps"),
+    "bn_x5_sigmoid": (None, 0.698, ""),
+}
+DATA_NAMES = {
+    "imagenet": "ImageNet (ILSVRC-2012), single-crop top-1 on the 50k validation images",
+    "imagenette": "Imagenette (10 ImageNet classes) -- a proxy; the paper's numbers are on ImageNet",
+    "fashion_mnist": "Fashion-MNIST as 3-channel images -- an offline proxy, NOT ImageNet; "
+    "the paper's numbers are on ImageNet",
+    "synthetic": "synthetic random images -- a smoke test with nothing to learn",
+}
+METRIC = "val/acc"
+REFERENCE_BATCH = 32  # the paper's mini-batch: paper-equivalent steps = examples seen / 32
+
+
+def accuracy_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """(paper-equivalent steps, single-crop top-1) at each evaluation of the run."""
+    steps, acc = run.curve(METRIC)
+    paper = steps * run.summary.get("global_batch", REFERENCE_BATCH) / REFERENCE_BATCH
+    return paper.astype(float), acc
+
+
+def steps_to(run: Run, target: float) -> float | None:
+    """First paper-equivalent step with accuracy >= target; None if the run never got there."""
+    steps, acc = accuracy_curve(run)
+    hit = np.flatnonzero(acc >= target)
+    return float(steps[hit[0]]) if len(hit) else None
+
+
+def best(run: Run) -> tuple[float, float]:
+    """(max accuracy, paper-equivalent step where it was first reached); NaN for a run with no evaluation."""
+    steps, acc = accuracy_curve(run)
+    if not len(acc):
+        return math.nan, math.nan
+    i = int(np.argmax(acc))
+    return float(acc[i]), float(steps[i])
+
+
+def resolve_target(target, runs: dict[str, list[Run]]) -> tuple[float | None, str]:
+    """The accuracy to reach and where it comes from: a number, or the Inception runs' (mean) max."""
+    if target not in (None, "inception"):
+        return float(target), "given (target=...)"
+    finished = [r for r in runs.get("inception", []) if r.finished]
+    if not finished:
+        return None, "unknown: no finished Inception run; pass target=<accuracy>"
+    return float(np.mean([best(r)[0] for r in finished])), "the Inception run's max (as the paper's 72.2%)"
+
+
+@dataclass
+class Row:
+    model: str
+    runs: int
+    reached: int = 0
+    steps_mean: float = math.nan
+    steps_std: float = math.nan
+    max_mean: float = math.nan
+    max_std: float = math.nan
+    max_step: float = math.nan
+    diverged: int = 0
+    diverged_at: float = math.nan  # paper-equivalent step of the first divergence
+    never: int = 0  # runs that ended (finished) below the target
+    diverged_early: int = 0  # runs that diverged before reaching the target
+    statuses: str = ""
+
+
+def row(model: str, runs: list[Run], target: float | None) -> Row:
+    out = Row(model, len(runs))
+    if not runs:
+        return out
+    out.statuses = ", ".join(sorted({r.summary.get("status", "unknown") for r in runs}))
+    diverged = [r for r in runs if r.summary.get("status") == "diverged"]
+    out.diverged = len(diverged)
+    if diverged:
+        first = min(r.summary.get("diverged_at_step") or 0 for r in diverged)
+        out.diverged_at = first * diverged[0].summary.get("global_batch", REFERENCE_BATCH) / REFERENCE_BATCH
+    maxima = [best(r) for r in runs if len(r.curve(METRIC)[0])]
+    if maxima:
+        out.max_mean, out.max_std = _mean_std([m for m, _ in maxima])
+        out.max_step = float(np.mean([s for _, s in maxima]))
+    if target is not None:
+        hits = [(r, steps_to(r, target)) for r in runs]
+        reached = [s for _, s in hits if s is not None]
+        out.reached = len(reached)
+        out.diverged_early = sum(s is None and r.summary.get("status") == "diverged" for r, s in hits)
+        out.never = len(runs) - out.reached - out.diverged_early
+        if reached:
+            out.steps_mean, out.steps_std = _mean_std(reached)
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+
+
+def fmt_steps(x: float | None) -> str:
+    if x is None or math.isnan(x):
+        return "n/a"
+    return f"{x / 1e6:.2f}e6" if x >= 1e5 else f"{x:,.0f}"
+
+
+def _pm(mean: float, std: float, fmt) -> str:
+    return fmt(mean) + ("" if math.isnan(std) else f" ± {fmt(std)}")
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{100 * x:.1f}%"
+
+
+def steps_cell(r: Row, target: float | None) -> str:
+    if r.runs == 0:
+        return "missing"
+    if target is None:
+        return "n/a (no target)"
+    if r.reached == 0:
+        return f"diverged at {fmt_steps(r.diverged_at)}" if r.diverged == r.runs else "never"
+    cell = _pm(r.steps_mean, r.steps_std, fmt_steps)
+    if r.reached == r.runs:
+        return cell
+    others = [
+        f"{r.never} never" if r.never else "",
+        f"{r.diverged_early} diverged" if r.diverged_early else "",
+    ]
+    return f"{cell} ({r.reached}/{r.runs} runs; {', '.join(o for o in others if o)})"
+
+
+def max_cell(r: Row) -> str:
+    if r.runs == 0:
+        return "missing"
+    cell = f"{_pm(r.max_mean, r.max_std, _pct)} at {fmt_steps(r.max_step)}"
+    if r.diverged:
+        cell += f"; diverged ({r.diverged}/{r.runs}) at {fmt_steps(r.diverged_at)}"
+    return cell
+
+
+def table_rows(runs: dict[str, list[Run]], target) -> tuple[list[Row], float | None, str]:
+    value, origin = resolve_target(target, runs)
+    return [row(m, runs.get(m, []), value) for m in VARIANTS], value, origin
+
+
+def markdown_table(rows: list[Row], target: float | None) -> list[str]:
+    """The table itself: identical for the same runs whatever the source (tests compare it)."""
+    inception = next((r for r in rows if r.model == "inception"), None)
+    lines = [
+        f"| model | steps to {_pct(target) if target is not None else 'target'} | vs Inception | "
+        "max accuracy (at step) | runs | paper: steps to 72.2% | paper: max |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ratio = "n/a"
+        if r.model == "inception":
+            ratio = "reference"
+        elif inception and r.reached and inception.reached:
+            ratio = f"{inception.steps_mean / r.steps_mean:.1f}x fewer"
+        paper_steps, paper_max, note = PAPER[r.model]
+        lines.append(
+            f"| {LABELS[r.model]} | {steps_cell(r, target)} | {ratio} | {max_cell(r)} | {r.runs} | "
+            f"{fmt_steps(paper_steps) if paper_steps else 'never'} | {_pct(paper_max)}"
+            f"{f' ({note})' if note else ''} |"
+        )
+    return lines
+
+
+def provenance_lines(prov: dict, source: str) -> list[str]:
+    return [
+        "Provenance:",
+        "",
+        f"- data: {prov['data']}",
+        f"- command: `{prov['command']}`",
+        *[f"- runs trained with: `{c}`" for c in prov["run_commands"]],
+        f"- source: {source}",
+        f"- hardware: {prov['hardware']}; world size {prov['world_size']}; global batch {prov['global_batch']}",
+        f"- git SHA: {prov['git_sha']}",
+        f"- {prov['num_runs']} runs: {prov['runs']}",
+        f"- rendered: {prov['rendered']}",
+        "",
+    ]
+
+
+def by_model(runs: list[Run]) -> dict[str, list[Run]]:
+    out: dict[str, list[Run]] = {}
+    for r in runs:
+        out.setdefault(r.summary.get("model"), []).append(r)
+    return out
+
+
+def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None = None) -> list[Path]:
+    spec = spec or {}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grouped = by_model(runs)
+    rows, target, origin = table_rows(grouped, spec.get("target", "inception"))
+    prov = provenance(runs, command, DATA_NAMES)
+    md = out_dir / "figure3.md"
+    md.write_text("\n".join([
+        "# Figure 3 (Sec. 4.2.2): steps to match Inception, and maximum accuracy",
+        "",
+        f"**Data: {prov['data']}**",
+        "",
+        f"Target: {_pct(target) if target is not None else 'n/a'} single-crop top-1 = {origin}. Steps are "
+        "paper-equivalent (examples seen / 32, the paper's mini-batch), counted at the evaluations "
+        "(first evaluation at or above the target). `never`: never reached; `missing`: no run.",
+        "",
+        *markdown_table(rows, target),
+        "",
+        *provenance_lines(prov, spec.get("source", "local run folders")),
+    ]))  # fmt: skip
+    out_csv = out_dir / "figure3.csv"
+    with open(out_csv, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "runs", "target", "reached", "steps_to_target_mean", "steps_to_target_std",
+                    "max_acc_mean", "max_acc_std", "max_acc_step_mean", "diverged", "diverged_at_step",
+                    "status", "paper_steps_to_72.2", "paper_max_acc"])  # fmt: skip
+        for r in rows:
+            paper_steps, paper_max, _ = PAPER[r.model]
+            w.writerow([r.model, r.runs, target, r.reached, r.steps_mean, r.steps_std, r.max_mean, r.max_std,
+                        r.max_step, r.diverged, r.diverged_at, r.statuses or "missing", paper_steps or "never",
+                        paper_max])  # fmt: skip
+    return [md, out_csv]

@@ -1,0 +1,102 @@
+"""Figure 4 of the paper from evaluation records (src/eval.py's eval.json): results/figure4.md.
+
+Top-1 and top-5 error of BN-Inception with one crop, 144 crops and an ensemble, next to the paper's
+rows and its reference rows. The newest evaluation of each (weights, members, crops, data) is shown.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+# Figure 4 of the paper, ImageNet validation (top-5 of the ensemble: 4.82% on the test server).
+PAPER = [
+    ("BN-Inception", "single crop", "25.2%", "7.82%"),
+    ("BN-Inception", "144 crops", "21.99%", "5.82%"),
+    ("BN-Inception ensemble of 6", "144 crops", "20.1%", "4.9% (test server 4.82%)"),
+    ("GoogLeNet ensemble of 7", "144 crops", "-", "6.67%"),
+    ("Deep Image low-res", "-", "-", "7.96%"),
+    ("Deep Image high-res", "-", "24.88%", "7.42%"),
+    ("Deep Image ensemble", "-", "-", "5.98%"),
+]
+PUBLISHED = "73.5% / 91.6% top-1 / top-5 (Cadene's port of the Caffe model, single crop)"
+
+
+def _key(e: dict) -> tuple:
+    """One row per network(s) and protocol: a re-evaluation of the same checkpoints replaces its row."""
+    return (e.get("weights"), tuple(e.get("checkpoints", [])), e.get("crops"), e.get("data"))
+
+
+def training(e: dict) -> str:
+    """How the evaluated networks were trained, from their runs' summary.json (beside checkpoints/)."""
+    if e.get("weights") == "caffe_port":
+        return "published (Caffe)"
+    facts = set()
+    for ckpt in e.get("checkpoints", []):
+        summary = Path(ckpt).parent.parent / "summary.json"
+        if summary.is_file():
+            s = json.loads(summary.read_text())
+            facts.add(
+                f"{s.get('hardware', '?')}, world size {s.get('world_size')}, global batch {s.get('global_batch')}, "
+                f"git {str(s.get('git_sha', '?'))[:12]}"
+            )
+    return "; ".join(sorted(facts)) or "unknown (run folders not here)"
+
+
+def _err(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"  # top-5 is n/a with 5 classes or fewer
+
+
+def network(e: dict) -> str:
+    if e.get("weights") == "caffe_port":
+        return "BN-Inception, published weights (Caffe model, Cadene's port)"
+    members = e.get("members", 1)
+    name = e.get("model", "run")
+    return f"ensemble of {members} {name}" if members > 1 else name
+
+
+def render(evals: list[dict], out_dir: str | Path, command: str, spec: dict | None = None) -> list[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    newest = {_key(e): e for e in sorted(evals, key=lambda e: e.get("finished_at", ""))}
+    rows = sorted(
+        newest.values(), key=lambda e: (e.get("weights") != "caffe_port", e.get("members", 1), e.get("crops"))
+    )
+    lines = ["| network | protocol | data | images | top-1 error | top-5 error | evaluated on (world size), git | trained on |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for e in rows:
+        lines.append(
+            f"| {network(e)} | {e['protocol']} | {e['data']} | {e['num_images']} | {_err(e['top1_err'])} | "
+            f"{_err(e.get('top5_err'))} | {e.get('hardware', '?')} ({e.get('world_size', '?')}), "
+            f"{str(e.get('git_sha', '?'))[:12]} | {training(e)} |"
+        )
+    if not rows:
+        lines.append(
+            "| (no evaluation yet: `python src/eval.py ...` or `just reproduce figure4`) | | | | | | | |"
+        )
+    paper = ["| network | protocol | top-1 error | top-5 error |", "|---|---|---|---|"]
+    paper += [f"| {n} | {p} | {t1} | {t5} |" for n, p, t1, t5 in PAPER]
+    md = out_dir / "figure4.md"
+    md.write_text("\n".join([
+        "# Figure 4 (Sec. 4.2.3): single crop, 144 crops and ensembles, top-1 / top-5 error",
+        "",
+        "This repository's evaluations (src/eval.py; 144 crops = 4 scales x 3 squares x 6 crops x mirror, "
+        "PAPER.md Sec. 5; ensembles average class probabilities). Only rows on `imagenet` are comparable to "
+        f"the paper's. Published weights for checking the protocols: {PUBLISHED}.",
+        "",
+        *lines,
+        "",
+        "The paper's Figure 4 (ImageNet validation set):",
+        "",
+        *paper,
+        "",
+        "Provenance:",
+        "",
+        f"- command: `{command}`",
+        f"- {len(rows)} evaluations: " + ", ".join(f"{e.get('path', '?')} ({', '.join(e.get('checkpoints', []))})"
+                                                  for e in rows),
+        f"- rendered: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+        "",
+    ]))  # fmt: skip
+    return [md]

@@ -1,0 +1,290 @@
+"""Figures 2, 3 and 4 from runs the tests write by hand: steps-to-target, max, never / diverged / missing,
+seeds, the committed golden table, and the same table from a local run folder and its W&B offline run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bnrepro.results import figure2, figure3, figure4
+from bnrepro.results.runs import load_run
+from bnrepro.results.sources import read_runs, read_wandb_offline
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def curve_rows(acc, steps, global_batch):
+    """metrics.csv rows as the training run logs them: train rows, then val rows with paper_step."""
+    rows = []
+    for s in steps:
+        rows.append({"step": s, "train/loss": 1.0})
+        rows.append({"step": s, "paper_step": s * global_batch / 32, "val/acc": acc(s), "val/acc_top5": 1.0})
+    return rows
+
+
+def write_run(path: Path, model: str, acc, steps=range(100, 1001, 100), status="finished", seed=0,
+              global_batch=64, diverged_at=None, data="fashion_mnist"):  # fmt: skip
+    path.mkdir(parents=True)
+    rows = curve_rows(acc, steps, global_batch)
+    keys = sorted({k for r in rows for k in r})
+    with open(path / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(rows)
+    summary = {"status": status, "model": model, "data": data, "seed": seed, "task": "fashion_figure3",
+               "global_batch": global_batch, "world_size": 1, "hardware": "test CPU", "git_sha": "abc123",
+               "diverged_at_step": diverged_at, "finished_at": f"2026-01-01T00:00:0{seed}+00:00"}  # fmt: skip
+    (path / "summary.json").write_text(json.dumps(summary))
+    return load_run(path), rows, summary
+
+
+def five_runs(root: Path):
+    """Inception peaks at 0.80 (step 1000); BN-x5 gets there at 300; BN-x30 at 200 then diverges at 500;
+    the sigmoid never does; BN-Baseline has no run."""
+    runs = [
+        write_run(root / "inception", "inception", lambda s: 0.80 * s / 1000),
+        write_run(root / "bn_x5", "bn_x5", lambda s: min(0.85, 0.30 + s / 600)),
+        write_run(root / "bn_x30", "bn_x30", lambda s: 0.5 + s / 1000, steps=range(100, 501, 100),
+                  status="diverged", diverged_at=520),
+        write_run(root / "bn_x5_sigmoid", "bn_x5_sigmoid", lambda s: 0.6 + s / 10_000),
+    ]  # fmt: skip
+    return [r for r, _, _ in runs], runs
+
+
+def test_steps_to_target_and_max_on_hand_made_curves(tmp_path):
+    run, _, _ = write_run(tmp_path / "r", "bn_x5", lambda s: [0.1, 0.5, 0.7, 0.7, 0.6][s // 100 - 1],
+                          steps=range(100, 501, 100), global_batch=64)  # fmt: skip
+    assert figure3.steps_to(run, 0.7) == 300 * 64 / 32  # first evaluation at or above, in paper steps
+    assert figure3.steps_to(run, 0.5) == 400.0
+    assert figure3.steps_to(run, 0.71) is None
+    assert figure3.best(run) == (0.7, 600.0)  # the first time the max was reached
+
+
+def test_figure3_table_matches_the_committed_golden_table(tmp_path):
+    runs, _ = five_runs(tmp_path / "runs")
+    rows, target, origin = figure3.table_rows(figure3.by_model(runs), "inception")
+    assert target == pytest.approx(0.80) and "Inception run's max" in origin
+    table = "\n".join(figure3.markdown_table(rows, target)) + "\n"
+    assert table == (GOLDEN / "figure3_table.md").read_text()
+    by = {r.model: r for r in rows}
+    assert by["bn_x5"].steps_mean == 600.0 and by["inception"].steps_mean == 2000.0
+    assert figure3.steps_cell(by["bn_baseline"], target) == "missing"
+    assert figure3.steps_cell(by["bn_x5_sigmoid"], target) == "never"
+    assert by["bn_x30"].diverged == 1 and by["bn_x30"].diverged_at == 1040.0
+
+    md, out_csv = figure3.render(
+        runs, tmp_path / "results", command="just reproduce figure3 data=fashion_mnist"
+    )
+    text = md.read_text()
+    assert table in text and "NOT ImageNet" in text and "just reproduce figure3 data=fashion_mnist" in text
+    assert "4 runs" in text and "abc123" in text and "test CPU" in text and "global batch 64" in text
+    rows_csv = list(csv.DictReader(open(out_csv)))
+    assert [r["model"] for r in rows_csv] == list(figure3.VARIANTS)
+    assert rows_csv[1]["status"] == "missing" and rows_csv[2]["steps_to_target_mean"] == "600.0"
+
+
+def test_a_target_given_as_a_number_and_no_inception_run(tmp_path):
+    runs, _ = five_runs(tmp_path / "runs")
+    without = [r for r in runs if r.summary["model"] != "inception"]
+    rows, target, origin = figure3.table_rows(figure3.by_model(without), "inception")
+    assert target is None and "pass target=" in origin
+    assert figure3.steps_cell(rows[2], target) == "n/a (no target)"
+    rows, target, _ = figure3.table_rows(figure3.by_model(without), "0.62")
+    assert target == 0.62 and rows[4].steps_mean == 200 * 2  # the sigmoid reaches 0.62 at step 200
+
+
+def test_seeds_give_mean_and_spread_and_partial_success(tmp_path):
+    runs = [write_run(tmp_path / "i", "inception", lambda s: 0.8 * s / 1000)[0]]
+    runs += [write_run(tmp_path / f"s{k}", "bn_x5", lambda s, k=k: min(0.9, s / (400 + 100 * k)), seed=k)[0]
+             for k in range(3)]  # fmt: skip
+    runs.append(write_run(tmp_path / "s3", "bn_x5", lambda s: 0.5, seed=3)[0])
+    runs.append(
+        write_run(tmp_path / "s4", "bn_x5", lambda s: 0.5, seed=4, status="diverged", diverged_at=300)[0]
+    )
+    rows, target, _ = figure3.table_rows(figure3.by_model(runs), "inception")
+    r = rows[2]
+    # seeds reach 0.8 at steps 400, 400 (0.8 x 500 = 400), 480 -> 500 (evaluations every 100 steps)
+    assert r.runs == 5 and r.reached == 3 and r.never == 1 and r.diverged_early == 1
+    assert r.steps_mean == pytest.approx(np.mean([800, 800, 1000]))
+    assert r.steps_std == pytest.approx(np.std([800, 800, 1000], ddof=1))
+    cell = figure3.steps_cell(r, target)
+    assert "(3/5 runs; 1 never, 1 diverged)" in cell and " ± " in cell
+
+
+def test_figure2_plots_every_variant_with_markers(tmp_path):
+    runs, _ = five_runs(tmp_path / "runs")
+    png, svg = figure2.render(runs, tmp_path / "results", command="just reproduce figure2")
+    assert png.stat().st_size > 20_000 and svg.read_text().count("<svg") == 1
+    assert "missing: BN-Baseline" in svg.read_text()
+
+
+def test_a_wandb_offline_run_gives_the_same_table_as_its_local_folder(tmp_path, monkeypatch):
+    """Real W&B offline runs, written by wandb with the same rows and summary, read back by `wandb leet`."""
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    runs, written = five_runs(tmp_path / "runs")
+    for run, rows, summary in written:
+        w = wandb.init(project="t", dir=str(run.path), config={"model": summary["model"]})
+        for row in rows:  # Lightning's WandbLogger logs `step` as trainer/global_step
+            w.log({("trainer/global_step" if k == "step" else k): v for k, v in row.items()})
+        w.summary["run_summary"] = summary  # what callbacks/summary.py writes
+        w.finish()
+    offline = read_runs("wandb_offline", tmp_path, "runs")
+    assert sorted(r.summary["model"] for r in offline) == sorted(r.summary["model"] for r in runs)
+    one = read_wandb_offline(next((tmp_path / "runs/bn_x5/wandb").glob("offline-run-*")))
+    local = load_run(tmp_path / "runs/bn_x5")
+    for key in ("step", "paper_step", "val/acc"):
+        np.testing.assert_array_equal(one.curve(key)[1], local.curve(key)[1])
+
+    def table(rs):
+        rows, target, _ = figure3.table_rows(figure3.by_model(rs), "inception")
+        return figure3.markdown_table(rows, target)
+
+    assert table(offline) == table(runs)
+
+
+def test_wandb_api_source_shares_the_offline_parsing(tmp_path):
+    """The online path only fetches (scan_history, summary); the rows go through the same wandb_run."""
+    from bnrepro.results import sources
+
+    _, written = five_runs(tmp_path / "runs")
+
+    class FakeRun:
+        def __init__(self, rows, summary):
+            self.url, self.summary = f"https://wandb.ai/e/p/runs/{summary['model']}", {"run_summary": summary}
+            self._history = [{("trainer/global_step" if k == "step" else k): v for k, v in r.items()}
+                             | {"_step": i, "_runtime": 1.0} for i, r in enumerate(rows)]  # fmt: skip
+
+        def scan_history(self):
+            return iter(self._history)
+
+    class FakeApi:
+        def runs(self, path, filters):
+            assert path == "e/p" and filters == {"summary_metrics.run_summary.task": "fashion_figure3"}
+            return [FakeRun(rows, summary) for _, rows, summary in written]
+
+    api_runs = sources.wandb_api_runs("e", "p", "fashion_figure3", api=FakeApi())
+    local = [r for r, _, _ in written]
+    a = figure3.table_rows(figure3.by_model(api_runs), "inception")
+    b = figure3.table_rows(figure3.by_model(local), "inception")
+    assert figure3.markdown_table(a[0], a[1]) == figure3.markdown_table(b[0], b[1])
+
+
+def test_unknown_source_and_missing_project_are_clear_errors(tmp_path):
+    from bnrepro.results.sources import SourceError
+
+    with pytest.raises(SourceError, match="expected one of local, wandb_offline, wandb"):
+        read_runs("s3", tmp_path, "x")
+    with pytest.raises(SourceError, match="project="):
+        read_runs("wandb", tmp_path, "x")
+
+
+def test_figure4_table_from_evaluation_records(tmp_path):
+    base = {"data": "imagenet", "num_images": 50_000, "world_size": 8, "hardware": "8x H100", "git_sha": "abc",
+            "checkpoints": ["runs/x/best.ckpt"], "model": "bn_x30"}  # fmt: skip
+    evals = [
+        {**base, "weights": "run", "members": 1, "crops": 1, "protocol": "single crop", "top1_err": 0.252,
+         "top5_err": 0.0782, "finished_at": "1"},
+        {**base, "weights": "run", "members": 6, "crops": 144, "protocol": "144 crops", "top1_err": 0.201,
+         "top5_err": 0.049, "finished_at": "2"},
+        {**base, "weights": "caffe_port", "members": 1, "crops": 1, "protocol": "single crop", "top1_err": 0.3,
+         "top5_err": 0.1, "finished_at": "3"},
+        {**base, "weights": "caffe_port", "members": 1, "crops": 1, "protocol": "single crop", "top1_err": 0.265,
+         "top5_err": 0.084, "finished_at": "4"},  # newer: replaces the row above
+    ]  # fmt: skip
+    (md,) = figure4.render(evals, tmp_path, command="just tables figure4")
+    text = md.read_text()
+    assert "| bn_x30 | single crop | imagenet | 50000 | 25.20% | 7.82% |" in text
+    assert "| ensemble of 6 bn_x30 | 144 crops | imagenet | 50000 | 20.10% | 4.90% |" in text
+    assert "26.50% | 8.40%" in text and "30.00%" not in text
+    assert "| BN-Inception | 144 crops | 21.99% | 5.82% |" in text  # the paper's rows beside
+
+
+def test_fashion_images_view_resizes_replicates_and_normalises():
+    import torch
+
+    from bnrepro.data.mnist import GreyToImages
+
+    t = GreyToImages(64, mean=[0.5] * 3, std=[0.25] * 3)
+    x = torch.rand(2, 5, 1, 28, 28)  # a chunk of 2 steps x 5 images
+    y = t(x)
+    assert y.shape == (2, 5, 3, 64, 64)
+    assert torch.equal(y[:, :, 0], y[:, :, 2])  # grey replicated
+    flat = torch.full((1, 1, 28, 28), 0.75)
+    assert torch.allclose(t(flat), torch.ones(1, 3, 64, 64))  # (0.75 - 0.5) / 0.25
+    assert not math.isnan(float(y.mean()))
+
+
+def test_fashion_figure3_composes_into_the_proxy(tmp_path):
+    from bnrepro.config import resolve_loop
+    from conftest import compose_train
+
+    inc = compose_train("experiment=fashion_figure3", "model=inception")
+    x30 = compose_train("experiment=fashion_figure3", "model=bn_x30")
+    assert inc.task == x30.task == "fashion_figure3" and inc.data.to_images and inc.augment.name == "none"
+    assert (inc.data.image_size, inc.data.batch_size, inc.loop.epoch_scale) == (64, 128, 0.01)
+    # 774.3 x 0.01 = 7.7 epochs of 60k at batch 128, in whole evaluation periods of 0.25 epochs (117 steps):
+    # the lengths of the committed results/figure3.md runs (3744 and 1287 steps)
+    assert resolve_loop(inc, 128) == (3744, 117) and resolve_loop(x30, 128) == (1287, 117)
+    assert x30.optimizer.lr == 0.045 and x30.lr_schedule.epoch_scale == 0.01
+
+
+def _load(name: str):
+    import importlib.util
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "reproduce" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tables_use_only_the_sweeps_own_runs_and_prefer_a_whole_data_set(tmp_path):
+    """A smoke run under another run_name, and a newer lone run on another data set, stay out."""
+    reproduce = _load("reproduce")
+    root = tmp_path / "runs"
+    for model in figure3.VARIANTS:
+        run, _, summary = write_run(
+            root / "fashion_figure3" / f"{model}-fashion_mnist-seed0", model, lambda s: s / 1000
+        )
+        summary.update(run_name=f"{model}-fashion_mnist-seed0")
+        (run.path / "summary.json").write_text(json.dumps(summary))
+    smoke, _, summary = write_run(root / "fashion_figure3" / "smoke", "bn_x30", lambda s: 0.99)
+    (smoke.path / "summary.json").write_text(
+        json.dumps({**summary, "run_name": "smoke", "finished_at": "2027"})
+    )
+    lone, _, summary = write_run(root / "imagenette_figure3" / "bn_x5-imagenette-seed0", "bn_x5", lambda s: 0.5,
+                                 data="imagenette")  # fmt: skip
+    summary.update(run_name="bn_x5-imagenette-seed0", task="imagenette_figure3", finished_at="2027")
+    (lone.path / "summary.json").write_text(json.dumps(summary))
+
+    reproduce.render_only("figure3", [], root, tmp_path / "results")
+    text = (tmp_path / "results" / "figure3.md").read_text()
+    assert "NOT ImageNet" in text and "| missing |" not in text and "5 runs" in text
+    assert "99.0%" not in text  # the smoke run's accuracy
+    assert (tmp_path / "results" / "figure2.png").is_file()  # figure3's spec renders Figure 2 too
+
+
+def test_an_evaluation_is_stale_when_its_checkpoints_change(tmp_path):
+    evaluations = _load("evaluations")
+    a, b = tmp_path / "a.ckpt", tmp_path / "b.ckpt"
+    a.write_bytes(b"x")
+    b.write_bytes(b"x")
+    record = tmp_path / "eval.json"
+    record.write_text(json.dumps({"checkpoints": [str(a)], "crops": 1}))
+    os.utime(a, (0, 0))
+    assert evaluations.current(record, [str(a)], 1)
+    assert not evaluations.current(record, [str(a)], 144)  # another protocol
+    assert not evaluations.current(record, [str(b)], 1)  # other networks
+    os.utime(a, (record.stat().st_mtime + 10,) * 2)  # retrained after the evaluation
+    assert not evaluations.current(record, [str(a)], 1)
