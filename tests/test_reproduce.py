@@ -51,23 +51,24 @@ def test_a_run_of_another_configuration_in_the_way_is_reported_not_overwritten(m
 
 
 def test_figure3_proxy_end_to_end_and_the_same_table_from_wandb_offline(mnist_root, tmp_path):
-    """`just reproduce figure3 data=fashion_mnist` for a few CPU steps: five runs logged to W&B offline by
+    """`just reproduce figure3 data=fashion_mnist` for a few CPU steps: runs logged to W&B offline by
     the real training code; `just tables` then gives the same table from the run folders and from the
     .wandb logs read by `wandb leet inspect --json`."""
     runs, results = tmp_path / "runs", tmp_path / "results"
     tiny = [f"data.root={mnist_root}", "data.download=false", f"runs_root={runs}", "trainer.max_steps=4",
             "loop.eval_every_steps=2", "data.image_size=32", "data.batch_size=8", "data.eval_batch_size=50",
             "callbacks.population_stats.num_batches=2", "trainer.accelerator=cpu", "logger.wandb.mode=offline"]  # fmt: skip
-    first = reproduce("figure3", "data=fashion_mnist", *tiny, "--results", str(results))
+    two = "model=inception,bn_x30"  # two of the five variants keep the test short; the others are "missing"
+    first = reproduce("figure3", "data=fashion_mnist", two, *tiny, "--results", str(results))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert first.stdout.count("launch:") == 5 and "experiment=fashion_figure3" in first.stdout
+    assert first.stdout.count("launch:") == 2 and "experiment=fashion_figure3" in first.stdout
     text = (results / "figure3.md").read_text()
-    assert "NOT ImageNet" in text and "5 runs" in text and "just reproduce figure3 data=fashion_mnist" in text
-    assert len(list(runs.glob("fashion_figure3/*/wandb/offline-run-*/*.wandb"))) == 5
+    assert "NOT ImageNet" in text and "2 runs" in text and "just reproduce figure3 data=fashion_mnist" in text
+    assert len(list(runs.glob("fashion_figure3/*/wandb/offline-run-*/*.wandb"))) == 2
 
     def table(source: str) -> str:
         out = tmp_path / source
-        r = reproduce("--render-only", "figure3", "data=fashion_mnist", f"source={source}",
+        r = reproduce("--render-only", "figure3", "data=fashion_mnist", two, f"source={source}",
                       "--runs-root", str(runs), "--results", str(out))  # fmt: skip
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         md = (out / "figure3.md").read_text()
@@ -76,6 +77,8 @@ def test_figure3_proxy_end_to_end_and_the_same_table_from_wandb_offline(mnist_ro
 
     local = table("local")
     assert local == table("wandb_offline")
-    assert "missing" not in local and all(
-        f"| {v} |" in local for v in ("Inception", "BN-x30", "BN-x5-Sigmoid")
+    assert (
+        local.count("| missing |") == 6  # steps and max of the three variants not run
+        and "| Inception | missing" not in local
+        and "| BN-x30 | missing" not in local
     )
