@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
-from bnrepro.config import TrainConfig  # noqa: E402  (importing registers the schema)
+from bnrepro.config import config_differences, flatten  # noqa: E402  (importing registers the schema)
 from bnrepro.results.runs import COMPLETE, load_run  # noqa: E402
 from bnrepro.results.sources import SourceError, read_runs  # noqa: E402
 
@@ -81,23 +81,6 @@ def task_of(spec: dict, overrides: list[str]) -> str:
         return compose("train", overrides=[f"experiment={spec['experiment']}", *overrides]).task
 
 
-SCHEMA = OmegaConf.structured(TrainConfig)  # the schema's defaults
-
-# Keys that do not change what a run computes: the driver's own, and where it is mirrored (logger.*).
-DRIVER_KEYS = {"overwrite", "trainer.enable_progress_bar"}
-IGNORED_PREFIXES = ("logger.",)
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def planned_run(spec: dict, point: list[str], overrides: list[str]) -> tuple[list[str], Path, dict]:
     """Overrides of one job, its run folder and its resolved config (flat, dotted keys)."""
     job = [f"experiment={spec['experiment']}", *overrides, *point]
@@ -119,13 +102,9 @@ def status(run_dir: Path, config: dict) -> str:
     s = load_run(run_dir).summary
     if s.get("status") not in COMPLETE:
         return s.get("status", "unknown")
-    there = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    # A key the stored config lacks was added to the schema later; at its default it changes nothing.
-    there.update({k: OmegaConf.select(SCHEMA, k, throw_on_missing=False) for k in set(config) - set(there)})
-    keys = {k for k in (set(there) | set(config)) - DRIVER_KEYS if not k.startswith(IGNORED_PREFIXES)}
-    diff = sorted(k for k in keys if there.get(k) != config.get(k))
+    diff = config_differences(flatten(yaml.safe_load((run_dir / "config.yaml").read_text())), config)
     if diff:
-        shown = "; ".join(f"{k}: {there.get(k)!r} there, {config.get(k)!r} now" for k in diff[:5])
+        shown = "; ".join(diff[:5])
         sys.exit(
             f"error: {run_dir} holds a finished run with another configuration ({shown}). Nothing was "
             f"changed. Move it away, or pass runs_root=<other folder> or seed=<n>, and run again."

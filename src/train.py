@@ -4,9 +4,10 @@ Hydra composes conf/train.yaml (see README for the groups); `-m` sweeps, e.g.
 `python src/train.py -m model=inception,bn_baseline,bn_x5,bn_x30,bn_x5_sigmoid`. Each run writes one
 folder under runs/.
 
-Exit status: 0 finished; 2 bad input (config, data set, run folder), nothing trained; 3 the run
-diverged (a result: summary.json says diverged=true and the step). In a multirun a diverged job is
-reported and the sweep goes on with its other jobs.
+Exit status: 0 finished, or preempted (SIGTERM / SIGUSR1: last.ckpt saved, relaunch the same command
+to resume); 2 bad input (config, data set, run folder, checkpoint), nothing trained; 3 the run diverged
+(a result: summary.json says diverged=true and the step). In a multirun a diverged job is reported and
+the sweep goes on with its other jobs.
 """
 
 from __future__ import annotations

@@ -191,10 +191,23 @@ class DivergenceConfig:
 
 
 @dataclass
+class PreemptionConfig:
+    """SIGTERM (a scheduler's kill, `scancel`) and SIGUSR1 (SLURM's warning before a time limit, with
+    `#SBATCH --signal=SIGUSR1@90`) save checkpoints/last.ckpt at the end of the current step and exit
+    cleanly; under SLURM, SIGUSR1 also requeues the job, which resumes from there."""
+
+    requeue: bool = True  # under SLURM, `scontrol requeue $SLURM_JOB_ID` after saving on SIGUSR1
+    stop_at_step: int | None = (
+        None  # testing aid: behave as if SIGTERM arrived at this step (or the batch holding it)
+    )
+
+
+@dataclass
 class CallbacksConfig:
     percentiles: PercentilesConfig = field(default_factory=PercentilesConfig)
     population_stats: PopulationStatsConfig = field(default_factory=PopulationStatsConfig)
     divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
+    preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
 
 
 @dataclass
@@ -234,6 +247,14 @@ class TrainConfig:
     run_name: str = "${model.name}-${data.name}-seed${seed}"
     runs_root: str = "runs"
     overwrite: bool = False  # allow reusing a run folder that already holds a finished run
+    # Relaunching a command continues its run folder. auto: from checkpoints/last.ckpt when the folder
+    # holds an unfinished run, else a fresh start; true: resuming is required (an error if there is
+    # nothing to resume); false: a fresh start only (an error if the folder holds a partial run);
+    # or a checkpoint's path.
+    resume: str = "auto"
+    # A truncated or corrupt checkpoint is an error naming it; true: set it aside (<name>.corrupt) and
+    # resume from the previous good one (best.ckpt) instead.
+    resume_fallback: bool = False
 
 
 CHOICES = {
@@ -333,6 +354,42 @@ def resolve_loop(cfg, global_batch: int) -> tuple[int, int]:
         return steps, every
     total = examples(loop.max_examples, loop.max_epochs)
     return every * -(-total // (every * global_batch)), every
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested config dict -> {dotted.key: value}."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# Keys that do not change what a run computes: how it is launched, resumed, shown and mirrored, and
+# where the data set is read from (a moved data set does not stop a run from resuming).
+NOT_COMPUTED = ("overwrite", "resume", "resume_fallback", "trainer.enable_progress_bar", "logger.",
+                "callbacks.preemption.", "data.root", "data.system_dirs", "data.download",
+                "data.num_workers", "data.pin_memory", "data.persistent_workers")  # fmt: skip
+
+
+def config_differences(stored: dict, current: dict) -> list[str]:
+    """'key: stored there, current now' for every computed key that differs (flat dotted dicts).
+
+    A key the stored config lacks was added to the schema later: compared at the schema's default.
+    """
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.structured(TrainConfig)
+    added = {k: OmegaConf.select(defaults, k, throw_on_missing=False) for k in set(current) - set(stored)}
+    stored = {**added, **stored}
+    keys = sorted(k for k in set(stored) | set(current) if not k.startswith(NOT_COMPUTED))
+    return [
+        f"{k}: {stored.get(k)!r} there, {current.get(k)!r} now"
+        for k in keys
+        if stored.get(k) != current.get(k)
+    ]
 
 
 def register() -> None:

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import netrc
 import os
+import secrets
+import string
+import warnings
 from pathlib import Path
 
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 
@@ -32,27 +36,71 @@ def wandb_mode(requested: str) -> str:
     return "online" if has_wandb_api_key() else "offline"
 
 
-def build_loggers(cfg, run_dir: Path, resolved_config: dict) -> list[Logger]:
-    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+def resumed_csv_logger(run_dir: Path) -> CSVLogger:
+    """Lightning's CSVLogger continuing the run folder's metrics.csv (already trimmed to the checkpoint's
+    step, run.trim_metrics): its writer deletes the file when created, so the rows go back after."""
+    path = run_dir / "metrics.csv"
+    kept = path.read_bytes() if path.is_file() else b""  # bytes: the csv module's \r\n stay as they are
+    logger = CSVLogger(save_dir=str(run_dir), name="", version="")
+    writer = logger.experiment  # created here (rank 0): removes metrics.csv
+    if kept:
+        path.write_bytes(kept)
+        writer.metrics_keys = kept.decode().splitlines()[0].split(",")
+    return logger
+
+
+def build_loggers(cfg, run_dir: Path, resolved_config: dict, resuming: bool = False) -> list[Logger]:
+    csv_logger = (
+        resumed_csv_logger(run_dir) if resuming else CSVLogger(save_dir=str(run_dir), name="", version="")
+    )
+    loggers: list[Logger] = [csv_logger]
     w = cfg.logger.wandb
     if w.enabled:
-        from lightning.pytorch.loggers import WandbLogger
-
-        os.environ.setdefault("WANDB_SILENT", "true")  # one line in the log, not a banner per process
-        mode = wandb_mode(w.mode)
-        loggers.append(
-            WandbLogger(
-                project=w.project,
-                entity=w.entity,
-                group=w.group,
-                tags=list(w.tags),
-                name=cfg.run_name,
-                save_dir=str(run_dir),
-                mode=mode,
-                config=resolved_config,
-            )  # fmt: skip
-        )
+        loggers.append(wandb_logger(cfg, run_dir, resolved_config))
     return loggers
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The run folder's W&B run id, made once and kept in <run_dir>/wandb_id: a relaunch or a SLURM
+    requeue of the same command resumes the same W&B run instead of starting another."""
+    path = run_dir / "wandb_id"
+    if not path.is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        alphabet = string.ascii_lowercase + string.digits  # W&B's own id alphabet and length
+        path.write_text("".join(secrets.choice(alphabet) for _ in range(8)))
+    return path.read_text().strip()
+
+
+def wandb_logger(cfg, run_dir: Path, resolved_config: dict):
+    """W&B mirror of the run; when W&B cannot be reached or refuses the key, an offline run instead (with
+    a warning): a W&B outage never costs a run, and the run folder is complete either way."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    w = cfg.logger.wandb
+    os.environ.setdefault("WANDB_SILENT", "true")  # one line in the log, not a banner per process
+
+    def make(mode: str) -> WandbLogger:
+        return WandbLogger(project=w.project, entity=w.entity, group=w.group, tags=list(w.tags),
+                           name=cfg.run_name, save_dir=str(run_dir), mode=mode, config=resolved_config,
+                           id=wandb_run_id(run_dir), resume="allow")  # fmt: skip
+
+    mode = wandb_mode(w.mode)
+    logger = make(mode)
+    if mode != "online" or rank_zero_only.rank != 0:
+        return logger
+    try:
+        logger.experiment  # noqa: B018  (wandb.init happens here: connect now, not mid-training)
+    except Exception as e:  # network down, server error, key refused: wandb raises many kinds
+        warnings.warn(f"W&B online failed ({type(e).__name__}: {e}); logging offline to {run_dir}/wandb "
+                      f"instead (`wandb sync` uploads it later)", stacklevel=2)  # fmt: skip
+        import wandb
+
+        wandb.teardown()
+        # W&B's service may still hold the failed attempt's id: the offline run takes a new one (kept in
+        # wandb_id, so the next launch resumes it; `wandb sync` uploads it).
+        (run_dir / "wandb_id").unlink(missing_ok=True)
+        logger = make("offline")
+    return logger
 
 
 def close_wandb(failed: bool = False) -> None:

@@ -7,15 +7,21 @@ whether the run folder already holds a finished run.
 
 from __future__ import annotations
 
+import csv
+import json
+import os
 import shutil
 import warnings
 from pathlib import Path
 
 import lightning as L
 import timm
+import torch
 import yaml
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
 import bnrepro.models  # noqa: F401  (registers the networks with timm)
@@ -23,8 +29,11 @@ from bnrepro.callbacks.data_errors import StopOnUnreadableImage
 from bnrepro.callbacks.divergence import DivergenceStop
 from bnrepro.callbacks.percentiles import ActivationPercentiles, input_width
 from bnrepro.callbacks.population import PopulationStatistics
+from bnrepro.callbacks.preemption import Preemption
+from bnrepro.callbacks.rng_state import RNGState
 from bnrepro.callbacks.summary import RunSummary
-from bnrepro.config import ConfigError, resolve_loop, validate
+from bnrepro.checkpointing import AtomicCheckpointIO, ResumeError, checkpoint_step, select_resume
+from bnrepro.config import ConfigError, config_differences, flatten, resolve_loop, validate
 from bnrepro.data import IMAGE_FOLDER_SETS, build_datamodule
 from bnrepro.lit.classifier import ClassifierModule
 from bnrepro.loggers import build_loggers, close_wandb
@@ -58,6 +67,22 @@ def build_module(cfg, net) -> ClassifierModule:
     )
 
 
+def check_input(net, input_shape: tuple[int, ...], cfg) -> None:
+    """One forward pass of a zero example in eval mode: a network that cannot take the data set's inputs
+    (the MNIST MLP on images, a too small image for BN-Inception) is refused here, not at step 1."""
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, *input_shape))
+    except RuntimeError as e:
+        raise ConfigError(
+            f"model={cfg.model.name} (model.arch={cfg.model.arch}) cannot take data={cfg.data.name}'s inputs of "
+            f"shape {tuple(input_shape)}: {str(e).splitlines()[0]}"
+        ) from e
+    finally:
+        net.train(was_training)
+
+
 def check_percentiles(net, module: str, unit: int, input_shape, arch: str) -> None:
     try:
         width = input_width(net, module, input_shape)
@@ -67,31 +92,72 @@ def check_percentiles(net, module: str, unit: int, input_shape, arch: str) -> No
         raise ConfigError(f"callbacks.percentiles.unit={unit} is out of range: {module} has {width} inputs")
 
 
-def check_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuses a folder that holds a run's summary; with overwrite=true clears that run's outputs first.
+def prepare_run_dir(cfg, run_dir: Path, resolved: dict) -> Path | None:
+    """The checkpoint this launch resumes from (None: a fresh start), after checking the folder.
 
-    Clearing up front means a rerun that dies midway cannot leave the old summary.json beside new,
-    partial curves, nor the old best checkpoint or W&B log beside the new ones.
+    A folder whose summary.json says the run is complete (finished or diverged) is refused unless
+    overwrite=true, which clears that run's outputs first (so a rerun that dies midway cannot leave the
+    old summary, checkpoints or W&B log beside new, partial curves). Otherwise `resume` decides
+    (checkpointing.select_resume); a resumed run must have the configuration it was started with.
     """
     summary = run_dir / "summary.json"
-    if rank_zero_only.rank != 0 or not summary.exists():
-        return
-    if not overwrite:
+    done = summary.is_file() and json.loads(summary.read_text()).get("status") in ("finished", "diverged")
+    if cfg.overwrite:
+        if str(cfg.resume).lower() not in ("auto", "false"):
+            raise ConfigError(
+                f"overwrite=true starts {run_dir} again; it cannot be combined with resume={cfg.resume}"
+            )
+        if rank_zero_only.rank == 0:
+            summary.unlink(missing_ok=True)
+            (run_dir / "wandb_id").unlink(missing_ok=True)  # a new W&B run too
+            for folder in ("checkpoints", "wandb"):
+                shutil.rmtree(run_dir / folder, ignore_errors=True)
+        return None
+    if done:
         raise RunExistsError(
             f"{run_dir} already holds a run ({summary}). Nothing was changed. "
             f"Choose another folder with run_name=<name>, or pass overwrite=true to train it again."
         )
-    summary.unlink()
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    shutil.rmtree(
-        run_dir / "wandb", ignore_errors=True
-    )  # else source=wandb_offline would still read the old run
+    ckpt = select_resume(run_dir, cfg.resume, cfg.resume_fallback)
+    if ckpt is not None and (run_dir / "config.yaml").is_file():
+        diff = config_differences(
+            flatten(yaml.safe_load((run_dir / "config.yaml").read_text())), flatten(resolved)
+        )
+        if diff:
+            raise ResumeError(
+                f"{run_dir} holds a partial run of another configuration ({'; '.join(diff[:5])}). Nothing was "
+                f"changed. Resume it with its own settings, or pass overwrite=true or run_name=<name>."
+            )
+    if ckpt is not None and rank_zero_only.rank == 0:
+        trim_metrics(run_dir / "metrics.csv", checkpoint_step(ckpt))
+    return ckpt
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """Drops the rows logged after `step` (a kill after the last checkpoint): the resumed run logs them again."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    keep = [r for r in rows if not r.get("step") or float(r["step"]) <= step]
+    if len(keep) == len(rows):
+        return  # nothing logged after the checkpoint: the file stays as it is
+    tmp = path.with_name(f".{path.name}.partial")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))  # "\r\n" rows, as Lightning's CSV logger writes
+        w.writeheader()
+        w.writerows(keep)
+    os.replace(tmp, path)
 
 
 def build_callbacks(cfg, run_dir: Path, info: dict) -> list[L.Callback]:
     c = cfg.callbacks
     callbacks = [
         RunSummary(run_dir, info),
+        RNGState(),
+        Preemption(run_dir / "checkpoints" / "last.ckpt", c.preemption.requeue, c.preemption.stop_at_step),
         DivergenceStop(c.divergence.check_every_n_batches, c.divergence.inject_nan_at_step),
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max"),
         # last.ckpt after every evaluation period. Not `save_last=True` of the checkpoint above: Lightning
@@ -114,7 +180,8 @@ def train(cfg, run_dir: Path) -> dict | None:
     Raises TrainingDiverged (after writing summary.json with status "diverged") when the loss blows up.
     """
     validate(cfg)
-    check_run_dir(run_dir, cfg.overwrite)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    ckpt = prepare_run_dir(cfg, run_dir, resolved)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     net = build_net(cfg)
     module = build_module(cfg, net)
@@ -126,22 +193,26 @@ def train(cfg, run_dir: Path) -> dict | None:
         info["percentile_unit"] = f"{p.module}[{p.unit}]"
     callbacks = build_callbacks(cfg, run_dir, info)
     summary = callbacks[0]
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     trainer_kwargs = {k: v for k, v in resolved["trainer"].items() if k != "max_steps"}
+    plugins = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():  # requeue on SIGUSR1 is callbacks/preemption.py's, at a step boundary
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer = L.Trainer(
         **trainer_kwargs,
         max_epochs=-1,  # training length: max_steps, set below once the world size is known
         check_val_every_n_epoch=1,  # one Lightning epoch = one evaluation period (see data/)
         log_every_n_steps=1,
         default_root_dir=str(run_dir),
-        logger=build_loggers(cfg, run_dir, resolved),
+        logger=build_loggers(cfg, run_dir, resolved, resuming=ckpt is not None),
         callbacks=callbacks,
+        plugins=plugins,
     )
     # Lengths given in examples become steps at this run's global batch (devices x per-device batch).
     max_steps, eval_every = resolve_loop(cfg, cfg.data.batch_size * trainer.world_size)
     trainer.fit_loop.epoch_loop.max_steps = max_steps
     summary.info["eval_every_steps"] = eval_every
     dm = build_datamodule(cfg, eval_every)
+    check_input(net, dm.input_shape, cfg)
     if p.enabled:
         check_percentiles(net, p.module, p.unit, dm.input_shape, cfg.model.arch)
     dm.prepare_data()  # fails here, before any DDP process exists, when the data set is missing
@@ -150,7 +221,12 @@ def train(cfg, run_dir: Path) -> dict | None:
     if rank_zero_only.rank == 0:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     try:
-        trainer.fit(module, datamodule=dm)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    except SIGTERMException:  # preempted: last.ckpt and summary.json (status "preempted") are written
+        if rank_zero_only.rank == 0:
+            print(
+                f"preempted: {run_dir} saved at step {trainer.global_step}; relaunch the same command to resume"
+            )
     finally:
         close_wandb(failed=summary.written is None or summary.written["status"] != "finished")
     return summary.written

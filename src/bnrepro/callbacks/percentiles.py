@@ -74,6 +74,13 @@ class ActivationPercentiles(L.Callback):
         if trainer.is_global_zero and self.out_dir is not None:
             self._write()
 
+    # Checkpointed, so unit_percentiles.npz of a resumed run holds the evaluations before the stop too.
+    def state_dict(self) -> dict:
+        return {"steps": list(self.steps), "values": [torch.from_numpy(v) for v in self.values]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps, self.values = list(state["steps"]), [v.numpy() for v in state["values"]]
+
     def _write(self) -> None:
         path = self.out_dir / "unit_percentiles.npz"
         tmp = path.with_name(".unit_percentiles.partial.npz")

@@ -73,6 +73,7 @@ def _train_inputs(datamodule, device):
     Device loaders may yield [K, B, ...] chunks of K mini-batches.
     """
     loader = datamodule.train_dataloader()
+    loader.sampler.position = None  # passes numbered by set_epoch, not the (finished) training position
     for epoch in itertools.count():
         loader.sampler.set_epoch(epoch)
         for x, y in _batches(loader):

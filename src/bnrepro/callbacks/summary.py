@@ -15,6 +15,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from bnrepro.callbacks.divergence import TrainingDiverged
 from bnrepro.provenance import git_sha, hardware, versions, write_json_atomic
@@ -31,13 +32,31 @@ class RunSummary(L.Callback):
         self.evaluations = 0
         self.last_top5: float | None = None
         self.written: dict | None = None  # what this rank wrote to summary.json (rank 0 only)
+        self.earlier_wall_time = 0.0  # seconds trained before the last resume
+        self.resumed_from: list[int] = []  # steps this run was resumed at
+
+    # Checkpointed, so a resumed run's summary covers the whole run, not only its last leg.
+    def state_dict(self) -> dict:
+        return {"best": self.best, "last": self.last, "evaluations": self.evaluations,
+                "last_top5": self.last_top5, "resumed_from": self.resumed_from,
+                "wall_time_s": self.earlier_wall_time + time.perf_counter() - getattr(self, "t0", time.perf_counter())}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.last = state["best"], state["last"]
+        self.evaluations, self.last_top5 = state["evaluations"], state["last_top5"]
+        self.earlier_wall_time, self.resumed_from = state["wall_time_s"], list(state["resumed_from"])
+        self._resuming = True
 
     def on_fit_start(self, trainer, pl_module):
         self.t0 = time.perf_counter()
-        self.hardware = hardware(
-            pl_module.device
-        )  # here: after fit, Lightning has moved the module to the CPU
+        # Read here: after fit, Lightning has moved the module back to the CPU.
+        self.hardware = hardware(pl_module.device)
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    def on_train_start(self, trainer, pl_module):
+        if getattr(self, "_resuming", False):  # the loop position is restored by now
+            self.resumed_from.append(trainer.global_step)
+            self._resuming = False
 
     def on_validation_end(self, trainer, pl_module):
         # After every on_validation_epoch_end hook, so the module's val/acc of *this* evaluation is in.
@@ -93,7 +112,8 @@ class RunSummary(L.Callback):
             "lr": pl_module.lr,
             "sync_batchnorm": any(type(m).__name__ == "SyncBatchNorm" for m in pl_module.modules()),
             "hardware": getattr(self, "hardware", None) or hardware(pl_module.device),
-            "wall_time_s": round(time.perf_counter() - self.t0, 2),
+            "wall_time_s": round(self.earlier_wall_time + time.perf_counter() - self.t0, 2),
+            "resumed_at_steps": self.resumed_from,
             "started_at": self.started,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "git_sha": git_sha(),
@@ -121,5 +141,9 @@ class RunSummary(L.Callback):
             return
         if isinstance(exception, TrainingDiverged):
             self._write(trainer, pl_module, "diverged", str(exception), diverged_at=exception.step)
+        elif isinstance(exception, SIGTERMException):  # callbacks/preemption.py saved last.ckpt
+            self._write(
+                trainer, pl_module, "preempted", "SIGTERM/SIGUSR1: relaunch the same command to resume"
+            )
         else:
             self._write(trainer, pl_module, "failed", f"{type(exception).__name__}: {exception}")

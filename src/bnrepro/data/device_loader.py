@@ -83,6 +83,13 @@ class StepChunkSampler(Sampler):
         self.shuffle, self.shard_size = shuffle, shard_size
         self.as_list = as_list  # yield lists of ints (map-style data sets read by DataLoader workers)
         self.epoch = 0
+        # Training through Lightning: a callable giving the trainer's global step. Each iteration then
+        # runs from that step to the end of its evaluation period, so the data stream is a function of
+        # the step alone -- a run resumed from any checkpoint (mid-period after a preemption, or at an
+        # evaluation, where Lightning's epoch counter may run ahead) reads what the uninterrupted run
+        # read. __len__ still counts a whole period, as Lightning counts the steps done before a stop.
+        # None: Lightning-free passes numbered by set_epoch (Alg. 2's pass, tests).
+        self.position = None
         self._cached: tuple[int, torch.Tensor] | None = None
 
     def set_epoch(self, epoch: int) -> None:  # called by Lightning before each epoch
@@ -110,8 +117,13 @@ class StepChunkSampler(Sampler):
         return torch.cat(parts)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        first = self.epoch * self.steps_per_epoch
-        for start in range(first, first + self.steps_per_epoch, self.steps_per_batch):
+        if self.position is None:
+            first = self.epoch * self.steps_per_epoch
+            end = first + self.steps_per_epoch
+        else:
+            first = self.position()
+            end = (first // self.steps_per_epoch + 1) * self.steps_per_epoch
+        for start in range(first, end, self.steps_per_batch):
             idx = self.step_indices(start, self.steps_per_batch)
             idx = idx[0] if self.steps_per_batch == 1 else idx
             yield idx.tolist() if self.as_list else idx
@@ -171,8 +183,16 @@ def device_loader(tensors: tuple[torch.Tensor, ...], sampler: Sampler, transform
     """A DataLoader that indexes `tensors` with whatever `sampler` yields (no collate, no workers);
     `transform` maps each batch of inputs on the device (e.g. grey 28x28 -> 3-channel images)."""
     return DataLoader(
-        IndexedTensors(*tensors, transform=transform), sampler=sampler, batch_size=None, num_workers=0
-    )
+        IndexedTensors(*tensors, transform=transform), sampler=sampler, batch_size=None, num_workers=0,
+        generator=own_generator(),
+    )  # fmt: skip
+
+
+def own_generator() -> torch.Generator:
+    """A DataLoader draws its workers' base seed from this at every iter(); from the global generator it
+    would shift dropout's random stream by one draw per evaluation period, so a run resumed at a period
+    boundary would differ from the uninterrupted one (callbacks/rng_state.py)."""
+    return torch.Generator().manual_seed(0)
 
 
 class StepStreamDataModule(L.LightningDataModule):
@@ -207,10 +227,13 @@ class StepStreamDataModule(L.LightningDataModule):
     def train_sampler(
         self, num_examples: int, steps_per_batch: int = 1, as_list: bool = False
     ) -> StepChunkSampler:
-        return StepChunkSampler(
+        sampler = StepChunkSampler(
             num_examples, self.batch_size, self.eval_every_steps, steps_per_batch, seed=self.seed, rank=self.rank,
             world_size=self.world_size, shuffle=self.shuffle, shard_size=self.shard_size, as_list=as_list,
         )  # fmt: skip
+        if self.trainer is not None:
+            sampler.position = lambda: self.trainer.global_step
+        return sampler
 
     def val_sampler(self, num_examples: int, as_list: bool = False) -> ShardSliceSampler:
         return ShardSliceSampler(num_examples, self.eval_batch_size, self.rank, self.world_size, as_list)

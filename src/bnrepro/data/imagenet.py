@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 
-from bnrepro.data.device_loader import StepStreamDataModule
+from bnrepro.data.device_loader import StepStreamDataModule, own_generator
 from bnrepro.data.images import (
     ImageDataError,
     ImageFolderDataset,
@@ -148,9 +148,13 @@ class ImageFolderDataModule(StepStreamDataModule):
     def train_dataloader(self):
         sampler = self.train_sampler(len(self.train_set), as_list=True)
         return DataLoader(
-            BatchedImages(self.train_set), sampler=sampler, batch_size=None, **self.loader_kwargs
-        )
+            BatchedImages(self.train_set), sampler=sampler, batch_size=None, generator=own_generator(),
+            **self.loader_kwargs,
+        )  # fmt: skip
 
     def val_dataloader(self):
         sampler = self.val_sampler(len(self.val_set), as_list=True)
-        return DataLoader(BatchedImages(self.val_set), sampler=sampler, batch_size=None, **self.loader_kwargs)
+        return DataLoader(
+            BatchedImages(self.val_set), sampler=sampler, batch_size=None, generator=own_generator(),
+            **self.loader_kwargs,
+        )  # fmt: skip

@@ -76,6 +76,7 @@ class ClassifierModule(L.LightningModule):
         # from rank 0 before every forward, which would overwrite the other ranks' sums. A NaN loss
         # must show (diverged), not be skipped.
         self.train_loss = MeanMetric(nan_strategy="disable")
+        self.train_loss.persistent(True)  # in checkpoints: a run resumed mid-period logs the same mean
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -1,0 +1,79 @@
+"""Preemption: SIGTERM or SIGUSR1 -> checkpoints/last.ckpt at the end of the current step, clean exit.
+
+Lightning turns SIGTERM into `trainer.received_sigterm` and stops with SIGTERMException at the end of
+the training batch; this callback saves last.ckpt just before that, at a step boundary (a checkpoint
+taken inside a signal handler could catch a step half done). SIGUSR1 -- what SLURM sends ahead of a
+time limit with `#SBATCH --signal=SIGUSR1@90` -- is handled the same way and, under SLURM, requeues
+the job (`scontrol requeue`), whose relaunch resumes from last.ckpt in the same run folder. Lightning's
+own SLURM requeue handler is off (trainer: SLURMEnvironment(auto_requeue=False)) because it saves from
+inside the signal handler.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+
+class Preemption(L.Callback):
+    def __init__(self, checkpoint: str | Path, requeue: bool = True, stop_at_step: int | None = None):
+        self.checkpoint = Path(checkpoint)
+        self.requeue, self.stop_at_step = requeue, stop_at_step
+        self.sigusr1 = False
+        self.saved_at: int | None = None  # the step of the preemption checkpoint, once written
+        self._previous = None
+
+    def _on_sigusr1(self, signum, frame) -> None:
+        self.sigusr1 = True
+
+    def on_fit_start(self, trainer, pl_module):
+        if hasattr(signal, "SIGUSR1"):
+            self._previous = signal.signal(signal.SIGUSR1, self._on_sigusr1)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        injected = self.stop_at_step is not None and trainer.global_step >= self.stop_at_step
+        asked = self.sigusr1 or trainer.received_sigterm or injected
+        # One decision for all ranks: each must take part in the checkpoint's barrier, or none.
+        if not trainer.strategy.reduce_boolean_decision(asked, all=False):
+            return
+        if batch_idx + 1 == trainer.num_training_batches:
+            # The period's last step: evaluate first, as the uninterrupted run does. Lightning would stop
+            # before its evaluation, and a checkpoint from here resumes into a replay of the period.
+            # Stopping after it, the period's regular last.ckpt (written at the evaluation) is the one.
+            trainer._signal_connector.received_sigterm = False
+            self.pending = True
+            return
+        self._stop(trainer, save=True)
+
+    def on_validation_end(self, trainer, pl_module):
+        if getattr(self, "pending", False):
+            self.pending = False
+            self._stop(trainer, save=False)  # ModelCheckpoint writes last.ckpt right after this hook
+
+    def _stop(self, trainer, save: bool) -> None:
+        if save:
+            trainer.save_checkpoint(self.checkpoint)
+        self.saved_at = trainer.global_step
+        rank_zero_info(f"preempted: {self.checkpoint} at step {trainer.global_step}; relaunch to resume")
+        job = os.environ.get("SLURM_JOB_ID")
+        if self.sigusr1 and self.requeue and job and trainer.is_global_zero:
+            result = subprocess.call(["scontrol", "requeue", job])
+            if result != 0:
+                rank_zero_warn(f"`scontrol requeue {job}` failed ({result}); relaunch the job by hand")
+        trainer._signal_connector.received_sigterm = True  # Lightning stops at its next check
+
+    def _restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGUSR1, self._previous)
+            self._previous = None
+
+    def on_fit_end(self, trainer, pl_module):
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception):
+        self._restore()

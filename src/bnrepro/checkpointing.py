@@ -1,0 +1,92 @@
+"""Checkpoints a run can always resume from: atomic writes, and the choice of what to resume.
+
+A run folder is the run's key (runs/<task>/<run_name>): relaunching the same command, or a SLURM
+requeue, lands in the same folder, and `resume=auto` continues from checkpoints/last.ckpt. last.ckpt
+is written after every evaluation and when a SIGTERM / SIGUSR1 arrives (callbacks/preemption.py);
+best.ckpt is the older fallback. Each holds model, optimizer, LR schedule, loop position, the
+callbacks' state and the RNG states (callbacks/rng_state.py), so a resumed run repeats the
+uninterrupted one exactly on the same hardware.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from bnrepro.config import ConfigError
+
+
+class ResumeError(ConfigError):
+    """Nothing (loadable) to resume from where the command asks to resume; the message says what to do."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save to a temporary file beside the target, then an atomic rename: a kill during the write
+    leaves the previous checkpoint intact and never a truncated one under the real name."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = Path(path)
+        if get_filesystem(path).protocol not in ("file", ("file", "local")):  # remote stores: Lightning's way
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            torch.save(checkpoint, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step a checkpoint was saved at; raises ResumeError naming a file torch cannot read."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        return int(ckpt["global_step"])
+    except Exception as e:  # truncated zip, pickle garbage, a file of something else
+        raise ResumeError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+
+
+def select_resume(run_dir: Path, resume: str, fallback: bool) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh start, as `resume` (auto|true|false|<path>) asks."""
+    mode = str(resume).lower()
+    if mode not in ("auto", "true", "false"):  # an explicit checkpoint
+        path = Path(resume)
+        if not path.is_file():
+            raise ResumeError(f"resume={resume}: no such checkpoint file")
+        checkpoint_step(path)
+        return path
+    folder = run_dir / "checkpoints"
+    candidates = [p for p in (folder / "last.ckpt", folder / "best.ckpt") if p.is_file()]
+    if mode == "false":
+        if candidates:
+            raise ResumeError(
+                f"{run_dir} holds a partial run ({candidates[0]}) and resume=false. Nothing was changed. "
+                f"Resume it (resume=auto, the default), start over with overwrite=true, or pick another "
+                f"run_name=<name>."
+            )
+        return None
+    if not candidates:
+        if mode == "true":
+            raise ResumeError(
+                f"resume=true but {folder} holds no checkpoint to resume from. Run without resume=true to "
+                f"start the run, or pass resume=<path to a .ckpt>."
+            )
+        return None
+    errors = []
+    for path in candidates:
+        try:
+            checkpoint_step(path)
+            return path
+        except ResumeError as e:
+            if not fallback:
+                raise ResumeError(
+                    f"{e}. Nothing was changed. Pass resume_fallback=true to set it aside and resume from "
+                    f"the previous good checkpoint, or overwrite=true to start the run again."
+                ) from e
+            errors.append(str(e))
+            path.rename(path.with_name(path.name + ".corrupt"))  # kept for inspection, out of the way
+    raise ResumeError(f"no readable checkpoint in {folder}: {'; '.join(errors)}")

@@ -1,0 +1,205 @@
+"""Runs that survive: a resumed run equals the uninterrupted one, preemption saves and exits cleanly,
+and bad resume requests are clear errors that change nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from hydra.errors import HydraException
+from test_train import synthetic_overrides
+
+from bnrepro.checkpointing import ResumeError, checkpoint_step
+from bnrepro.lit.classifier import ClassifierModule
+from bnrepro.run import train
+from conftest import ROOT, cli, compose_train, fast_overrides
+
+
+@pytest.fixture
+def step_losses(monkeypatch):
+    """Every optimizer step's training loss, in order, across all train() calls of the test."""
+    losses: list[float] = []
+    original = ClassifierModule.training_step
+
+    def recording(self, batch, batch_idx):
+        out = original(self, batch, batch_idx)
+        losses.extend(out.tolist())
+        return out
+
+    monkeypatch.setattr(ClassifierModule, "training_step", recording)
+    return losses
+
+
+def weights(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)[
+        "state_dict"
+    ]
+
+
+def written(run_dir) -> dict:
+    """The run's files and their bytes, Hydra's log aside (each launch appends to it); each launch's
+    .hydra/<time>/ record is included, so a new launch may add one but not change an earlier one."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*")
+            if p.is_file() and p.name != "train.log"}  # fmt: skip
+
+
+def assert_same_run(straight, resumed):
+    a, b = weights(straight), weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    rows = [(straight / "metrics.csv").read_text(), (resumed / "metrics.csv").read_text()]
+    assert rows[0] == rows[1]
+
+
+CASES = {
+    # the MNIST MLP (device-resident tensors, several steps per Lightning batch)
+    "mnist_mlp_bn": lambda root, runs: [
+        "model=mnist_mlp_bn",
+        *fast_overrides(root, runs),
+        "loop.steps_per_batch=2",
+    ],
+    # a tiny BN-Inception with dropout and LRN (Inception's row) on synthetic 32x32 images
+    "inception": lambda root, runs: ["model=inception", *synthetic_overrides(runs, steps=8, every=4)],
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("stop", ["mid_period", "period_end"])
+def test_resume_equals_uninterrupted(case, stop, mnist_root, tmp_path, step_losses):
+    overrides = CASES[case](mnist_root, tmp_path / "runs")
+    straight_cfg = compose_train(*overrides, "run_name=straight")
+    n = straight_cfg.trainer.max_steps
+    every = straight_cfg.loop.eval_every_steps
+    k = every + (2 if stop == "mid_period" else 0)  # inside the second evaluation period, or at its start
+    straight = train(straight_cfg, tmp_path / "runs" / straight_cfg.task / "straight")
+    reference = list(step_losses)
+    step_losses.clear()
+
+    run_dir = tmp_path / "runs" / straight_cfg.task / "resumed"
+    first = compose_train(*overrides, "run_name=resumed", f"callbacks.preemption.stop_at_step={k}")
+    stopped = train(first, run_dir)
+    assert stopped["status"] == "preempted" and stopped["steps"] == k
+    assert len(step_losses) == k
+    again = train(compose_train(*overrides, "run_name=resumed"), run_dir)  # the same command, relaunched
+    assert again["status"] == "finished" and again["steps"] == n and again["resumed_at_steps"] == [k]
+    assert step_losses == reference  # every step's loss, bit for bit
+    assert again["evaluations"] == straight["evaluations"] and again["best_acc"] == straight["best_acc"]
+    assert_same_run(run_dir.parent / "straight", run_dir)
+    assert not list(run_dir.glob("**/*.partial"))
+
+
+def test_resume_requested_with_nothing_to_resume_is_an_error(mnist_root, tmp_path):
+    cfg = compose_train("model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "resume=true")
+    with pytest.raises(ResumeError, match="resume=true but .* holds no checkpoint"):
+        train(cfg, tmp_path / "runs" / "r")
+    r = cli("model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "resume=/nowhere/last.ckpt")
+    assert r.returncode == 2 and "resume=/nowhere/last.ckpt: no such checkpoint file" in r.stderr
+
+
+def test_a_truncated_checkpoint_is_named_and_the_fallback_resumes_from_the_previous_one(mnist_root, tmp_path):
+    overrides = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs", steps=30), "run_name=r",
+                 "loop.steps_per_batch=1"]  # fmt: skip
+    cfg = compose_train(*overrides, "callbacks.preemption.stop_at_step=25")
+    run_dir = tmp_path / "runs" / cfg.task / "r"
+    assert train(cfg, run_dir)["status"] == "preempted"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    best_step = checkpoint_step(run_dir / "checkpoints" / "best.ckpt")  # an evaluation: 10 or 20
+
+    kept = written(run_dir)
+    # Relaunches of the partial run with bad input: refused, nothing changed. A misspelled key and a
+    # wrong type fail at composition (before Hydra writes anything); a missing data root after it.
+    with pytest.raises(HydraException, match="Could not override 'optimizer.lrr'"):
+        compose_train(*overrides, "optimizer.lrr=0.1")
+    with pytest.raises(HydraException, match="optimizer.lr"):
+        compose_train(*overrides, "optimizer.lr=fast")
+    r = cli(*overrides, f"data.root={tmp_path / 'nowhere'}")
+    assert r.returncode == 2 and "mnist: no data found" in r.stderr, r.stderr[-1500:]
+    after = written(run_dir)
+    assert {k: v for k, v in after.items() if k in kept} == kept  # nothing written before has changed
+    assert all(k.startswith(".hydra") for k in set(after) - set(kept))  # only Hydra's launch records
+
+    last.write_bytes(last.read_bytes()[:1000])  # truncated, as a full disk would leave it
+    kept = written(run_dir)
+    r = cli(*overrides)
+    assert r.returncode == 2 and f"{last} is not a readable checkpoint" in r.stderr
+    assert "resume_fallback=true" in r.stderr
+    after = written(run_dir)
+    assert {k: v for k, v in after.items() if k in kept} == kept and last.stat().st_size == 1000
+
+    summary = train(compose_train(*overrides, "resume_fallback=true"), run_dir)
+    assert summary["status"] == "finished" and summary["resumed_at_steps"] == [best_step]
+    assert (run_dir / "checkpoints" / "last.ckpt.corrupt").stat().st_size == 1000  # set aside, not lost
+
+
+def test_a_partial_run_of_another_configuration_is_not_resumed(mnist_root, tmp_path):
+    overrides = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "run_name=r"]
+    cfg = compose_train(*overrides, "callbacks.preemption.stop_at_step=10")
+    run_dir = tmp_path / "runs" / cfg.task / "r"
+    train(cfg, run_dir)
+    with pytest.raises(ResumeError, match=r"another configuration \(optimizer.lr: 0.1 there, 0.05 now\)"):
+        train(compose_train(*overrides, "optimizer.lr=0.05"), run_dir)
+    with pytest.raises(ResumeError, match="resume=false"):
+        train(compose_train(*overrides, "resume=false"), run_dir)
+
+
+def test_sigterm_saves_exits_cleanly_and_the_relaunch_finishes_the_same_run(mnist_root, tmp_path):
+    """A real SIGTERM to a training process; the same command relaunched continues in the same folder."""
+    runs = tmp_path / "runs"
+    args = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, runs, steps=1000, every=100), "run_name=r",
+            "loop.steps_per_batch=1"]  # fmt: skip
+    straight = cli(*args[:-2], "run_name=straight", "loop.steps_per_batch=1")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    run_dir = runs / "mnist" / "r"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # as cli(): same float sums
+    proc = subprocess.Popen([sys.executable, str(ROOT / "src" / "train.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoints" / "last.ckpt").is_file() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "preempted" and 0 < summary["steps"] < 1000, out[-2000:]
+    assert "relaunch the same command to resume" in out
+
+    stopped_at = summary["steps"]
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["resumed_at_steps"] == [stopped_at]
+    assert summary["status"] == "finished" and summary["steps"] == 1000
+    assert_same_run(runs / "mnist" / "straight", run_dir)
+    assert not [p for p in run_dir.rglob("*") if "partial" in p.name]
+
+
+def test_a_resumed_run_continues_its_wandb_run(mnist_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    overrides = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "run_name=r", "logger=wandb",
+                 "loop.steps_per_batch=1"]  # fmt: skip
+    run_dir = tmp_path / "runs" / "mnist" / "r"
+    train(compose_train(*overrides, "callbacks.preemption.stop_at_step=12"), run_dir)
+    train(compose_train(*overrides), run_dir)
+    ids = {p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")}
+    assert ids == {(run_dir / "wandb_id").read_text()}  # two launches, one W&B run id
+
+
+@pytest.mark.slow
+def test_an_unreachable_wandb_server_falls_back_to_offline_and_the_run_completes(mnist_root, tmp_path):
+    env = {"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_INIT_TIMEOUT": "10",
+           "WANDB_MODE": None}  # fmt: skip
+    r = cli("model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "run_name=w", "logger=wandb",
+            "logger.wandb.mode=online", env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "W&B online failed" in r.stderr and "logging offline" in r.stderr
+    run_dir = tmp_path / "runs" / "mnist" / "w"
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
+    assert list((run_dir / "wandb").glob("offline-run-*"))
