@@ -144,8 +144,9 @@ def run_jobs(jobs: list[tuple[list[str], Path]], parallel: int) -> None:
     while pending or running:
         while pending and len(running) < parallel:
             job, run_dir = pending.pop(0)
+            # No overwrite=true: an unfinished run (preempted, failed, killed) resumes from its last.ckpt.
             cmd = [sys.executable, str(ROOT / "src" / "train.py"), *job, "hydra.mode=RUN",
-                   "trainer.enable_progress_bar=false", "overwrite=true"]  # fmt: skip
+                   "trainer.enable_progress_bar=false"]  # fmt: skip
             print(f"launch: {shlex.join(cmd[1:])}", flush=True)
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             proc = subprocess.Popen(

@@ -34,7 +34,7 @@ EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
 def main(cfg) -> None:
     hydra_cfg = HydraConfig.get()
     try:
-        train(cfg, Path(hydra_cfg.runtime.output_dir))
+        summary = train(cfg, Path(hydra_cfg.runtime.output_dir))
     except (ConfigError, DatasetNotFoundError, ImageDataError, RunExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
@@ -42,6 +42,9 @@ def main(cfg) -> None:
         print(f"diverged: {cfg.run_name}: {e}", file=sys.stderr)
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(EXIT_DIVERGED)
+        return
+    if summary and summary.get("status") == "preempted":
+        sys.exit(0)  # a multirun stops too: the machine is going away, the relaunch resumes every job
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def fmt(v) -> str:
 @given(st.dictionaries(st.sampled_from(sorted(FIELDS)), st.none(), max_size=5).flatmap(
     lambda keys: st.fixed_dictionaries({k: FIELDS[k] for k in keys})))  # fmt: skip
 def test_overrides_compose_into_a_runnable_run_or_are_refused_at_start_up(overrides):
-    groups = [f"{k}={fmt(v)}" for k, v in overrides.items() if "." not in k]
+    groups = [f"{k}={fmt(v)}" for k, v in {"model": "bn_x30", **overrides}.items() if "." not in k]
     values = [f"{k}={fmt(v)}" for k, v in overrides.items() if "." in k]
     small = ["data=synthetic", "data.image_size=32", "data.num_classes=10", "data.num_train_examples=64",
              "data.num_val_examples=8", "data.eval_batch_size=8", "runs_root=/tmp/unused"]  # fmt: skip

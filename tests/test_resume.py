@@ -130,12 +130,22 @@ def test_a_truncated_checkpoint_is_named_and_the_fallback_resumes_from_the_previ
     r = cli(*overrides)
     assert r.returncode == 2 and f"{last} is not a readable checkpoint" in r.stderr
     assert "resume_fallback=true" in r.stderr
+    # The fallback is asked for but another check fails: still nothing is renamed or trimmed.
+    r = cli(*overrides, "resume_fallback=true", f"data.root={tmp_path / 'nowhere'}")
+    assert r.returncode == 2 and "mnist: no data found" in r.stderr
     after = written(run_dir)
     assert {k: v for k, v in after.items() if k in kept} == kept and last.stat().st_size == 1000
 
     summary = train(compose_train(*overrides, "resume_fallback=true"), run_dir)
     assert summary["status"] == "finished" and summary["resumed_at_steps"] == [best_step]
     assert (run_dir / "checkpoints" / "last.ckpt.corrupt").stat().st_size == 1000  # set aside, not lost
+
+
+def test_a_stop_asked_at_the_last_step_lets_the_run_finish_with_alg2(mnist_root, tmp_path):
+    overrides = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "run_name=r"]
+    cfg = compose_train(*overrides, f"callbacks.preemption.stop_at_step={20}")  # = trainer.max_steps
+    summary = train(cfg, tmp_path / "runs" / cfg.task / "r")
+    assert summary["status"] == "finished" and summary["population_acc"] is not None
 
 
 def test_a_partial_run_of_another_configuration_is_not_resumed(mnist_root, tmp_path):
@@ -168,7 +178,10 @@ def test_sigterm_saves_exits_cleanly_and_the_relaunch_finishes_the_same_run(mnis
     assert proc.returncode == 0, out[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "preempted" and 0 < summary["steps"] < 1000, out[-2000:]
-    assert "relaunch the same command to resume" in out
+    assert f"saved at step {summary['steps']}; relaunch the same command to resume" in out
+    assert (
+        checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == summary["steps"]
+    )  # saved where it stopped
 
     stopped_at = summary["steps"]
     again = cli(*args)
@@ -188,8 +201,9 @@ def test_a_resumed_run_continues_its_wandb_run(mnist_root, tmp_path, monkeypatch
     run_dir = tmp_path / "runs" / "mnist" / "r"
     train(compose_train(*overrides, "callbacks.preemption.stop_at_step=12"), run_dir)
     train(compose_train(*overrides), run_dir)
-    ids = {p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")}
-    assert ids == {(run_dir / "wandb_id").read_text()}  # two launches, one W&B run id
+    folders = [p.name for p in (run_dir / "wandb").glob("offline-run-*")]
+    run_id = (run_dir / "wandb_id").read_text()
+    assert len(folders) == 2 and all(run_id in f for f in folders), folders  # two launches, one W&B run id
 
 
 @pytest.mark.slow

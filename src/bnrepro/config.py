@@ -337,6 +337,11 @@ def resolve_loop(cfg, global_batch: int) -> tuple[int, int]:
     periods, so the last step is always evaluated.
     """
     loop, epoch = cfg.loop, cfg.data.num_train_examples * cfg.loop.epoch_scale
+    if global_batch > cfg.data.num_train_examples:
+        raise ConfigError(
+            f"the global batch {global_batch} (data.batch_size x devices) is larger than the training set "
+            f"(data.num_train_examples={cfg.data.num_train_examples}); lower data.batch_size"
+        )
 
     def examples(n_examples, n_epochs):
         return n_examples if n_examples is not None else round(n_epochs * epoch)

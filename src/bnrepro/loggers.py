@@ -39,10 +39,12 @@ def wandb_mode(requested: str) -> str:
 def resumed_csv_logger(run_dir: Path) -> CSVLogger:
     """Lightning's CSVLogger continuing the run folder's metrics.csv (already trimmed to the checkpoint's
     step, run.trim_metrics): its writer deletes the file when created, so the rows go back after."""
+    logger = CSVLogger(save_dir=str(run_dir), name="", version="")
+    if rank_zero_only.rank != 0:
+        return logger  # only rank 0 writes metrics.csv
     path = run_dir / "metrics.csv"
     kept = path.read_bytes() if path.is_file() else b""  # bytes: the csv module's \r\n stay as they are
-    logger = CSVLogger(save_dir=str(run_dir), name="", version="")
-    writer = logger.experiment  # created here (rank 0): removes metrics.csv
+    writer = logger.experiment  # created here: removes metrics.csv
     if kept:
         path.write_bytes(kept)
         writer.metrics_keys = kept.decode().splitlines()[0].split(",")
@@ -60,15 +62,15 @@ def build_loggers(cfg, run_dir: Path, resolved_config: dict, resuming: bool = Fa
     return loggers
 
 
-def wandb_run_id(run_dir: Path) -> str:
+def wandb_run_id(run_dir: Path) -> str | None:
     """The run folder's W&B run id, made once and kept in <run_dir>/wandb_id: a relaunch or a SLURM
     requeue of the same command resumes the same W&B run instead of starting another."""
     path = run_dir / "wandb_id"
-    if not path.is_file():
+    if not path.is_file() and rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         alphabet = string.ascii_lowercase + string.digits  # W&B's own id alphabet and length
         path.write_text("".join(secrets.choice(alphabet) for _ in range(8)))
-    return path.read_text().strip()
+    return path.read_text().strip() if path.is_file() else None  # other ranks do not log to W&B
 
 
 def wandb_logger(cfg, run_dir: Path, resolved_config: dict):

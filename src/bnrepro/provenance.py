@@ -52,6 +52,13 @@ def hardware(device: torch.device | str | None = None) -> str:
     return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Writes through a temporary file and a rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_json_atomic(path: Path, obj) -> None:
     """Writes through a temporary file and a rename, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.partial")

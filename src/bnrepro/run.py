@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -37,6 +38,7 @@ from bnrepro.config import ConfigError, config_differences, flatten, resolve_loo
 from bnrepro.data import IMAGE_FOLDER_SETS, build_datamodule
 from bnrepro.lit.classifier import ClassifierModule
 from bnrepro.loggers import build_loggers, close_wandb
+from bnrepro.provenance import write_text_atomic
 
 # The run folder deliberately holds more than Lightning's CSV files (config, summary, checkpoints).
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
@@ -92,12 +94,21 @@ def check_percentiles(net, module: str, unit: int, input_shape, arch: str) -> No
         raise ConfigError(f"callbacks.percentiles.unit={unit} is out of range: {module} has {width} inputs")
 
 
-def prepare_run_dir(cfg, run_dir: Path, resolved: dict) -> Path | None:
-    """The checkpoint this launch resumes from (None: a fresh start), after checking the folder.
+@dataclass
+class RunDirPlan:
+    """What a launch will do to its run folder; decided first, done only after every start-up check."""
+
+    resume_from: Path | None = None  # the checkpoint to resume from; None: a fresh start
+    corrupt: list[Path] = field(default_factory=list)  # unreadable checkpoints to set aside (resume_fallback)
+    clear: bool = False  # overwrite=true: remove the previous run's outputs
+
+
+def plan_run_dir(cfg, run_dir: Path, resolved: dict) -> RunDirPlan:
+    """Checks the run folder against the request; raises (changing nothing) when it cannot be honoured.
 
     A folder whose summary.json says the run is complete (finished or diverged) is refused unless
-    overwrite=true, which clears that run's outputs first (so a rerun that dies midway cannot leave the
-    old summary, checkpoints or W&B log beside new, partial curves). Otherwise `resume` decides
+    overwrite=true, which clears that run's outputs (so a rerun that dies midway cannot leave the old
+    summary, checkpoints or W&B log beside new, partial curves). Otherwise `resume` decides
     (checkpointing.select_resume); a resumed run must have the configuration it was started with.
     """
     summary = run_dir / "summary.json"
@@ -107,18 +118,13 @@ def prepare_run_dir(cfg, run_dir: Path, resolved: dict) -> Path | None:
             raise ConfigError(
                 f"overwrite=true starts {run_dir} again; it cannot be combined with resume={cfg.resume}"
             )
-        if rank_zero_only.rank == 0:
-            summary.unlink(missing_ok=True)
-            (run_dir / "wandb_id").unlink(missing_ok=True)  # a new W&B run too
-            for folder in ("checkpoints", "wandb"):
-                shutil.rmtree(run_dir / folder, ignore_errors=True)
-        return None
+        return RunDirPlan(clear=True)
     if done:
         raise RunExistsError(
             f"{run_dir} already holds a run ({summary}). Nothing was changed. "
             f"Choose another folder with run_name=<name>, or pass overwrite=true to train it again."
         )
-    ckpt = select_resume(run_dir, cfg.resume, cfg.resume_fallback)
+    ckpt, corrupt = select_resume(run_dir, cfg.resume, cfg.resume_fallback)
     if ckpt is not None and (run_dir / "config.yaml").is_file():
         diff = config_differences(
             flatten(yaml.safe_load((run_dir / "config.yaml").read_text())), flatten(resolved)
@@ -128,9 +134,25 @@ def prepare_run_dir(cfg, run_dir: Path, resolved: dict) -> Path | None:
                 f"{run_dir} holds a partial run of another configuration ({'; '.join(diff[:5])}). Nothing was "
                 f"changed. Resume it with its own settings, or pass overwrite=true or run_name=<name>."
             )
-    if ckpt is not None and rank_zero_only.rank == 0:
-        trim_metrics(run_dir / "metrics.csv", checkpoint_step(ckpt))
-    return ckpt
+    return RunDirPlan(ckpt, corrupt)
+
+
+def apply_plan(run_dir: Path, plan: RunDirPlan) -> None:
+    """Rank 0, after every check: clear for overwrite, set corrupt checkpoints aside (renamed, kept),
+    trim metrics.csv to the resumed step, drop temporary files a killed write left behind."""
+    if rank_zero_only.rank != 0:
+        return
+    if plan.clear:
+        for name in ("summary.json", "wandb_id", "metrics.csv", "unit_percentiles.npz"):
+            (run_dir / name).unlink(missing_ok=True)
+        for folder in ("checkpoints", "wandb"):
+            shutil.rmtree(run_dir / folder, ignore_errors=True)
+    for path in plan.corrupt:
+        path.rename(path.with_name(path.name + ".corrupt"))
+    for tmp in (run_dir / "checkpoints").glob(".*.partial"):
+        tmp.unlink(missing_ok=True)
+    if plan.resume_from is not None:
+        trim_metrics(run_dir / "metrics.csv", checkpoint_step(plan.resume_from))
 
 
 def trim_metrics(path: Path, step: int) -> None:
@@ -157,8 +179,9 @@ def build_callbacks(cfg, run_dir: Path, info: dict) -> list[L.Callback]:
     callbacks = [
         RunSummary(run_dir, info),
         RNGState(),
-        Preemption(run_dir / "checkpoints" / "last.ckpt", c.preemption.requeue, c.preemption.stop_at_step),
+        # Before Preemption: a batch that diverged stops the run as diverged and is never checkpointed.
         DivergenceStop(c.divergence.check_every_n_batches, c.divergence.inject_nan_at_step),
+        Preemption(run_dir / "checkpoints" / "last.ckpt", c.preemption.requeue, c.preemption.stop_at_step),
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max"),
         # last.ckpt after every evaluation period. Not `save_last=True` of the checkpoint above: Lightning
         # 2.6 refreshes that one only at steps where `best` improved.
@@ -181,7 +204,8 @@ def train(cfg, run_dir: Path) -> dict | None:
     """
     validate(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    ckpt = prepare_run_dir(cfg, run_dir, resolved)
+    plan = plan_run_dir(cfg, run_dir, resolved)
+    ckpt = plan.resume_from
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     net = build_net(cfg)
     module = build_module(cfg, net)
@@ -203,7 +227,7 @@ def train(cfg, run_dir: Path) -> dict | None:
         check_val_every_n_epoch=1,  # one Lightning epoch = one evaluation period (see data/)
         log_every_n_steps=1,
         default_root_dir=str(run_dir),
-        logger=build_loggers(cfg, run_dir, resolved, resuming=ckpt is not None),
+        logger=False,  # set below, after the checks: creating the CSV logger touches metrics.csv
         callbacks=callbacks,
         plugins=plugins,
     )
@@ -217,16 +241,23 @@ def train(cfg, run_dir: Path) -> dict | None:
         check_percentiles(net, p.module, p.unit, dm.input_shape, cfg.model.arch)
     dm.prepare_data()  # fails here, before any DDP process exists, when the data set is missing
 
+    # Every check has passed: only now does anything in the run folder change.
     run_dir.mkdir(parents=True, exist_ok=True)
+    apply_plan(run_dir, plan)
     if rank_zero_only.rank == 0:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    trainer.loggers = build_loggers(cfg, run_dir, resolved, resuming=ckpt is not None)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
-    except SIGTERMException:  # preempted: last.ckpt and summary.json (status "preempted") are written
+    except SIGTERMException:  # preempted: summary.json says so; callbacks/preemption.py saved last.ckpt
+        saved = next(c for c in callbacks if isinstance(c, Preemption)).saved_at
         if rank_zero_only.rank == 0:
-            print(
-                f"preempted: {run_dir} saved at step {trainer.global_step}; relaunch the same command to resume"
+            where = (
+                f"saved at step {saved}"
+                if saved is not None
+                else "stopped before its checkpoint (last.ckpt is older)"
             )
+            print(f"preempted: {run_dir} {where}; relaunch the same command to resume")
     finally:
         close_wandb(failed=summary.written is None or summary.written["status"] != "finished")
     return summary.written

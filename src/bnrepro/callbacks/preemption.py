@@ -41,18 +41,30 @@ class Preemption(L.Callback):
         # One decision for all ranks: each must take part in the checkpoint's barrier, or none.
         if not trainer.strategy.reduce_boolean_decision(asked, all=False):
             return
-        if batch_idx + 1 == trainer.num_training_batches:
-            # The period's last step: evaluate first, as the uninterrupted run does. Lightning would stop
-            # before its evaluation, and a checkpoint from here resumes into a replay of the period.
-            # Stopping after it, the period's regular last.ckpt (written at the evaluation) is the one.
-            trainer._signal_connector.received_sigterm = False
-            self.pending = True
+        if trainer.global_step >= trainer.max_steps or batch_idx + 1 == trainer.num_training_batches:
+            # The period's last step: evaluate first, as the uninterrupted run does (Lightning would stop
+            # before its evaluation, and a checkpoint from there replays the period); then stop with
+            # the period's regular last.ckpt. At the run's last step, nothing stops: the final
+            # evaluation and Alg. 2 are next, and then the run is finished anyway.
+            self._defer(trainer)
             return
         self._stop(trainer, save=True)
 
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        # Lightning would abandon the evaluation on SIGTERM and lose the period: finish it, stop after.
+        if trainer.received_sigterm and not trainer.sanity_checking:
+            self._defer(trainer)
+
+    def _defer(self, trainer) -> None:
+        trainer._signal_connector.received_sigterm = False
+        self.pending = True
+
     def on_validation_end(self, trainer, pl_module):
-        if getattr(self, "pending", False):
-            self.pending = False
+        if trainer.sanity_checking:
+            return
+        pending = trainer.strategy.reduce_boolean_decision(getattr(self, "pending", False), all=False)
+        self.pending = False
+        if pending and trainer.global_step < trainer.max_steps:
             self._stop(trainer, save=False)  # ModelCheckpoint writes last.ckpt right after this hook
 
     def _stop(self, trainer, save: bool) -> None:
@@ -60,12 +72,15 @@ class Preemption(L.Callback):
             trainer.save_checkpoint(self.checkpoint)
         self.saved_at = trainer.global_step
         rank_zero_info(f"preempted: {self.checkpoint} at step {trainer.global_step}; relaunch to resume")
+        trainer._signal_connector.received_sigterm = True  # Lightning stops at its next check
+
+    def _requeue(self) -> None:
+        """Under SLURM after SIGUSR1, once every checkpoint is written (requeueing kills this job)."""
         job = os.environ.get("SLURM_JOB_ID")
-        if self.sigusr1 and self.requeue and job and trainer.is_global_zero:
+        if self.sigusr1 and self.requeue and job and self.saved_at is not None:
             result = subprocess.call(["scontrol", "requeue", job])
             if result != 0:
                 rank_zero_warn(f"`scontrol requeue {job}` failed ({result}); relaunch the job by hand")
-        trainer._signal_connector.received_sigterm = True  # Lightning stops at its next check
 
     def _restore(self) -> None:
         if self._previous is not None:
@@ -77,3 +92,5 @@ class Preemption(L.Callback):
 
     def on_exception(self, trainer, pl_module, exception):
         self._restore()
+        if trainer.is_global_zero:
+            self._requeue()

@@ -26,8 +26,11 @@ def capture() -> dict:
 
 def restore(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    device = torch.cuda.current_device() if torch.cuda.is_available() else None
+    if device is not None and device < len(
+        state["cuda"]
+    ):  # this process's GPU only: another node may have fewer
+        torch.cuda.set_rng_state(state["cuda"][device])
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy(), *rest))
     random.setstate(state["python"])
