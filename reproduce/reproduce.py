@@ -216,12 +216,20 @@ def render_only(name: str, args: list[str], runs_root: Path, results: Path) -> N
         return
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("data=")]
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        default_data = compose("train", overrides=[f"experiment={spec['experiment']}"]).data.name
-    candidates = chosen[-1:] or [default_data, *spec.get("experiments", {})]
+        default = compose("train", overrides=[f"experiment={spec['experiment']}", *overrides])
     source, fetched = spec.get("source", "local"), {}
     models = spec["sweep"]["model"]
     by_data: dict[str, dict[tuple, object]] = {}
     try:
+        # The data sets to consider: the one asked for; else the spec's, and any the default
+        # experiment's runs were made on (`just reproduce mnist data=fashion_mnist`).
+        fetched[default.task] = read_runs(
+            source, runs_root, default.task, spec.get("entity"), spec.get("project")
+        )
+        present = sorted({r.summary.get("data") for r in fetched[default.task] if r.summary.get("data")})
+        candidates = chosen[-1:] or list(
+            dict.fromkeys([default.data.name, *spec.get("experiments", {}), *present])
+        )
         for data in candidates:
             names = planned_names(spec, overrides, data)
             for task in sorted({t for t, _ in names}):

@@ -288,3 +288,17 @@ def test_an_evaluation_is_stale_when_its_checkpoints_change(tmp_path):
     assert not evaluations.current(record, [str(b)], 1)  # other networks
     os.utime(a, (record.stat().st_mtime + 10,) * 2)  # retrained after the evaluation
     assert not evaluations.current(record, [str(a)], 1)
+
+
+def test_tables_find_figure1_runs_made_on_the_offline_stand_in(tmp_path):
+    """`just reproduce mnist data=fashion_mnist` runs are rendered by a plain `just tables mnist`."""
+    from test_results import write_run as write_mnist_run
+
+    reproduce = _load("reproduce")
+    for model in ("mnist_mlp", "mnist_mlp_bn"):
+        name = f"{model}-fashion_mnist-seed0"
+        run = write_mnist_run(tmp_path / "runs" / "mnist_figure1" / name, model, lambda s: 0.5, lambda s: 0.0)
+        summary = {**run.summary, "task": "mnist_figure1", "run_name": name, "seed": 0}
+        (run.path / "summary.json").write_text(json.dumps(summary))
+    reproduce.render_only("mnist", [], tmp_path / "runs", tmp_path / "results")
+    assert "Fashion-MNIST" in (tmp_path / "results" / "mnist_figure1.md").read_text()
