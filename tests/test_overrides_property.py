@@ -48,7 +48,9 @@ def fmt(v) -> str:
     return str(v)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same draws on every run, so CI is reproducible (a new seed explores more: -p hypothesis
+# options or HYPOTHESIS_PROFILE); found so far: MLP on image inputs, a negative dropout rate.
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.sampled_from(sorted(FIELDS)), st.none(), max_size=5).flatmap(
     lambda keys: st.fixed_dictionaries({k: FIELDS[k] for k in keys})))  # fmt: skip
 def test_overrides_compose_into_a_runnable_run_or_are_refused_at_start_up(overrides):
@@ -90,8 +92,11 @@ def test_overrides_compose_into_a_runnable_run_or_are_refused_at_start_up(overri
         ("data.batch_size=0", "data.batch_size=0 must be positive"),
         ("optimizer.momentum=-0.5", "optimizer.momentum"),
         ("loop.epoch_scale=0", "loop.epoch_scale=0.0 must be positive"),
+        ("model.kwargs.drop_rate=-1", "drop_rate"),  # found by the property test: torch's ValueError, named
     ],
 )
 def test_each_bad_value_is_refused_naming_its_key(override, message):
     with pytest.raises(REFUSED, match=message):
-        validate(compose_train("model=bn_x30", override))
+        cfg = compose_train("model=bn_x30", override)
+        validate(cfg)
+        build_net(cfg)

@@ -54,7 +54,7 @@ def build_net(cfg):
         return timm.create_model(
             cfg.model.arch, norm=cfg.model.norm, act_layer=cfg.activation.name, init_seed=cfg.seed, **kwargs
         )
-    except (TypeError, RuntimeError) as e:  # unknown architecture or a keyword it does not take
+    except (TypeError, RuntimeError, ValueError) as e:  # unknown arch, a keyword it does not take, a bad value
         raise ConfigError(f"model.arch={cfg.model.arch!r} with model.kwargs={kwargs}: {e}") from e
 
 
