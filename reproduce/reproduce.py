@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
-from bnrepro.config import config_differences, flatten  # noqa: E402  (importing registers the schema)
+from bnrepro.config import differences_from_run, flatten  # noqa: E402  (importing registers the schema)
 from bnrepro.results.runs import COMPLETE, load_run  # noqa: E402
 from bnrepro.results.sources import SourceError, read_runs  # noqa: E402
 
@@ -75,17 +75,16 @@ def apply_arguments(spec: dict, args: list[str]) -> tuple[dict, list[str]]:
     return spec, overrides
 
 
-def task_of(spec: dict, overrides: list[str]) -> str:
-    """The runs/<task> folder of the spec's experiment."""
+def compose_job(overrides: list[str], return_hydra_config: bool = False):
+    """The config `python src/train.py <overrides>` would run."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[f"experiment={spec['experiment']}", *overrides]).task
+        return compose("train", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
 def planned_run(spec: dict, point: list[str], overrides: list[str]) -> tuple[list[str], Path, dict]:
     """Overrides of one job, its run folder and its resolved config (flat, dotted keys)."""
     job = [f"experiment={spec['experiment']}", *overrides, *point]
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=job, return_hydra_config=True)
+    cfg = compose_job(job, return_hydra_config=True)
     run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir"))
     config = flatten({
         k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
@@ -102,7 +101,7 @@ def status(run_dir: Path, config: dict) -> str:
     s = load_run(run_dir).summary
     if s.get("status") not in COMPLETE:
         return s.get("status", "unknown")
-    diff = config_differences(flatten(yaml.safe_load((run_dir / "config.yaml").read_text())), config)
+    diff = differences_from_run(run_dir, config)
     if diff:
         shown = "; ".join(diff[:5])
         sys.exit(
@@ -194,8 +193,7 @@ def planned_names(spec: dict, overrides: list[str], data: str) -> set[tuple[str,
     """(task, run_name) of every sweep point of the spec on data set `data`: the runs a table may use."""
     experiment = spec.get("experiments", {}).get(data, spec["experiment"])
     job = [f"experiment={experiment}", *(o for o in overrides if not o.startswith("data=")), f"data={data}"]
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfgs = [compose("train", overrides=[*job, *point]) for point in sweep_points(spec)]
+    cfgs = [compose_job([*job, *point]) for point in sweep_points(spec)]
     return {(c.task, c.run_name) for c in cfgs}
 
 
@@ -215,8 +213,7 @@ def render_only(name: str, args: list[str], runs_root: Path, results: Path) -> N
         render(spec, evals, f"just tables {name} {shlex.join(args)}".strip(), results)
         return
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("data=")]
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        default = compose("train", overrides=[f"experiment={spec['experiment']}", *overrides])
+    default = compose_job([f"experiment={spec['experiment']}", *overrides])
     source, fetched = spec.get("source", "local"), {}
     models = spec["sweep"]["model"]
     by_data: dict[str, dict[tuple, object]] = {}

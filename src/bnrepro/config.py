@@ -397,6 +397,13 @@ def config_differences(stored: dict, current: dict) -> list[str]:
     ]
 
 
+def differences_from_run(run_dir, current: dict) -> list[str]:
+    """config_differences between the config.yaml a run folder holds and `current` (flat dotted keys)."""
+    import yaml
+
+    return config_differences(flatten(yaml.safe_load((run_dir / "config.yaml").read_text())), current)
+
+
 def register() -> None:
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 

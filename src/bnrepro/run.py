@@ -8,8 +8,8 @@ whether the run folder already holds a finished run.
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -34,7 +34,7 @@ from bnrepro.callbacks.preemption import Preemption
 from bnrepro.callbacks.rng_state import RNGState
 from bnrepro.callbacks.summary import RunSummary
 from bnrepro.checkpointing import AtomicCheckpointIO, ResumeError, checkpoint_step, select_resume
-from bnrepro.config import ConfigError, config_differences, flatten, resolve_loop, validate
+from bnrepro.config import ConfigError, differences_from_run, flatten, resolve_loop, validate
 from bnrepro.data import IMAGE_FOLDER_SETS, build_datamodule
 from bnrepro.lit.classifier import ClassifierModule
 from bnrepro.loggers import build_loggers, close_wandb
@@ -54,7 +54,11 @@ def build_net(cfg):
         return timm.create_model(
             cfg.model.arch, norm=cfg.model.norm, act_layer=cfg.activation.name, init_seed=cfg.seed, **kwargs
         )
-    except (TypeError, RuntimeError, ValueError) as e:  # unknown arch, a keyword it does not take, a bad value
+    except (
+        TypeError,
+        RuntimeError,
+        ValueError,
+    ) as e:  # unknown arch, a keyword it does not take, a bad value
         raise ConfigError(f"model.arch={cfg.model.arch!r} with model.kwargs={kwargs}: {e}") from e
 
 
@@ -126,9 +130,7 @@ def plan_run_dir(cfg, run_dir: Path, resolved: dict) -> RunDirPlan:
         )
     ckpt, corrupt = select_resume(run_dir, cfg.resume, cfg.resume_fallback)
     if ckpt is not None and (run_dir / "config.yaml").is_file():
-        diff = config_differences(
-            flatten(yaml.safe_load((run_dir / "config.yaml").read_text())), flatten(resolved)
-        )
+        diff = differences_from_run(run_dir, flatten(resolved))
         if diff:
             raise ResumeError(
                 f"{run_dir} holds a partial run of another configuration ({'; '.join(diff[:5])}). Nothing was "
@@ -166,12 +168,11 @@ def trim_metrics(path: Path, step: int) -> None:
     keep = [r for r in rows if not r.get("step") or float(r["step"]) <= step]
     if len(keep) == len(rows):
         return  # nothing logged after the checkpoint: the file stays as it is
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))  # "\r\n" rows, as Lightning's CSV logger writes
-        w.writeheader()
-        w.writerows(keep)
-    os.replace(tmp, path)
+    out = io.StringIO(newline="")
+    w = csv.DictWriter(out, fieldnames=list(rows[0]))  # "\r\n" rows, as Lightning's CSV logger writes
+    w.writeheader()
+    w.writerows(keep)
+    write_text_atomic(path, out.getvalue())
 
 
 def build_callbacks(cfg, run_dir: Path, info: dict) -> list[L.Callback]:
