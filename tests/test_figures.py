@@ -302,3 +302,17 @@ def test_tables_find_figure1_runs_made_on_the_offline_stand_in(tmp_path):
         (run.path / "summary.json").write_text(json.dumps(summary))
     reproduce.render_only("mnist", [], tmp_path / "runs", tmp_path / "results")
     assert "Fashion-MNIST" in (tmp_path / "results" / "mnist_figure1.md").read_text()
+
+
+def test_wandb_failures_are_source_errors_that_say_what_to_do(tmp_path, monkeypatch):
+    from bnrepro.results import sources
+
+    class DownApi:
+        def runs(self, path, filters):
+            raise ConnectionError("no route to host")
+
+    with pytest.raises(sources.SourceError, match=r"W&B project 'e/p': ConnectionError.*wandb login"):
+        sources.wandb_api_runs("e", "p", "t", api=DownApi())
+    (tmp_path / "run-x").mkdir()
+    with pytest.raises(sources.SourceError, match="wandb leet inspect --json .* failed"):
+        sources.read_wandb_offline(tmp_path / "run-x")  # a folder without a .wandb log

@@ -100,3 +100,20 @@ def test_each_bad_value_is_refused_naming_its_key(override, message):
         cfg = compose_train("model=bn_x30", override)
         validate(cfg)
         build_net(cfg)
+
+
+def test_start_up_refusals_name_what_is_wrong(tmp_path):
+    small = ["data=synthetic", "data.image_size=32", "data.num_classes=10", "data.num_train_examples=64"]
+    cfg = compose_train("model=bn_x30", *small, "data.batch_size=100")
+    with pytest.raises(ConfigError, match="global batch 100 .* larger than the training set"):
+        resolve_loop(cfg, 100)
+    cfg = compose_train("model=mnist_mlp_bn", *small)
+    with pytest.raises(
+        ConfigError, match=r"model=mnist_mlp_bn \(model.arch=mnist_mlp\) cannot take data=synthetic"
+    ):
+        check_input(build_net(cfg), (3, 32, 32), cfg)
+    from bnrepro.run import plan_run_dir
+
+    cfg = compose_train("model=bn_x30", *small, "overwrite=true", "resume=true")
+    with pytest.raises(ConfigError, match="(?i)cannot be combined with resume=true"):
+        plan_run_dir(cfg, tmp_path, {})
