@@ -1,6 +1,8 @@
 """Runs what a paper result needs and is missing, then renders it into results/.
 
     python reproduce/reproduce.py mnist [hydra overrides...] [--jobs N]
+    python reproduce/reproduce.py figure3 --launcher slurm trainer=ddp trainer.devices=8 \
+                                  hydra.launcher.partition=<partition>     # one SLURM job per run
     python reproduce/reproduce.py figure3 data=fashion_mnist [seed=0,1,2] [target=0.9]
     python reproduce/reproduce.py --render-only [figure3 ...] [source=wandb_offline | source=wandb
                                   entity=<team> project=<project>] [data=imagenette]   # `just tables`
@@ -135,7 +137,26 @@ def default_jobs(n: int) -> int:
     return 1 if torch.cuda.is_available() else min(n, os.cpu_count() or 1)
 
 
-def run_jobs(jobs: list[tuple[list[str], Path]], parallel: int) -> None:
+def job_command(job: list[str], launcher: str = "local", launcher_args: tuple[str, ...] = ()) -> list[str]:
+    """The training command of one job. local: a process on this machine. slurm: a one-job Hydra multirun
+    through conf/hydra/launcher/slurm.yaml, which submits it and waits for it (its run folder is the
+    same). No overwrite=true: an unfinished run (preempted, failed, killed) resumes from its last.ckpt."""
+    train = [sys.executable, str(ROOT / "src" / "train.py")]
+    if launcher == "slurm":
+        return [
+            *train,
+            "-m",
+            "hydra/launcher=slurm",
+            *job,
+            *launcher_args,
+            "trainer.enable_progress_bar=false",
+        ]
+    return [*train, *job, "hydra.mode=RUN", "trainer.enable_progress_bar=false"]
+
+
+def run_jobs(
+    jobs: list[tuple[list[str], Path]], parallel: int, launcher: str = "local", launcher_args=()
+) -> None:
     """Runs the jobs, `parallel` at a time. A failed job does not stop the others (their work is kept)."""
     threads = max(1, (os.cpu_count() or 1) // parallel)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
@@ -143,9 +164,7 @@ def run_jobs(jobs: list[tuple[list[str], Path]], parallel: int) -> None:
     while pending or running:
         while pending and len(running) < parallel:
             job, run_dir = pending.pop(0)
-            # No overwrite=true: an unfinished run (preempted, failed, killed) resumes from its last.ckpt.
-            cmd = [sys.executable, str(ROOT / "src" / "train.py"), *job, "hydra.mode=RUN",
-                   "trainer.enable_progress_bar=false"]  # fmt: skip
+            cmd = job_command(job, launcher, launcher_args)
             print(f"launch: {shlex.join(cmd[1:])}", flush=True)
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             proc = subprocess.Popen(
@@ -172,14 +191,22 @@ def render(spec: dict, runs, command: str, results: Path) -> None:
             print(f"wrote {_show(path)}")
 
 
-def reproduce(name: str, args: list[str], parallel: int | None, results: Path) -> None:
-    spec, overrides = apply_arguments(load_spec(name), args)
+def reproduce(
+    name: str, args: list[str], parallel: int | None, results: Path, launcher: str = "local"
+) -> None:
+    # hydra.launcher.* settings (partition, account, ...) only go to the submission command.
+    launcher_args = tuple(a for a in args if a.startswith("hydra.launcher."))
+    if launcher_args and launcher != "slurm":
+        sys.exit(f"error: {launcher_args[0]} needs --launcher slurm")
+    spec, overrides = apply_arguments(load_spec(name), [a for a in args if a not in launcher_args])
     plans = [planned_run(spec, p, overrides) for p in sweep_points(spec)]
     todo = [(job, d) for job, d, config in plans if status(d, config) not in COMPLETE]
     for _, d, _ in plans:
         print(f"{'run ' if any(d == t[1] for t in todo) else 'have'}  {_show(d)}")
     if todo:
-        run_jobs(todo, parallel or default_jobs(len(todo)))
+        # On SLURM every job is its own allocation: submit them all at once.
+        jobs_at_once = len(todo) if launcher == "slurm" else parallel or default_jobs(len(todo))
+        run_jobs(todo, jobs_at_once, launcher, launcher_args)
     command = f"just reproduce {name} {shlex.join(args)}".strip()
     runs = [load_run(d) for _, d, _ in plans]
     if "evaluations" in spec:  # Figure 4: evaluate the trained runs, render the evaluations
@@ -263,6 +290,10 @@ def main(argv=None) -> None:
     p.add_argument(
         "--jobs", type=int, default=None, help="runs at once (default: one per CPU core; 1 with a GPU)"
     )
+    p.add_argument(
+        "--launcher", choices=("local", "slurm"), default="local",
+        help="local: processes here; slurm: one SLURM job per run (hydra/launcher=slurm, hydra.launcher.<key>=...)",
+    )  # fmt: skip
     p.add_argument("--results", type=Path, default=ROOT / "results", help="where tables and figures go")
     p.add_argument(
         "--runs-root", type=Path, default=ROOT / "runs", help="run folders to render from (--render-only)"
@@ -276,7 +307,7 @@ def main(argv=None) -> None:
         return
     if len(names) != 1:
         sys.exit("error: name one spec, e.g. `python reproduce/reproduce.py mnist data=fashion_mnist`")
-    reproduce(names[0], overrides, args.jobs, args.results)
+    reproduce(names[0], overrides, args.jobs, args.results, args.launcher)
 
 
 if __name__ == "__main__":

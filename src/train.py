@@ -18,6 +18,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
 
 import bnrepro.config  # noqa: F401  (registers the schema `train_schema` in Hydra's ConfigStore)
 from bnrepro.callbacks.divergence import TrainingDiverged
@@ -39,6 +40,10 @@ def main(cfg) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     except TrainingDiverged as e:
+        if rank_zero_only.rank != 0:
+            # Rank 0 reports it; another rank exiting non-zero would make Lightning kill rank 0
+            # (its child-process observer) while it writes summary.json.
+            return
         print(f"diverged: {cfg.run_name}: {e}", file=sys.stderr)
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(EXIT_DIVERGED)

@@ -132,32 +132,46 @@ def test_wandb_runs_offline_without_an_api_key_and_the_csv_is_still_written(mnis
     assert load_run(run_dir).finished and (run_dir / "metrics.csv").is_file()
 
 
+@pytest.mark.slow  # the same single-run DDP path runs inside test_scaling's multirun + DDP test
 def test_two_process_cpu_ddp_leaves_one_run_folder(mnist_root, tmp_path):
     r = cli("model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "trainer.devices=2",
             "trainer.strategy=ddp", "run_name=ddp")  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     summaries = list((tmp_path / "runs").glob("**/summary.json"))
     assert [p.parent.name for p in summaries] == ["ddp"]
-    s = json.loads(summaries[0].read_text())
-    assert s["world_size"] == 2 and s["global_batch"] == 120 and s["steps"] == 20
+    assert_two_process_ddp_run(summaries[0].parent, mnist_root, num_val=100)
+
+
+def assert_two_process_ddp_run(run_dir, mnist_root, num_val: int) -> None:
+    """What a 2-process CPU DDP run of mnist_mlp_bn (fast_overrides: 20 steps of 60 per rank) leaves."""
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert (
+        s["status"] == "finished" and s["world_size"] == 2 and s["global_batch"] == 120 and s["steps"] == 20
+    )
     base_lr = compose_train("model=mnist_mlp_bn").optimizer.lr
     assert s["lr"] == pytest.approx(2 * base_lr)  # linear scaling: global batch 120 / reference 60
     assert s["paper_equivalent_steps"] == 40 and s["diverged"] is False  # 20 steps x 120 / 60
+    # Counted from the batches each rank saw, summed over ranks: 20 global batches of 2 x 60 trained,
+    # every test image evaluated exactly once (the ranks' shards).
+    assert s["examples_trained"] == 20 * 120 and s["val_examples"] == num_val
+    assert s["strategy"] == "DDPStrategy" and s["sync_batchnorm"] is False and s["per_device_batch"] == 60
+    assert s["speed"] == {"precision": "32-true", "cudnn_benchmark": False, "channels_last": False,
+                          "fused_optimizer": False, "compile": False, "compile_mode": "default",
+                          "cuda_graphs": False}  # fmt: skip
 
-    # The percentiles were gathered from both ranks' halves of the test set: they equal the quantiles
-    # of the final weights over the whole set.
+    # The percentiles were gathered from both ranks' shards of the test set: they equal the quantiles
+    # of the final weights over the whole (evaluated) set.
     import timm
     import torch
 
     from bnrepro.data.mnist import load_tensors
 
-    run_dir = summaries[0].parent
     net = timm.create_model("mnist_mlp", norm="batchnorm").eval()
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
     x, _ = load_tensors("mnist", mnist_root, train=False, binarize_threshold=0.5)
     with torch.no_grad():
-        pre = net.blocks[2].norm(net.blocks[2].fc(net.blocks[1](net.blocks[0](x.flatten(1)))))
+        pre = net.blocks[2].norm(net.blocks[2].fc(net.blocks[1](net.blocks[0](x[:num_val].flatten(1)))))
     expected = torch.quantile(pre, torch.tensor([0.15, 0.5, 0.85]), dim=0)
     saved = np.load(run_dir / "unit_percentiles.npz")
     torch.testing.assert_close(torch.from_numpy(saved["values"][-1]), expected, rtol=1e-4, atol=1e-5)

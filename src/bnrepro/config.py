@@ -126,18 +126,34 @@ class TrainerConfig:
     devices: Any = 1  # int, "auto" or a list of device ids
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "32-true"
+    # auto: bf16-mixed on a CUDA device that supports it (the fastest correct choice for the ImageNet
+    # nets: BN's statistics stay float32 under autocast), 32-true elsewhere. Or any Lightning precision.
+    precision: str = "auto"
     # Training length in optimizer steps (one step = one mini-batch on every device). null: derived from
     # loop.max_examples and the global batch. Set, it wins over loop.max_examples.
     max_steps: int | None = None
     deterministic: bool = False
-    benchmark: bool | None = None
+    benchmark: bool | None = None  # cudnn.benchmark; null = auto: on for CUDA (fixed input shapes)
     enable_progress_bar: bool = True
     enable_model_summary: bool = False
     enable_checkpointing: bool = True
     num_sanity_val_steps: int = 0
     use_distributed_sampler: bool = False  # the project's loaders shard by rank themselves
     sync_batchnorm: bool = False  # False = per-device batch statistics, as the paper's per-batch BN
+    # Fast paths; not Lightning arguments (run.py applies them). null = auto: the fastest correct choice
+    # for the device, recorded in summary.json ("speed"). See README "Speed".
+    channels_last: bool | None = None  # NHWC weights and inputs (tensor cores); auto: on for CUDA
+    fused_optimizer: bool | None = None  # one fused kernel for the optimizer step; auto: on for CUDA
+    compile: bool | None = None  # torch.compile the network; auto: on for CUDA unless cuda_graphs
+    compile_mode: str = "default"  # default | reduce-overhead | max-autotune (torch.compile's modes)
+    # Capture the K optimizer steps of a Lightning batch (loop.steps_per_batch) as one CUDA graph and
+    # replay it: the MNIST nets are launch-bound. auto: on for one CUDA device, float32, data held on
+    # the device; true: required (an error where it cannot be used); false: off.
+    cuda_graphs: bool | None = None
+
+
+# TrainerConfig keys that are not lightning.Trainer arguments.
+SPEED_KEYS = ("channels_last", "fused_optimizer", "compile", "compile_mode", "cuda_graphs")
 
 
 @dataclass
@@ -267,6 +283,7 @@ CHOICES = {
     "data.shuffle": ("thorough", "shard"),
     "augment.name": ("none", "full", "reduced"),
     "logger.wandb.mode": ("auto", "online", "offline", "disabled"),
+    "trainer.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
 }
 POSITIVE = (
     "optimizer.lr",
@@ -379,6 +396,11 @@ NOT_COMPUTED = ("overwrite", "resume", "resume_fallback", "trainer.enable_progre
                 "data.num_workers", "data.pin_memory", "data.persistent_workers")  # fmt: skip
 
 
+# The fast paths: "auto" / null on one side (a planned job, a config.yaml from before the key existed)
+# matches any value; run.py compares the values a launch resolves them to with the ones stored.
+AUTO_KEYS = tuple(f"trainer.{k}" for k in ("precision", "benchmark", *SPEED_KEYS) if k != "compile_mode")
+
+
 def config_differences(stored: dict, current: dict) -> list[str]:
     """'key: stored there, current now' for every computed key that differs (flat dotted dicts).
 
@@ -390,10 +412,15 @@ def config_differences(stored: dict, current: dict) -> list[str]:
     added = {k: OmegaConf.select(defaults, k, throw_on_missing=False) for k in set(current) - set(stored)}
     stored = {**added, **stored}
     keys = sorted(k for k in set(stored) | set(current) if not k.startswith(NOT_COMPUTED))
+
+    def auto(v) -> bool:
+        return v is None or v == "auto"
+
     return [
         f"{k}: {stored.get(k)!r} there, {current.get(k)!r} now"
         for k in keys
         if stored.get(k) != current.get(k)
+        and not (k in AUTO_KEYS and (auto(stored.get(k)) or auto(current.get(k))))
     ]
 
 
@@ -404,8 +431,26 @@ def differences_from_run(run_dir, current: dict) -> list[str]:
     return config_differences(flatten(yaml.safe_load((run_dir / "config.yaml").read_text())), current)
 
 
+def tasks_per_node(devices) -> int:
+    """`${tasks_per_node:${trainer.devices}}` in conf/hydra/launcher/slurm.yaml: one SLURM task per
+    device, so the device count must be a number (resolved when the sweep is submitted)."""
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if isinstance(devices, str) and devices.isdigit() and int(devices) > 0:
+        return int(devices)
+    raise ConfigError(
+        f"hydra/launcher=slurm starts one SLURM task per GPU and needs trainer.devices=<GPUs per node> "
+        f"(a number), not {devices!r}; e.g. hydra/launcher=slurm trainer.devices=8"
+    )
+
+
 def register() -> None:
+    from omegaconf import OmegaConf
+
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    if not OmegaConf.has_resolver("tasks_per_node"):
+        OmegaConf.register_new_resolver("tasks_per_node", tasks_per_node)
+        OmegaConf.register_new_resolver("cpus_per_task", lambda workers: max(1, int(workers)))
 
 
 register()

@@ -34,11 +34,14 @@ from bnrepro.callbacks.preemption import Preemption
 from bnrepro.callbacks.rng_state import RNGState
 from bnrepro.callbacks.summary import RunSummary
 from bnrepro.checkpointing import AtomicCheckpointIO, ResumeError, checkpoint_step, select_resume
-from bnrepro.config import ConfigError, differences_from_run, flatten, resolve_loop, validate
+from bnrepro.config import SPEED_KEYS, ConfigError, differences_from_run, flatten, resolve_loop, validate
 from bnrepro.data import IMAGE_FOLDER_SETS, build_datamodule
+from bnrepro.launching import in_multirun, run_job_in_own_process, starts_ranks_by_rerunning_command
 from bnrepro.lit.classifier import ClassifierModule
 from bnrepro.loggers import build_loggers, close_wandb
 from bnrepro.provenance import write_text_atomic
+from bnrepro.speed import Speed, apply_to_net, resolve_speed
+from bnrepro.speed import trainer_args as speed_trainer_args
 
 # The run folder deliberately holds more than Lightning's CSV files (config, summary, checkpoints).
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
@@ -62,7 +65,7 @@ def build_net(cfg):
         raise ConfigError(f"model.arch={cfg.model.arch!r} with model.kwargs={kwargs}: {e}") from e
 
 
-def build_module(cfg, net) -> ClassifierModule:
+def build_module(cfg, net, speed: Speed | None = None) -> ClassifierModule:
     return ClassifierModule(
         net,
         num_classes=net.num_classes,
@@ -70,6 +73,9 @@ def build_module(cfg, net) -> ClassifierModule:
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         schedule=OmegaConf.to_container(cfg.lr_schedule, resolve=True),
         aux_loss_weight=cfg.model.aux_loss_weight,
+        fused_optimizer=bool(speed and speed.fused_optimizer),
+        channels_last=bool(speed and speed.channels_last),
+        cuda_graphs=bool(speed and speed.cuda_graphs),
     )
 
 
@@ -205,11 +211,14 @@ def train(cfg, run_dir: Path) -> dict | None:
     """
     validate(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    plan = plan_run_dir(cfg, run_dir, resolved)
-    ckpt = plan.resume_from
+    trainer_kwargs = {k: v for k, v in resolved["trainer"].items() if k not in ("max_steps", *SPEED_KEYS)}
+    if in_multirun():  # decided before "auto" is resolved: checking bf16 support would start CUDA here
+        probe = L.Trainer(**{k: trainer_kwargs[k] for k in ("accelerator", "devices", "num_nodes", "strategy")},
+                          logger=False, enable_checkpointing=False)  # fmt: skip
+        if starts_ranks_by_rerunning_command(probe):
+            return run_job_in_own_process(run_dir)  # see launching.py: rank 1 would re-run the whole sweep
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     net = build_net(cfg)
-    module = build_module(cfg, net)
 
     info = {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed, "task": cfg.task,
             "run_name": cfg.run_name, "lr_multiplier": cfg.lr_multiplier.factor}  # fmt: skip
@@ -218,7 +227,7 @@ def train(cfg, run_dir: Path) -> dict | None:
         info["percentile_unit"] = f"{p.module}[{p.unit}]"
     callbacks = build_callbacks(cfg, run_dir, info)
     summary = callbacks[0]
-    trainer_kwargs = {k: v for k, v in resolved["trainer"].items() if k != "max_steps"}
+    trainer_kwargs.update(speed_trainer_args(cfg))  # precision / cudnn benchmark with "auto" resolved
     plugins = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # requeue on SIGUSR1 is callbacks/preemption.py's, at a step boundary
         plugins.append(SLURMEnvironment(auto_requeue=False))
@@ -232,6 +241,14 @@ def train(cfg, run_dir: Path) -> dict | None:
         callbacks=callbacks,
         plugins=plugins,
     )
+    speed = resolve_speed(cfg, trainer)
+    summary.info["speed"] = speed.asdict()
+    # config.yaml stores what "auto" became on this machine, so a resume on other hardware that would
+    # train differently (bf16 vs float32, ...) is refused naming the key, not silently mixed.
+    resolved["trainer"].update(speed.config_values())
+    plan = plan_run_dir(cfg, run_dir, resolved)
+    ckpt = plan.resume_from
+    module = build_module(cfg, net, speed)
     # Lengths given in examples become steps at this run's global batch (devices x per-device batch).
     max_steps, eval_every = resolve_loop(cfg, cfg.data.batch_size * trainer.world_size)
     trainer.fit_loop.epoch_loop.max_steps = max_steps
@@ -240,6 +257,7 @@ def train(cfg, run_dir: Path) -> dict | None:
     check_input(net, dm.input_shape, cfg)
     if p.enabled:
         check_percentiles(net, p.module, p.unit, dm.input_shape, cfg.model.arch)
+    apply_to_net(net, speed)  # after the checks' forward passes: compiling is lazy, on the first step
     dm.prepare_data()  # fails here, before any DDP process exists, when the data set is missing
 
     # Every check has passed: only now does anything in the run folder change.

@@ -4,7 +4,9 @@ Lightning turns SIGTERM into `trainer.received_sigterm` and stops with SIGTERMEx
 the training batch; this callback saves last.ckpt just before that, at a step boundary (a checkpoint
 taken inside a signal handler could catch a step half done). SIGUSR1 -- what SLURM sends ahead of a
 time limit with `#SBATCH --signal=SIGUSR1@90` -- is handled the same way and, under SLURM, requeues
-the job (`scontrol requeue`), whose relaunch resumes from last.ckpt in the same run folder. Lightning's
+the job (`scontrol requeue`), whose relaunch resumes from last.ckpt in the same run folder. SIGUSR2,
+what submitit (hydra/launcher=slurm) asks with, is handled as SIGUSR1 while training runs: submitit's
+own handler would requeue and exit from inside the signal handler, mid-step. Lightning's
 own SLURM requeue handler is off (trainer: SLURMEnvironment(auto_requeue=False)) because it saves from
 inside the signal handler.
 """
@@ -32,8 +34,8 @@ class Preemption(L.Callback):
         self.sigusr1 = True
 
     def on_fit_start(self, trainer, pl_module):
-        if hasattr(signal, "SIGUSR1"):
-            self._previous = signal.signal(signal.SIGUSR1, self._on_sigusr1)
+        if hasattr(signal, "SIGUSR1"):  # POSIX
+            self._previous = {s: signal.signal(s, self._on_sigusr1) for s in (signal.SIGUSR1, signal.SIGUSR2)}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         injected = self.stop_at_step is not None and trainer.global_step >= self.stop_at_step
@@ -83,9 +85,9 @@ class Preemption(L.Callback):
                 rank_zero_warn(f"`scontrol requeue {job}` failed ({result}); relaunch the job by hand")
 
     def _restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGUSR1, self._previous)
-            self._previous = None
+        for s, handler in (self._previous or {}).items():
+            signal.signal(s, handler)
+        self._previous = None
 
     def on_fit_end(self, trainer, pl_module):
         self._restore()

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -34,17 +35,26 @@ class RunSummary(L.Callback):
         self.written: dict | None = None  # what this rank wrote to summary.json (rank 0 only)
         self.earlier_wall_time = 0.0  # seconds trained before the last resume
         self.resumed_from: list[int] = []  # steps this run was resumed at
+        # Examples this rank trained on / evaluated in the current evaluation, counted from the batches
+        # (not derived from the step count): summed over ranks, they show that DDP trained on global
+        # batches and evaluated every validation image exactly once.
+        self.trained_here = 0
+        self.evaluated_here = 0
+        self.val_examples: int | None = None
 
     # Checkpointed, so a resumed run's summary covers the whole run, not only its last leg.
     def state_dict(self) -> dict:
         return {"best": self.best, "last": self.last, "evaluations": self.evaluations,
                 "last_top5": self.last_top5, "resumed_from": self.resumed_from,
+                "trained_here": self.trained_here, "val_examples": self.val_examples,
                 "wall_time_s": self.earlier_wall_time + time.perf_counter() - getattr(self, "t0", time.perf_counter())}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.last = state["best"], state["last"]
         self.evaluations, self.last_top5 = state["evaluations"], state["last_top5"]
         self.earlier_wall_time, self.resumed_from = state["wall_time_s"], list(state["resumed_from"])
+        # Rank 0's count: every rank trains on batches of the same size, so each continues from it.
+        self.trained_here, self.val_examples = state.get("trained_here", 0), state.get("val_examples")
         self._resuming = True
 
     def on_fit_start(self, trainer, pl_module):
@@ -54,14 +64,32 @@ class RunSummary(L.Callback):
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def on_train_start(self, trainer, pl_module):
+        # Read here: at teardown (before on_fit_end) DDP turns SyncBatchNorm back into BatchNorm.
+        self.sync_batchnorm = any(isinstance(m, torch.nn.SyncBatchNorm) for m in pl_module.modules())
         if getattr(self, "_resuming", False):  # the loop position is restored by now
             self.resumed_from.append(trainer.global_step)
             self._resuming = False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.trained_here += batch[1].numel()  # labels: [B], or [K, B] for K steps in one batch
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self.evaluated_here = 0
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if len(batch) == 2:  # (images, labels); a batch with an unreadable image stops the run
+            self.evaluated_here += len(batch[1])
+
+    def _sum_over_ranks(self, trainer, pl_module, count: int) -> int:
+        # On the strategy's device (NCCL reduces CUDA tensors only), in int64 (exact at any count).
+        count = torch.tensor(count, dtype=torch.int64, device=trainer.strategy.root_device)
+        return int(trainer.strategy.reduce(count, reduce_op="sum"))
 
     def on_validation_end(self, trainer, pl_module):
         # After every on_validation_epoch_end hook, so the module's val/acc of *this* evaluation is in.
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
+        self.val_examples = self._sum_over_ranks(trainer, pl_module, self.evaluated_here)
         value, step = float(trainer.callback_metrics[self.monitor]), trainer.global_step
         self.last = (value, step)
         top5 = trainer.callback_metrics.get("val/acc_top5")
@@ -105,12 +133,17 @@ class RunSummary(L.Callback):
             "per_device_batch": pl_module.batch_size,
             "global_batch": pl_module.global_batch,
             "examples_seen": examples,
+            # Counted from the batches, summed over ranks (finished runs): equal to examples_seen.
+            "examples_trained": getattr(self, "trained_total", None),
+            "val_examples": self.val_examples,  # in the last evaluation, over all ranks
+            "strategy": type(trainer.strategy).__name__,
             # Steps of the paper's mini-batch (optimizer.reference_batch): comparable across device counts.
             "paper_equivalent_steps": pl_module.paper_steps(trainer.global_step),
             "diverged": diverged_at is not None or not math.isfinite(float(metrics.get("train/loss", 0.0))),
             "diverged_at_step": diverged_at,
             "lr": pl_module.lr,
-            "sync_batchnorm": any(type(m).__name__ == "SyncBatchNorm" for m in pl_module.modules()),
+            "sync_batchnorm": getattr(self, "sync_batchnorm", False),
+            "cuda_graph_replays": pl_module.graphed.replays if getattr(pl_module, "graphed", None) else 0,
             "hardware": getattr(self, "hardware", None) or hardware(pl_module.device),
             "wall_time_s": round(self.earlier_wall_time + time.perf_counter() - self.t0, 2),
             "resumed_at_steps": self.resumed_from,
@@ -132,6 +165,11 @@ class RunSummary(L.Callback):
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
                     logger.experiment.summary["run_summary"] = self.written
+
+    def on_train_end(self, trainer, pl_module):
+        # Every rank is here (a collective is safe, unlike in on_exception), before the teardown that
+        # on_fit_end follows (the module is back on the CPU and the process group may be gone there).
+        self.trained_total = self._sum_over_ranks(trainer, pl_module, self.trained_here)
 
     def on_fit_end(self, trainer, pl_module):
         self._write(trainer, pl_module, "finished")

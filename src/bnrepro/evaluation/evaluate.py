@@ -15,12 +15,14 @@ import lightning as L
 from omegaconf import OmegaConf
 
 from bnrepro.callbacks.data_errors import StopOnUnreadableImage
+from bnrepro.config import SPEED_KEYS
 from bnrepro.evaluation.config import PROTOCOLS, validate_eval
 from bnrepro.evaluation.crops import crop_transform
 from bnrepro.evaluation.data import EvalDataModule, val_samples
 from bnrepro.evaluation.ensemble import EnsembleClassifier
 from bnrepro.evaluation.members import load_members
 from bnrepro.provenance import git_sha, hardware, versions, write_json_atomic
+from bnrepro.speed import trainer_args as speed_trainer_args
 
 # Trainer arguments of the training schema that mean nothing for one validation pass.
 TRAIN_ONLY = ("max_steps", "num_sanity_val_steps", "enable_checkpointing", "use_distributed_sampler")
@@ -28,8 +30,11 @@ TRAIN_ONLY = ("max_steps", "num_sanity_val_steps", "enable_checkpointing", "use_
 
 def build_trainer(cfg, out_dir: Path) -> L.Trainer:
     kwargs = {
-        k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in TRAIN_ONLY
+        k: v
+        for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
+        if k not in (*TRAIN_ONLY, *SPEED_KEYS)
     }
+    kwargs.update(speed_trainer_args(cfg))  # precision / cudnn benchmark "auto", as for training
     return L.Trainer(
         **kwargs,
         logger=False,  # the result is eval.json

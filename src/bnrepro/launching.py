@@ -1,0 +1,92 @@
+"""How the processes of a Hydra multirun job are started under DDP.
+
+Lightning starts the other DDP ranks of a one-node run by re-running the command line
+(`_SubprocessScriptLauncher`). In a Hydra multirun the command line is the whole sweep (`-m a=1,2`),
+so rank 1 re-ran every job: a 2-job sweep with 2 processes left four job folders (the trouble spot in
+Lightning's and Hydra's issue trackers). Here a multirun job that would start its own ranks runs as
+one single-run command of its own -- `python src/train.py <the job's overrides>` in a fresh process --
+and Lightning starts that command's ranks as it does for any single run. Every job then also starts
+from a clean process: no environment variables (MASTER_PORT, LOCAL_RANK, ...) or process group left
+over from the previous job. Launchers that start the ranks themselves (torchrun, srun, and so
+hydra-submitit-launcher) are not affected: Lightning does not re-run the command there.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hydra.utils import get_original_cwd
+
+from bnrepro.callbacks.divergence import TrainingDiverged
+from bnrepro.config import ConfigError
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def starts_ranks_by_rerunning_command(trainer) -> bool:
+    """True when Lightning would start this run's other local ranks by re-running sys.argv."""
+    launcher = getattr(trainer.strategy, "launcher", None)
+    return (
+        type(launcher).__name__ == "_SubprocessScriptLauncher"
+        and trainer.num_devices > 1
+        and not trainer.strategy.cluster_environment.creates_processes_externally
+    )
+
+
+def job_command(run_dir: Path) -> list[str]:
+    """The single-run command of the current multirun job: its own overrides, its own folder."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import to_absolute_path
+
+    import __main__
+
+    hc = HydraConfig.get()
+    script = to_absolute_path(sys.argv[0]) if __main__.__spec__ is None else None
+    command = [sys.executable, script] if script else [sys.executable, "-m", __main__.__spec__.name]
+    # The job's record (.hydra/<time>/) was written by the sweep's process already.
+    return [*command, *hc.overrides.task, f'hydra.run.dir="{run_dir}"', "hydra.output_subdir=null"]
+
+
+def run_job_in_own_process(run_dir: Path) -> dict | None:
+    """Runs the current multirun job as its own command; returns its summary.json like train() does.
+
+    The child's exit status is mapped back to what train() would have raised, so the sweep treats the
+    job as before: bad input stops the sweep (exit 2), a divergence is reported and the sweep goes on,
+    a preemption stops it. SIGTERM / SIGUSR1 sent to the sweep's process are passed on to the job.
+    """
+    command = job_command(run_dir)
+    print(f"[multirun + DDP] job in its own process: {' '.join(command[1:])}", flush=True)
+    started = time.time()
+    proc = subprocess.Popen(command, cwd=get_original_cwd())
+    forwarded = (signal.SIGTERM, signal.SIGUSR1)
+    previous = {s: signal.signal(s, lambda signum, frame: proc.send_signal(signum)) for s in forwarded}
+    try:
+        rc = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    # The run's own record decides (a job whose summary.json was written before this launch is not it).
+    summary_path = run_dir / "summary.json"
+    summary = None
+    if summary_path.is_file() and summary_path.stat().st_mtime >= started:
+        summary = json.loads(summary_path.read_text())
+    status = (summary or {}).get("status")
+    if status in ("finished", "preempted"):
+        return summary
+    if status == "diverged" or rc == 3:
+        raise TrainingDiverged(
+            (summary or {}).get("error", "see above"), (summary or {}).get("diverged_at_step")
+        )
+    if rc == 2:
+        raise ConfigError(f"the job {run_dir.name} was refused at start-up (its message is above)")
+    raise RuntimeError(f"the job {run_dir.name} ({' '.join(command)}) exited with status {rc}")

@@ -1,0 +1,114 @@
+"""The training step's fast paths, resolved from the trainer.* config values (null = auto).
+
+auto picks the fastest choice that trains the same model: on a CUDA device bf16 autocast for the
+image networks (BN's statistics and the loss stay float32), channels_last (NHWC convolutions on tensor cores), cudnn
+benchmark (every training batch has the same shape), a fused optimizer step, and torch.compile -- or,
+for the launch-bound MNIST nets (float32, data on the device, one device), CUDA graphs instead of
+compile. On the CPU everything is off: none of it helps there and some of it is CUDA-only.
+The resolved values go into summary.json ("speed") and the README's Speed section quotes what each
+buys (`just bench`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from bnrepro.config import ConfigError
+from bnrepro.data import TENSOR_SETS
+
+
+def on_cuda(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def trainer_args(cfg) -> dict:
+    """precision and benchmark for lightning.Trainer, "auto" resolved for the accelerator asked for."""
+    t, cuda = cfg.trainer, on_cuda(cfg.trainer.accelerator)
+    precision = t.precision
+    if precision == "auto" and cuda and any(w in t.strategy for w in ("fork", "notebook")):
+        raise ConfigError(
+            f"trainer.precision=auto checks the GPU's bf16 support, which starts CUDA before "
+            f"trainer.strategy={t.strategy} forks its processes: set trainer.precision=bf16-mixed or 32-true"
+        )
+    if precision == "auto":
+        # The MNIST MLPs (28x28 grey vectors) stay float32: launch-bound, bf16 would buy nothing and
+        # would round the sigmoid inputs Figure 1 plots; they get CUDA graphs instead.
+        images = cfg.data.name not in ("mnist", "fashion_mnist") or cfg.data.to_images
+        # Native bf16 only (Ampere and later): emulated on a V100 / T4 it would be slower than float32.
+        native = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
+        precision = "bf16-mixed" if images and native else "32-true"
+    benchmark = t.benchmark if t.benchmark is not None else (cuda and not t.deterministic)
+    return {"precision": precision, "benchmark": benchmark}
+
+
+@dataclass
+class Speed:
+    precision: str
+    cudnn_benchmark: bool
+    channels_last: bool
+    fused_optimizer: bool
+    compile: bool
+    compile_mode: str
+    cuda_graphs: bool
+
+    def asdict(self) -> dict:
+        return asdict(self)
+
+    def config_values(self) -> dict:
+        """The trainer.* values this resolves "auto" to: what config.yaml stores for the run."""
+        d = self.asdict()
+        d["benchmark"] = d.pop("cudnn_benchmark")
+        return d
+
+
+def resolve_speed(cfg, trainer) -> Speed:
+    """Every fast path decided for this trainer (device type and world size known); refuses, naming
+    the key, what cannot work here."""
+    t = cfg.trainer
+    cuda = trainer.strategy.root_device.type == "cuda"
+    args = trainer_args(cfg)
+    precision = str(trainer.precision)
+    if t.sync_batchnorm and trainer.world_size > 1 and not cuda:
+        raise ConfigError(
+            "trainer.sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm does not run on the CPU); "
+            "on the CPU the BN statistics are per device (trainer.sync_batchnorm=false)"
+        )
+    on_device_tensors = cfg.data.name in TENSOR_SETS and cfg.data.device_resident
+    graphs_blockers = [
+        why
+        for why, blocked in (
+            ("a CUDA device", not cuda),
+            ("one device (DDP all-reduces inside the step)", trainer.world_size > 1),
+            ("data held on the device (data.device_resident, MNIST / synthetic)", not on_device_tensors),
+            ("float32 or bf16-mixed (no gradient scaler)", precision not in ("32-true", "bf16-mixed")),
+            ("trainer.compile=false", t.compile is True),
+            # AdamW's step refuses to be captured unless built capturable (its step counts are tensors).
+            ("optimizer.name=sgd", cfg.optimizer.name != "sgd"),
+        )
+        if blocked
+    ]
+    if t.cuda_graphs is True and graphs_blockers:
+        raise ConfigError(f"trainer.cuda_graphs=true needs {', '.join(graphs_blockers)}")
+    # auto: float32 only -- bf16 autocast's cache of cast weights would need care inside a graph.
+    graphs = t.cuda_graphs if t.cuda_graphs is not None else not graphs_blockers and precision == "32-true"
+    return Speed(
+        precision=precision,
+        cudnn_benchmark=bool(args["benchmark"]),
+        channels_last=t.channels_last if t.channels_last is not None else cuda,
+        fused_optimizer=t.fused_optimizer if t.fused_optimizer is not None else cuda,
+        compile=t.compile if t.compile is not None else cuda and not graphs,
+        compile_mode=t.compile_mode,
+        cuda_graphs=bool(graphs),
+    )
+
+
+def apply_to_net(net: torch.nn.Module, speed: Speed) -> torch.nn.Module:
+    """channels_last weights and torch.compile, in place: the state_dict keys stay the network's own,
+    so checkpoints load with or without compile."""
+    if speed.channels_last:
+        net.to(memory_format=torch.channels_last)  # only 4-D tensors change (conv weights)
+    if speed.compile:
+        net.compile(mode=None if speed.compile_mode == "default" else speed.compile_mode)
+    return net
