@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bnrepro.bench.mnist import main
 
 
@@ -9,3 +11,14 @@ def test_bench_mnist_tiny_mode_reports_both_loops():
     result = main(["--steps", "20", "--repeats", "1", "--steps-per-batch", "10"])
     assert result["steps"] == 20 and result["steps_per_batch"] == 10
     assert 0 < result["plain_ms_per_step"] < 1000 and 0 < result["lightning_ms_per_step"] < 1000
+
+
+def test_bench_inception_tiny_mode_reports_both_loops():
+    from bnrepro.bench.inception import main as inception
+
+    result = inception(["--tiny", "--device", "cpu"])
+    fp32 = result["modes"]["fp32"]
+    assert result["batch"] == 4 and result["image_size"] == 64 and result["hardware"].startswith("CPU")
+    assert fp32["plain_images_per_s"] > 0 and fp32["lightning_images_per_s"] > 0
+    ratio = fp32["lightning_images_per_s"] / fp32["plain_images_per_s"]
+    assert fp32["lightning_over_plain"] == pytest.approx(ratio, rel=0.1)  # the printed values are rounded

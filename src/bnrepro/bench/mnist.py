@@ -3,9 +3,12 @@
 Both train the same BN MLP (same init, same optimizer, same on-device data, same index stream from
 StepChunkSampler) for the same number of SGD steps of 60 examples, without evaluation, in one process,
 alternating (plain, lightning, plain, lightning, ...) so drift on a shared machine hits both alike.
-Reported: median ms/step of each and the ratio lightning/plain (target <= 1.25).
+Reported: median ms/step of each and the ratio lightning/plain (target <= 1.25). On a GPU
+(`--device cuda`) the Lightning loop replays each batch's K steps as one CUDA graph (lit/graphed.py, as
+trainer.cuda_graphs=auto does) and the plain loop stays eager: the ratio is then the speed-up over an
+eager loop (target: 5x).
 
-    python -m bnrepro.bench.mnist [--steps 5000] [--repeats 3] [--threads 1] [--norm batchnorm]
+    python -m bnrepro.bench.mnist [--steps 5000] [--repeats 3] [--threads 1] [--norm batchnorm] [--device cuda]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch.nn.functional as F
 import bnrepro.models  # noqa: F401
 from bnrepro.data.device_loader import StepChunkSampler, device_loader
 from bnrepro.lit.classifier import ClassifierModule
+from bnrepro.provenance import hardware
 
 N_TRAIN, BATCH = 60000, 60
 
@@ -37,30 +41,42 @@ def sampler(steps: int, steps_per_batch: int) -> StepChunkSampler:
     return StepChunkSampler(N_TRAIN, BATCH, steps_per_epoch=steps, steps_per_batch=steps_per_batch)
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def plain_loop(x, y, steps: int, norm: str, lr: float = 0.5) -> float:
-    net = timm.create_model("mnist_mlp", norm=norm)
+    """The eager reference: one Python-driven step after the other, data on the same device."""
+    net = timm.create_model("mnist_mlp", norm=norm).to(x.device)
     opt = torch.optim.SGD(net.parameters(), lr=lr)
-    indices = sampler(steps, 1).step_indices(0, steps)
+    indices = sampler(steps, 1).step_indices(0, steps).to(x.device)
+    sync(x.device)
     t0 = time.perf_counter()
     for idx in indices:
         loss = F.cross_entropy(net(x[idx]), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    sync(x.device)
     return time.perf_counter() - t0
 
 
-def lightning_loop(x, y, steps: int, norm: str, steps_per_batch: int, lr: float = 0.5) -> float:
+def lightning_loop(
+    x, y, steps: int, norm: str, steps_per_batch: int, lr: float = 0.5, cuda_graphs: bool = False
+) -> float:
     net = timm.create_model("mnist_mlp", norm=norm)
     opt = {"name": "sgd", "lr": lr, "reference_batch": BATCH, "lr_scaling": "linear"}
-    module = ClassifierModule(net, num_classes=10, batch_size=BATCH, optimizer=opt)
+    module = ClassifierModule(net, num_classes=10, batch_size=BATCH, optimizer=opt, cuda_graphs=cuda_graphs)
     loader = device_loader((x, y), sampler(steps, steps_per_batch))
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=steps, max_epochs=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+        accelerator=x.device.type, devices=1, max_steps=steps, max_epochs=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        num_sanity_val_steps=0,
     )  # fmt: skip
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader)
+    sync(x.device)
     elapsed = time.perf_counter() - t0
     assert trainer.global_step == steps, (trainer.global_step, steps)
     return elapsed
@@ -73,24 +89,31 @@ def main(argv=None) -> dict:
     p.add_argument("--steps-per-batch", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--norm", default="batchnorm", choices=["batchnorm", "none"])
+    p.add_argument("--device", default="cpu", help="cpu | cuda (data, both loops)")
+    p.add_argument(
+        "--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+        help="the Lightning loop's K steps as one CUDA graph (default: on for cuda, as trainer.cuda_graphs=auto)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    x, y = make_data()
+    device = torch.device(args.device)
+    graphs = args.cuda_graphs if args.cuda_graphs is not None else device.type == "cuda"
+    x, y = (t.to(device) for t in make_data())
     plain_loop(x, y, min(args.steps, 200), args.norm)  # warm-up: allocator, MKL, lazy imports
-    lightning_loop(
-        x, y, min(args.steps, args.steps_per_batch), args.norm, min(args.steps, args.steps_per_batch)
-    )
+    warm = min(args.steps, 2 * args.steps_per_batch)
+    lightning_loop(x, y, warm, args.norm, min(args.steps, args.steps_per_batch), cuda_graphs=graphs)
     plain, lit = [], []
     for _ in range(args.repeats):
         plain.append(plain_loop(x, y, args.steps, args.norm))
-        lit.append(lightning_loop(x, y, args.steps, args.norm, args.steps_per_batch))
+        lit.append(lightning_loop(x, y, args.steps, args.norm, args.steps_per_batch, cuda_graphs=graphs))
     result = {
         "steps": args.steps, "repeats": args.repeats, "threads": args.threads, "norm": args.norm,
-        "steps_per_batch": args.steps_per_batch,
+        "steps_per_batch": args.steps_per_batch, "device": hardware(device), "cuda_graphs": graphs,
         "plain_ms_per_step": round(statistics.median(plain) / args.steps * 1e3, 4),
         "lightning_ms_per_step": round(statistics.median(lit) / args.steps * 1e3, 4),
     }  # fmt: skip
     result["ratio"] = round(result["lightning_ms_per_step"] / result["plain_ms_per_step"], 3)
+    result["speedup_over_plain"] = round(result["plain_ms_per_step"] / result["lightning_ms_per_step"], 2)
     print(json.dumps(result, indent=2))
     return result
 
