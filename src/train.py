@@ -36,14 +36,15 @@ def main(cfg) -> None:
     hydra_cfg = HydraConfig.get()
     try:
         summary = train(cfg, Path(hydra_cfg.runtime.output_dir))
-    except (ConfigError, DatasetNotFoundError, ImageDataError, RunExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-    except TrainingDiverged as e:
+    except (ConfigError, DatasetNotFoundError, ImageDataError, RunExistsError, TrainingDiverged) as e:
         if rank_zero_only.rank != 0:
-            # Rank 0 reports it; another rank exiting non-zero would make Lightning kill rank 0
-            # (its child-process observer) while it writes summary.json.
+            # Raised on every rank together (data_errors.py, divergence.py): rank 0 reports it and owns
+            # the exit status. Another rank exiting non-zero would make Lightning's child-process
+            # observer kill rank 0 while it writes summary.json.
             return
+        if not isinstance(e, TrainingDiverged):
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
         print(f"diverged: {cfg.run_name}: {e}", file=sys.stderr)
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(EXIT_DIVERGED)

@@ -31,7 +31,7 @@ from bnrepro.evaluation.members import CheckpointError, Member, Normalize, load_
 from conftest import CONF, ROOT, compose_train
 
 KEYS = {"protocol", "crops", "members", "checkpoints", "weights", "data", "data_root", "num_images", "top1_acc",
-        "top5_acc", "top1_err", "top5_err", "world_size", "hardware", "git_sha", "versions", "command",
+        "top5_acc", "top1_err", "top5_err", "world_size", "precision", "hardware", "git_sha", "versions", "command",
         "finished_at", "model"}  # fmt: skip
 PER_CLASS = (2, 1, 1, 2, 1, 1, 3)  # 11 images: an odd count, shards of 5 and 6 under 2 processes
 TINY = ["data.image_size=8", "data.resize_size=9", "eval.scales=[9,10,11,12]", "eval.num_workers=0",
@@ -170,6 +170,7 @@ def test_eval_cli_writes_eval_json_for_144_crops(tiny_run, val_root, tmp_path):
     record = json.loads((out / "eval.json").read_text())
     assert set(record) == KEYS
     assert record["num_images"] == sum(PER_CLASS) and record["world_size"] == 1
+    assert record["precision"] == "32-true"  # trainer.precision=auto evaluates in float32
     assert (record["protocol"], record["crops"], record["members"]) == ("144 crops", 144, 1)
     assert (
         record["checkpoints"] == [str(ckpt)]

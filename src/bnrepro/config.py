@@ -392,13 +392,18 @@ def flatten(d: dict, prefix: str = "") -> dict:
 # Keys that do not change what a run computes: how it is launched, resumed, shown and mirrored, and
 # where the data set is read from (a moved data set does not stop a run from resuming).
 NOT_COMPUTED = ("overwrite", "resume", "resume_fallback", "trainer.enable_progress_bar", "logger.",
+                # how the step runs, not what it computes (a crashed compile may resume without it)
+                "trainer.benchmark", *(f"trainer.{k}" for k in SPEED_KEYS),
                 "callbacks.preemption.", "data.root", "data.system_dirs", "data.download",
                 "data.num_workers", "data.pin_memory", "data.persistent_workers")  # fmt: skip
 
 
-# The fast paths: "auto" / null on one side (a planned job, a config.yaml from before the key existed)
-# matches any value; run.py compares the values a launch resolves them to with the ones stored.
-AUTO_KEYS = tuple(f"trainer.{k}" for k in ("precision", "benchmark", *SPEED_KEYS) if k != "compile_mode")
+# Lightning's short names of its precisions, as Lightning itself rewrites them.
+PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}
+
+
+def canonical_precision(value):
+    return PRECISION_ALIASES.get(str(value), value)
 
 
 def config_differences(stored: dict, current: dict) -> list[str]:
@@ -413,15 +418,14 @@ def config_differences(stored: dict, current: dict) -> list[str]:
     stored = {**added, **stored}
     keys = sorted(k for k in set(stored) | set(current) if not k.startswith(NOT_COMPUTED))
 
-    def auto(v) -> bool:
-        return v is None or v == "auto"
+    def differs(k) -> bool:
+        a, b = stored.get(k), current.get(k)
+        if k == "trainer.precision":
+            # "auto" (a planned job) matches what it became; run.py compares the resolved value.
+            return "auto" not in (a, b) and canonical_precision(a) != canonical_precision(b)
+        return a != b
 
-    return [
-        f"{k}: {stored.get(k)!r} there, {current.get(k)!r} now"
-        for k in keys
-        if stored.get(k) != current.get(k)
-        and not (k in AUTO_KEYS and (auto(stored.get(k)) or auto(current.get(k))))
-    ]
+    return [f"{k}: {stored.get(k)!r} there, {current.get(k)!r} now" for k in keys if differs(k)]
 
 
 def differences_from_run(run_dir, current: dict) -> list[str]:

@@ -17,7 +17,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from hydra.utils import get_original_cwd
@@ -54,7 +53,10 @@ def job_command(run_dir: Path) -> list[str]:
     script = to_absolute_path(sys.argv[0]) if __main__.__spec__ is None else None
     command = [sys.executable, script] if script else [sys.executable, "-m", __main__.__spec__.name]
     # The job's record (.hydra/<time>/) was written by the sweep's process already.
-    return [*command, *hc.overrides.task, f'hydra.run.dir="{run_dir}"', "hydra.output_subdir=null"]
+    # hydra.mode=RUN: an experiment file may set MULTIRUN itself (experiment=mnist_figure1), which would
+    # make the child a one-job sweep that hands itself off again.
+    return [*command, *hc.overrides.task, f'hydra.run.dir="{run_dir}"', "hydra.output_subdir=null",
+            "hydra.mode=RUN"]  # fmt: skip
 
 
 def run_job_in_own_process(run_dir: Path) -> dict | None:
@@ -66,7 +68,8 @@ def run_job_in_own_process(run_dir: Path) -> dict | None:
     """
     command = job_command(run_dir)
     print(f"[multirun + DDP] job in its own process: {' '.join(command[1:])}", flush=True)
-    started = time.time()
+    summary_path = run_dir / "summary.json"
+    before = _identity(summary_path)
     proc = subprocess.Popen(command, cwd=get_original_cwd())
     forwarded = (signal.SIGTERM, signal.SIGUSR1)
     previous = {s: signal.signal(s, lambda signum, frame: proc.send_signal(signum)) for s in forwarded}
@@ -75,10 +78,10 @@ def run_job_in_own_process(run_dir: Path) -> dict | None:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    # The run's own record decides (a job whose summary.json was written before this launch is not it).
-    summary_path = run_dir / "summary.json"
+    # The run's own record decides; a summary.json left from before this launch is not it (compared by
+    # file identity, not clocks: the folder may be on a network file system).
     summary = None
-    if summary_path.is_file() and summary_path.stat().st_mtime >= started:
+    if summary_path.is_file() and _identity(summary_path) != before:
         summary = json.loads(summary_path.read_text())
     status = (summary or {}).get("status")
     if status in ("finished", "preempted"):
@@ -90,3 +93,11 @@ def run_job_in_own_process(run_dir: Path) -> dict | None:
     if rc == 2:
         raise ConfigError(f"the job {run_dir.name} was refused at start-up (its message is above)")
     raise RuntimeError(f"the job {run_dir.name} ({' '.join(command)}) exited with status {rc}")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns

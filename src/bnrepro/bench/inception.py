@@ -136,6 +136,8 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--tiny", action="store_true", help="2 timed steps of batch 4 at 64x64, eager fp32")
     args = p.parse_args(argv)
+    if args.warmup < 1 or args.steps < 1:
+        p.error("--warmup and --steps must be at least 1 (the clock starts after the warm-up steps)")
     if args.tiny:
         args.batch, args.image_size, args.warmup, args.steps, args.modes = 4, 64, 1, 2, "fp32"
     device = torch.device(args.device)

@@ -61,11 +61,11 @@ class RunSummary(L.Callback):
         self.t0 = time.perf_counter()
         # Read here: after fit, Lightning has moved the module back to the CPU.
         self.hardware = hardware(pl_module.device)
+        # Also read here: DDP's setup has converted BN by now; its teardown (before on_fit_end) reverts it.
+        self.sync_batchnorm = any(isinstance(m, torch.nn.SyncBatchNorm) for m in pl_module.modules())
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def on_train_start(self, trainer, pl_module):
-        # Read here: at teardown (before on_fit_end) DDP turns SyncBatchNorm back into BatchNorm.
-        self.sync_batchnorm = any(isinstance(m, torch.nn.SyncBatchNorm) for m in pl_module.modules())
         if getattr(self, "_resuming", False):  # the loop position is restored by now
             self.resumed_from.append(trainer.global_step)
             self._resuming = False
@@ -134,7 +134,8 @@ class RunSummary(L.Callback):
             "global_batch": pl_module.global_batch,
             "examples_seen": examples,
             # Counted from the batches, summed over ranks (finished runs): equal to examples_seen.
-            "examples_trained": getattr(self, "trained_total", None),
+            # (A relaunch at max_steps skips on_train_end: every rank trained the same number of batches.)
+            "examples_trained": getattr(self, "trained_total", self.trained_here * world),
             "val_examples": self.val_examples,  # in the last evaluation, over all ranks
             "strategy": type(trainer.strategy).__name__,
             # Steps of the paper's mini-batch (optimizer.reference_batch): comparable across device counts.

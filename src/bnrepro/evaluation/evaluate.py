@@ -34,7 +34,9 @@ def build_trainer(cfg, out_dir: Path) -> L.Trainer:
         for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
         if k not in (*TRAIN_ONLY, *SPEED_KEYS)
     }
-    kwargs.update(speed_trainer_args(cfg))  # precision / cudnn benchmark "auto", as for training
+    kwargs.update(speed_trainer_args(cfg))  # cudnn benchmark "auto", as for training
+    if cfg.trainer.precision == "auto":
+        kwargs["precision"] = "32-true"  # Figure 4's numbers in float32 unless asked (trainer.precision=...)
     return L.Trainer(
         **kwargs,
         logger=False,  # the result is eval.json
@@ -80,6 +82,7 @@ def evaluate(cfg, out_dir: Path) -> dict | None:
         "top1_err": 1.0 - r["top1_acc"],
         "top5_err": None if top5 is None else 1.0 - top5,  # null below 6 classes
         "world_size": trainer.world_size,
+        "precision": str(trainer.precision),
         "hardware": hardware(trainer.strategy.root_device),
         "git_sha": git_sha(),
         "versions": versions(),
