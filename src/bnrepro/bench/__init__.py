@@ -1,1 +1,15 @@
-"""Benchmarks (scripts, not tests): `just bench mnist`."""
+"""Benchmarks (scripts, not tests): `just bench` (inception + pipeline), `just bench mnist`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"  # the repository's conf/ (editable install)
+
+
+def sync(device: torch.device) -> None:
+    """Waits for the device's queued work, so a wall clock read next measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -16,17 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
+from bnrepro.bench import CONF_DIR, sync
 from bnrepro.data.device_loader import StepChunkSampler, device_loader
+from bnrepro.lit.classifier import effective_lr
 from bnrepro.provenance import hardware
 from bnrepro.speed import Speed, apply_to_net
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"  # the repository's conf/ (editable install)
 # name -> (precision, channels_last, fused optimizer, torch.compile)
 MODES = {
     "fp32": ("32-true", False, False, False),  # eager float32: the peers' "about 2,700 images/s" setting
@@ -54,11 +54,6 @@ def synthetic(n: int, image_size: int, device: torch.device, seed: int = 0):
 def speed_of(mode: str, device: torch.device) -> Speed:
     precision, channels_last, fused, compiled = MODES[mode]
     return Speed(precision, device.type == "cuda", channels_last, fused, compiled, "default", False)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class StepClock(L.Callback):
@@ -100,7 +95,7 @@ def plain_loop(cfg, speed: Speed, data, device, warmup: int, steps: int) -> floa
     torch.backends.cudnn.benchmark = speed.cudnn_benchmark
     net = apply_to_net(build_net(cfg), speed).to(device)
     o = cfg.optimizer
-    lr = o.lr * cfg.data.batch_size / o.reference_batch
+    lr = effective_lr(o.lr, cfg.data.batch_size, o.reference_batch, o.lr_scaling)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=o.momentum, weight_decay=o.weight_decay,
                           fused=speed.fused_optimizer or None)  # fmt: skip
     x, y = data

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import bnrepro.models  # noqa: F401
+from bnrepro.bench import sync
 from bnrepro.data.device_loader import StepChunkSampler, device_loader
 from bnrepro.lit.classifier import ClassifierModule
 from bnrepro.provenance import hardware
@@ -39,11 +40,6 @@ def make_data(seed: int = 0):
 
 def sampler(steps: int, steps_per_batch: int) -> StepChunkSampler:
     return StepChunkSampler(N_TRAIN, BATCH, steps_per_epoch=steps, steps_per_batch=steps_per_batch)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def plain_loop(x, y, steps: int, norm: str, lr: float = 0.5) -> float:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -34,11 +33,13 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 from torchvision.io import encode_jpeg, read_file, write_file
 
+from bnrepro.bench import CONF_DIR, sync
 from bnrepro.data.device_loader import own_generator
 from bnrepro.data.gpu_decode import GPUDecodeAugment
 from bnrepro.data.imagenet import ImageFolderDataModule, batch_error
+from bnrepro.provenance import hardware
 
-FULL_AUGMENT = Path(__file__).resolve().parents[3] / "conf" / "augment" / "full.yaml"
+FULL_AUGMENT = CONF_DIR / "augment" / "full.yaml"
 # (height, width) of typical ImageNet photos, landscape ones the most common; mean ~0.2 megapixels.
 SIZES = ((375, 500), (375, 500), (375, 500), (333, 500), (500, 375), (500, 333), (500, 500), (400, 500),
          (480, 640), (600, 800))  # fmt: skip
@@ -97,11 +98,6 @@ class EncodedBatches(Dataset):
         files = [read_file(self.samples[i][0]) for i in indices]
         lengths = torch.tensor([f.numel() for f in files])
         return torch.cat(files), lengths, torch.tensor([self.samples[i][1] for i in indices])
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(loader: DataLoader, step, device: torch.device, skip: int) -> dict:
@@ -194,7 +190,7 @@ def run(args, images: int, workers: int, batch: int, steps: int, device: torch.d
         gpu = measure(raw, gpu_step, device, skip)
 
     return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
+        "device": hardware(device),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "threads": args.threads,

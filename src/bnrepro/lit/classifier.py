@@ -140,8 +140,7 @@ class ClassifierModule(L.LightningModule):
         if losses is None:
             losses = []
             for xb, yb in zip(x, y):
-                with self._no_autocast_cache(len(x)):
-                    loss = self.loss(self.net(self._input(xb)), yb)
+                loss = self._forward_loss(xb, yb, steps_in_batch=len(x))
                 with self._autocast_off():
                     opt.zero_grad(set_to_none=True)
                     self.manual_backward(loss)
@@ -161,21 +160,24 @@ class ClassifierModule(L.LightningModule):
             return contextlib.nullcontext()
         return torch.autocast(device, enabled=False)
 
-    def _no_autocast_cache(self, steps: int):
-        """Autocast caches the low-precision copy of each weight for the whole training_step; with K > 1
+    def _forward_loss(self, xb: torch.Tensor, yb: torch.Tensor, steps_in_batch: int) -> torch.Tensor:
+        """Autocast caches the low-precision copy of each weight for the whole training_step; with several
         steps per batch the weights change in between, so the cache must not carry over."""
         device = self.device.type
-        if steps == 1 or not torch.is_autocast_enabled(device):
-            return contextlib.nullcontext()
-        return torch.autocast(device, dtype=torch.get_autocast_dtype(device), cache_enabled=False)
+        fresh_casts = steps_in_batch > 1 and torch.is_autocast_enabled(device)
+        with (
+            torch.autocast(device, dtype=torch.get_autocast_dtype(device), cache_enabled=False)
+            if fresh_casts
+            else contextlib.nullcontext()
+        ):
+            return self.loss(self.net(self._input(xb)), yb)
 
     def _raw_steps(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """K optimizer steps with the plain torch optimizer: what the CUDA graph captures (graphed.py)."""
         opt = self.optimizers().optimizer
         losses = []
         for xb, yb in zip(x, y):
-            with self._no_autocast_cache(2):
-                loss = self.loss(self.net(self._input(xb)), yb)
+            loss = self._forward_loss(xb, yb, steps_in_batch=len(x))
             with self._autocast_off():
                 opt.zero_grad(set_to_none=False)  # in place: a graph cannot allocate on replay
                 loss.backward()
