@@ -184,9 +184,13 @@ def run_jobs(
         sys.exit("error: these jobs failed: " + "; ".join(failed))
 
 
+def renderers(spec: dict) -> list[str]:
+    """The spec's renderer modules (one, or a list)."""
+    return spec["renderer"] if isinstance(spec["renderer"], list) else [spec["renderer"]]
+
+
 def render(spec: dict, runs, command: str, results: Path) -> None:
-    names = spec["renderer"] if isinstance(spec["renderer"], list) else [spec["renderer"]]
-    for module in names:
+    for module in renderers(spec):
         for path in importlib.import_module(module).render(runs, out_dir=results, command=command, spec=spec):
             print(f"wrote {_show(path)}")
 
@@ -283,6 +287,13 @@ def render_only(name: str, args: list[str], runs_root: Path, results: Path) -> N
     render(spec, list(by_data[data].values()), f"just tables {name} data={data} {rest}".strip(), results)
 
 
+def not_covered(names: list[str]) -> list[str]:
+    """The specs to render when none is named: a spec whose renderers another one runs as well (figure2
+    inside figure3) is left out, so its runs are not read twice."""
+    modules = {n: set(renderers(load_spec(n))) for n in names}
+    return [n for n in names if not any(modules[n] < modules[m] for m in names)]
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", help="spec names (reproduce/<name>.yaml), then Hydra overrides")
@@ -302,7 +313,7 @@ def main(argv=None) -> None:
     names = [a for a in args.names if "=" not in a]
     overrides = [a for a in args.names if "=" in a]
     if args.render_only:
-        for name in names or sorted(p.stem for p in (ROOT / "reproduce").glob("*.yaml")):
+        for name in names or not_covered(sorted(p.stem for p in (ROOT / "reproduce").glob("*.yaml"))):
             render_only(name, overrides, args.runs_root, args.results)
         return
     if len(names) != 1:

@@ -50,17 +50,16 @@ def checkpoint_step(path: Path) -> int:
         raise ResumeError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
 
 
-def select_resume(run_dir: Path, resume: str, fallback: bool) -> tuple[Path | None, list[Path]]:
-    """(The checkpoint to resume from or None for a fresh start, the unreadable ones to set aside), as
-    `resume` (auto|true|false|<path>) asks. Changes nothing on disk: the caller sets them aside once
-    every other start-up check has passed."""
+def select_resume(run_dir: Path, resume: str, fallback: bool) -> tuple[Path | None, int | None, list[Path]]:
+    """(The checkpoint to resume from or None for a fresh start, its step, the unreadable ones to set
+    aside), as `resume` (auto|true|false|<path>) asks. Changes nothing on disk: the caller sets them aside
+    once every other start-up check has passed."""
     mode = str(resume).lower()
     if mode not in ("auto", "true", "false"):  # an explicit checkpoint
         path = Path(resume)
         if not path.is_file():
             raise ResumeError(f"resume={resume}: no such checkpoint file")
-        checkpoint_step(path)
-        return path, []
+        return path, checkpoint_step(path), []
     folder = run_dir / "checkpoints"
     candidates = [p for p in (folder / "last.ckpt", folder / "best.ckpt") if p.is_file()]
     if mode == "false":
@@ -70,19 +69,18 @@ def select_resume(run_dir: Path, resume: str, fallback: bool) -> tuple[Path | No
                 f"Resume it (resume=auto, the default), start over with overwrite=true, or pick another "
                 f"run_name=<name>."
             )
-        return None, []
+        return None, None, []
     if not candidates:
         if mode == "true":
             raise ResumeError(
                 f"resume=true but {folder} holds no checkpoint to resume from. Run without resume=true to "
                 f"start the run, or pass resume=<path to a .ckpt>."
             )
-        return None, []
+        return None, None, []
     errors, corrupt = [], []
     for path in candidates:
         try:
-            checkpoint_step(path)
-            return path, corrupt
+            return path, checkpoint_step(path), corrupt
         except ResumeError as e:
             if not fallback:
                 raise ResumeError(

@@ -7,6 +7,8 @@ uploads it later). A WANDB_MODE set in the environment wins over mode=auto.
 
 from __future__ import annotations
 
+import csv
+import io
 import netrc
 import os
 import secrets
@@ -36,14 +38,15 @@ def wandb_mode(requested: str) -> str:
     return "online" if has_wandb_api_key() else "offline"
 
 
-def resumed_csv_logger(run_dir: Path) -> CSVLogger:
-    """Lightning's CSVLogger continuing the run folder's metrics.csv (already trimmed to the checkpoint's
-    step, run.trim_metrics): its writer deletes the file when created, so the rows go back after."""
+def resumed_csv_logger(run_dir: Path, step: int) -> CSVLogger:
+    """Lightning's CSVLogger continuing the run folder's metrics.csv up to the resumed checkpoint's `step`
+    (rows logged after it -- a kill after the last checkpoint -- are logged again by the resumed run).
+    Its writer deletes the file when created, so the kept rows go back after."""
     logger = CSVLogger(save_dir=str(run_dir), name="", version="")
     if rank_zero_only.rank != 0:
         return logger  # only rank 0 writes metrics.csv
     path = run_dir / "metrics.csv"
-    kept = path.read_bytes() if path.is_file() else b""  # bytes: the csv module's \r\n stay as they are
+    kept = rows_up_to(path.read_bytes(), step) if path.is_file() else b""
     writer = logger.experiment  # created here: removes metrics.csv
     if kept:
         path.write_bytes(kept)
@@ -51,9 +54,24 @@ def resumed_csv_logger(run_dir: Path) -> CSVLogger:
     return logger
 
 
-def build_loggers(cfg, run_dir: Path, resolved_config: dict, resuming: bool = False) -> list[Logger]:
+def rows_up_to(text: bytes, step: int) -> bytes:
+    """metrics.csv without the rows logged after `step`; unchanged, byte for byte, when there are none."""
+    rows = list(csv.DictReader(io.StringIO(text.decode(), newline="")))
+    keep = [r for r in rows if not r.get("step") or float(r["step"]) <= step]
+    if len(keep) == len(rows):
+        return text  # bytes: the csv module's \r\n stay as they are
+    out = io.StringIO(newline="")
+    w = csv.DictWriter(out, fieldnames=list(rows[0]))  # "\r\n" rows, as Lightning's CSV logger writes
+    w.writeheader()
+    w.writerows(keep)
+    return out.getvalue().encode()
+
+
+def build_loggers(cfg, run_dir: Path, resolved_config: dict, resume_step: int | None = None) -> list[Logger]:
     csv_logger = (
-        resumed_csv_logger(run_dir) if resuming else CSVLogger(save_dir=str(run_dir), name="", version="")
+        resumed_csv_logger(run_dir, resume_step)
+        if resume_step is not None
+        else CSVLogger(save_dir=str(run_dir), name="", version="")
     )
     loggers: list[Logger] = [csv_logger]
     w = cfg.logger.wandb

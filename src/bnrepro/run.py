@@ -7,8 +7,6 @@ whether the run folder already holds a finished run.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import shutil
 import warnings
@@ -33,13 +31,14 @@ from bnrepro.callbacks.population import PopulationStatistics
 from bnrepro.callbacks.preemption import Preemption
 from bnrepro.callbacks.rng_state import RNGState
 from bnrepro.callbacks.summary import RunSummary
-from bnrepro.checkpointing import AtomicCheckpointIO, ResumeError, checkpoint_step, select_resume
+from bnrepro.checkpointing import AtomicCheckpointIO, ResumeError, select_resume
 from bnrepro.config import SPEED_KEYS, ConfigError, differences_from_run, flatten, resolve_loop, validate
 from bnrepro.data import IMAGE_FOLDER_SETS, build_datamodule
 from bnrepro.launching import in_multirun, run_job_in_own_process, starts_ranks_by_rerunning_command
 from bnrepro.lit.classifier import ClassifierModule
 from bnrepro.loggers import build_loggers, close_wandb
 from bnrepro.provenance import write_text_atomic
+from bnrepro.results.runs import COMPLETE
 from bnrepro.speed import Speed, apply_to_net, resolve_speed
 from bnrepro.speed import trainer_args as speed_trainer_args
 
@@ -109,6 +108,7 @@ class RunDirPlan:
     """What a launch will do to its run folder; decided first, done only after every start-up check."""
 
     resume_from: Path | None = None  # the checkpoint to resume from; None: a fresh start
+    resume_step: int | None = None  # its global step (metrics.csv keeps the rows up to it)
     corrupt: list[Path] = field(default_factory=list)  # unreadable checkpoints to set aside (resume_fallback)
     clear: bool = False  # overwrite=true: remove the previous run's outputs
 
@@ -122,7 +122,7 @@ def plan_run_dir(cfg, run_dir: Path, resolved: dict) -> RunDirPlan:
     (checkpointing.select_resume); a resumed run must have the configuration it was started with.
     """
     summary = run_dir / "summary.json"
-    done = summary.is_file() and json.loads(summary.read_text()).get("status") in ("finished", "diverged")
+    done = summary.is_file() and json.loads(summary.read_text()).get("status") in COMPLETE
     if cfg.overwrite:
         if str(cfg.resume).lower() not in ("auto", "false"):
             raise ConfigError(
@@ -134,7 +134,7 @@ def plan_run_dir(cfg, run_dir: Path, resolved: dict) -> RunDirPlan:
             f"{run_dir} already holds a run ({summary}). Nothing was changed. "
             f"Choose another folder with run_name=<name>, or pass overwrite=true to train it again."
         )
-    ckpt, corrupt = select_resume(run_dir, cfg.resume, cfg.resume_fallback)
+    ckpt, step, corrupt = select_resume(run_dir, cfg.resume, cfg.resume_fallback)
     if ckpt is not None and (run_dir / "config.yaml").is_file():
         diff = differences_from_run(run_dir, flatten(resolved))
         if diff:
@@ -142,12 +142,12 @@ def plan_run_dir(cfg, run_dir: Path, resolved: dict) -> RunDirPlan:
                 f"{run_dir} holds a partial run of another configuration ({'; '.join(diff[:5])}). Nothing was "
                 f"changed. Resume it with its own settings, or pass overwrite=true or run_name=<name>."
             )
-    return RunDirPlan(ckpt, corrupt)
+    return RunDirPlan(ckpt, step, corrupt)
 
 
 def apply_plan(run_dir: Path, plan: RunDirPlan) -> None:
     """Rank 0, after every check: clear for overwrite, set corrupt checkpoints aside (renamed, kept),
-    trim metrics.csv to the resumed step, drop temporary files a killed write left behind."""
+    drop temporary files a killed write left behind (metrics.csv is trimmed by loggers.py)."""
     if rank_zero_only.rank != 0:
         return
     if plan.clear:
@@ -159,26 +159,6 @@ def apply_plan(run_dir: Path, plan: RunDirPlan) -> None:
         path.rename(path.with_name(path.name + ".corrupt"))
     for tmp in (run_dir / "checkpoints").glob(".*.partial"):
         tmp.unlink(missing_ok=True)
-    if plan.resume_from is not None:
-        trim_metrics(run_dir / "metrics.csv", checkpoint_step(plan.resume_from))
-
-
-def trim_metrics(path: Path, step: int) -> None:
-    """Drops the rows logged after `step` (a kill after the last checkpoint): the resumed run logs them again."""
-    if not path.is_file():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return
-    keep = [r for r in rows if not r.get("step") or float(r["step"]) <= step]
-    if len(keep) == len(rows):
-        return  # nothing logged after the checkpoint: the file stays as it is
-    out = io.StringIO(newline="")
-    w = csv.DictWriter(out, fieldnames=list(rows[0]))  # "\r\n" rows, as Lightning's CSV logger writes
-    w.writeheader()
-    w.writerows(keep)
-    write_text_atomic(path, out.getvalue())
 
 
 def build_callbacks(cfg, run_dir: Path, info: dict) -> list[L.Callback]:
@@ -265,7 +245,7 @@ def train(cfg, run_dir: Path) -> dict | None:
     apply_plan(run_dir, plan)
     if rank_zero_only.rank == 0:
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    trainer.loggers = build_loggers(cfg, run_dir, resolved, resuming=ckpt is not None)
+    trainer.loggers = build_loggers(cfg, run_dir, resolved, resume_step=plan.resume_step)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     except SIGTERMException:  # preempted: summary.json says so; callbacks/preemption.py saved last.ckpt

@@ -102,8 +102,9 @@ class GreyToImages:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-3]
         x = F.interpolate(x.reshape(-1, *x.shape[-3:]), size=(self.size, self.size), mode="bilinear")
-        mean, std = self.mean.to(x.device), self.std.to(x.device)
-        x = (x.expand(-1, len(mean), -1, -1) - mean) / std
+        if self.mean.device != x.device:  # once: a host-to-device copy per batch would block every step
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        x = (x.expand(-1, len(self.mean), -1, -1) - self.mean) / self.std
         return x.reshape(*lead, *x.shape[1:])
 
 

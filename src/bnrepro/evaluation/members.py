@@ -17,7 +17,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
-from torchvision.transforms.v2 import functional as F
+from torchvision.transforms import v2
 
 from bnrepro.config import ConfigError
 from bnrepro.data.images import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -42,15 +42,8 @@ class Member:
         return [m for m in self.net.modules() if isinstance(m, nn.Linear)][-1].out_features
 
 
-class Normalize(nn.Module):
-    """(x - mean) / std per channel: eval_transform's Normalize step, applied on the device."""
-
-    def __init__(self, mean, std):
-        super().__init__()
-        self.mean, self.std = list(mean), list(std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, self.mean, self.std)
+# eval_transform's Normalize step, applied on the device to the batch of crops.
+Normalize = v2.Normalize
 
 
 class CaffePreprocess(nn.Module):

@@ -80,8 +80,8 @@ def convert_state_dict(port_sd: Mapping[str, torch.Tensor]) -> dict[str, torch.T
 
     Raises KeyMapError naming every port key that the map does not use and every port key it misses.
     """
-    out, wanted, optional = {}, set(), set()
-    for port in layer_map():
+    out, wanted, optional, ports = {}, set(), set(), layer_map()
+    for port in ports:
         wanted |= {f"{port}.weight", f"{port}.bias"} | {f"{port}_bn.{t}" for t in BN_TENSORS}
         optional.add(f"{port}_bn.num_batches_tracked")  # absent from the 2017 file, present in a fresh port
     wanted |= {"last_linear.weight", "last_linear.bias"}
@@ -93,7 +93,7 @@ def convert_state_dict(port_sd: Mapping[str, torch.Tensor]) -> dict[str, torch.T
             + (f" unmapped key(s) {', '.join(unused)};" if unused else "")
             + (f" missing key(s) {', '.join(missing)}" if missing else "")
         )
-    for port, ours in layer_map().items():
+    for port, ours in ports.items():
         bn = f"{port}_bn"
         out[f"{ours}.conv.weight"] = port_sd[f"{port}.weight"]
         out[f"{ours}.norm.weight"] = port_sd[f"{bn}.weight"]
