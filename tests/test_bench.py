@@ -22,3 +22,11 @@ def test_bench_inception_tiny_mode_reports_both_loops():
     assert fp32["plain_images_per_s"] > 0 and fp32["lightning_images_per_s"] > 0
     ratio = fp32["lightning_images_per_s"] / fp32["plain_images_per_s"]
     assert fp32["lightning_over_plain"] == pytest.approx(ratio, rel=0.1)  # the printed values are rounded
+
+
+def test_bench_inception_refuses_a_run_without_warm_up_steps(capsys):
+    from bnrepro.bench.inception import main as inception
+
+    with pytest.raises(SystemExit):
+        inception(["--device", "cpu", "--warmup", "0"])
+    assert "--warmup and --steps must be at least 1" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from omegaconf.errors import InterpolationResolutionError
 from test_train import assert_two_process_ddp_run
 
 import bnrepro.models  # noqa: F401
+from bnrepro.callbacks.divergence import TrainingDiverged
 from bnrepro.config import ConfigError
 from bnrepro.data.device_loader import StepChunkSampler, device_loader
 from bnrepro.lit.classifier import ClassifierModule
@@ -196,3 +197,56 @@ def test_a_resume_compares_the_precision_auto_became_and_not_how_the_step_runs()
     assert config_differences({"trainer.precision": "bf16-mixed"}, {"trainer.precision": "32-true"}) == [
         "trainer.precision: 'bf16-mixed' there, '32-true' now"
     ]
+
+
+@pytest.mark.parametrize(
+    ("script", "raised", "message"),
+    [
+        ("sys.exit(2)", ConfigError, r"the job r was refused at start-up \(its message is above\)"),
+        ("write('diverged'); sys.exit(3)", TrainingDiverged, r"loss became nan"),
+        ("write('diverged')", TrainingDiverged, r"loss became nan"),  # rank 0 killed after writing it
+        ("sys.exit(1)", RuntimeError, r"(?s)the job r \(.*\) exited with status 1"),
+    ],
+)
+def test_a_multirun_ddp_job_in_its_own_process_is_judged_by_its_summary_then_its_exit_status(
+    monkeypatch, tmp_path, script, raised, message
+):
+    import bnrepro.launching as launching
+
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    write = (f"def write(status): open({str(run_dir / 'summary.json')!r}, 'w').write("
+             "'{\"status\": \"%s\", \"error\": \"loss became nan\", \"diverged_at_step\": 7}' % status)")  # fmt: skip
+    monkeypatch.setattr(
+        launching, "job_command", lambda d: [sys.executable, "-c", f"import sys\n{write}\n{script}"]
+    )
+    monkeypatch.setattr(launching, "get_original_cwd", lambda: str(tmp_path))
+    with pytest.raises(raised, match=message):
+        launching.run_job_in_own_process(run_dir)
+
+
+def test_a_finished_job_in_its_own_process_returns_its_summary(monkeypatch, tmp_path):
+    import bnrepro.launching as launching
+
+    (tmp_path / "summary.json").write_text('{"status": "old"}')  # from before the launch: not the answer
+    child = f"open({str(tmp_path / 'summary.json')!r}, 'w').write('{{\"status\": \"finished\"}}')"
+    monkeypatch.setattr(launching, "job_command", lambda d: [sys.executable, "-c", child])
+    monkeypatch.setattr(launching, "get_original_cwd", lambda: str(tmp_path))
+    assert launching.run_job_in_own_process(tmp_path) == {"status": "finished"}
+
+
+@pytest.mark.slow  # end to end (25 s): the same mapping is tested in-process above
+def test_a_multirun_ddp_job_refused_at_start_up_stops_the_sweep_with_its_message(mnist_root, tmp_path):
+    r = cli("-m", "experiment=mnist_figure1", *fast_overrides(mnist_root, tmp_path / "runs"), "trainer.devices=2",
+            "trainer.strategy=ddp", f"data.root={tmp_path / 'nowhere'}")  # fmt: skip
+    assert r.returncode == 2
+    assert "no data found" in r.stderr and "was refused at start-up (its message is above)" in r.stderr
+    assert not list((tmp_path / "runs").glob("**/summary.json"))
+
+
+def test_launcher_settings_without_the_slurm_launcher_are_refused(capsys):
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    import reproduce as rp
+
+    with pytest.raises(SystemExit, match=r"hydra.launcher.partition=gpu needs --launcher slurm"):
+        rp.main(["figure3", "data=fashion_mnist", "hydra.launcher.partition=gpu"])
