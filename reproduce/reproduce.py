@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
-from bnrepro.config import differences_from_run, flatten  # noqa: E402  (importing registers the schema)
+from bnrepro.config.resume import differences_from_run, flatten  # noqa: E402  (importing registers the schema)
 from bnrepro.results.runs import COMPLETE, load_run  # noqa: E402
 from bnrepro.results.sources import SourceError, read_runs  # noqa: E402
 

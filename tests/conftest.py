@@ -63,6 +63,15 @@ def compose_train(*overrides: str):
         return compose("train", overrides=list(overrides))
 
 
+def build_data(cfg, eval_every_steps: int):
+    """The data module of a composed config, as run.py builds it (instantiate + the evaluation period)."""
+    from bnrepro.config.build import build
+
+    dm = build(cfg.data, "data", seed=cfg.seed)
+    dm.eval_every_steps = eval_every_steps
+    return dm
+
+
 def fast_overrides(root: Path, runs: Path, steps: int = 20, every: int = 10) -> list[str]:
     """A short CPU run on the tiny data set: `steps` SGD steps, evaluation every `every`."""
     return [

@@ -6,7 +6,9 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from bnrepro.config import ConfigError, validate
+from bnrepro.config import ConfigError
+from bnrepro.config.checks import validate
+from bnrepro.config.loop import resolve_loop
 from conftest import ROOT, compose_train
 
 
@@ -14,20 +16,27 @@ from conftest import ROOT, compose_train
 def test_mnist_models_compose_to_section_4_1(model, norm):
     cfg = compose_train(f"model={model}")
     validate(cfg)
-    assert cfg.model.norm == norm
-    assert cfg.model.kwargs.in_features == 784 and list(cfg.model.kwargs.hidden) == [100, 100, 100]
-    assert cfg.model.kwargs.num_classes == 10
-    assert cfg.activation.name == "sigmoid"
+    net = cfg.model.net
+    assert (net._target_, net.model_name, net.norm, net.act_layer) == (
+        "timm.create_model",
+        "mnist_mlp",
+        norm,
+        "sigmoid",
+    )
+    assert net.in_features == 784 and list(net.hidden) == [100, 100, 100]
+    assert net.num_classes == 10 and net.init_seed == cfg.seed
     assert cfg.data.name == "mnist" and cfg.data.batch_size == 60 and cfg.data.binarize_threshold == 0.5
     assert cfg.trainer.max_steps == 50_000 and cfg.loop.eval_every_steps == 500
-    assert cfg.optimizer.name == "sgd" and cfg.optimizer.momentum == 0.0 and cfg.optimizer.weight_decay == 0.0
+    o = cfg.optimizer
+    assert (o._target_, o.momentum, o.weight_decay, o.lr) == ("torch.optim.SGD", 0.0, 0.0, 0.1)
+    assert cfg.lr_scaling.reference_batch == 60
     assert list(cfg.callbacks.percentiles.quantiles) == [0.15, 0.5, 0.85]
     assert cfg.callbacks.percentiles.module == "blocks.2.act"  # the last (third) hidden layer
 
 
 def test_both_mnist_nets_share_every_value_but_bn():
     a, b = compose_train("model=mnist_mlp"), compose_train("model=mnist_mlp_bn")
-    a.model.norm, a.model.name = b.model.norm, b.model.name
+    a.model.net.norm, a.model.name = b.model.net.norm, b.model.name
     assert a == b
 
 
@@ -69,10 +78,12 @@ def test_unknown_choice_lists_the_options():
 
 @pytest.mark.parametrize(
     "override, key",
-    [("activation.name=tanh", "activation.name"), ("model.norm=layernorm", "model.norm"),
-     ("data.batch_size=0", "data.batch_size"), ("optimizer.name=lbfgs", "optimizer.name"),
+    [("data.batch_size=0", "data.batch_size"), ("lr_scaling.rule=sqrt", "lr_scaling.rule"),
      ("trainer.max_steps=25", "trainer.max_steps"), ("augment.crop_scale=[0.5,0.1]", "augment.crop_scale"),
-     ("data.shuffle=sometimes", "data.shuffle"), ("lr_schedule.name=cosine", "lr_schedule.name")],
+     ("data.shuffle=sometimes", "data.shuffle"), ("optimizer.momentum=-0.9", "optimizer.momentum"),
+     # Lightning options the project fixes: a message saying why, not Lightning's exception mid-run.
+     ("trainer.enable_checkpointing=false", "trainer.enable_checkpointing"),
+     ("trainer.use_distributed_sampler=true", "trainer.use_distributed_sampler")],
 )  # fmt: skip
 def test_values_the_schema_types_allow_but_the_project_does_not(override, key):
     cfg = compose_train(override)
@@ -94,7 +105,76 @@ def test_every_config_file_composes_and_validates(group, option):
     validate(cfg)
 
 
-# Figure 3's rows and the Sec. 4.2.1 switches (PAPER.md Sec. 4), as each variant's config must hold them:
+def test_a_misspelled_key_of_a_chosen_component_names_its_schema():
+    """Each kind of component has its own schema: a key SGD does not take is refused at composition."""
+    with pytest.raises(ConfigCompositionException) as e:
+        compose_train("optimizer=sgd", "optimizer.betas=[0.9,0.99]")
+    assert "betas" in str(e.value.__cause__ or e.value)
+    with pytest.raises(ConfigCompositionException) as e:
+        compose_train("data=mnist", "data.variant=320px")  # Imagenette's key, not MNIST's
+    assert "variant" in str(e.value.__cause__ or e.value)
+
+
+def yaml_keys(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if k == "defaults":
+            continue
+        if isinstance(v, dict):
+            out.update(yaml_keys(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def schema_default_repeats(group_file) -> list[str]:
+    """Keys that a group's YAML sets to the value its schema already holds: two owners of one default."""
+    import yaml
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from bnrepro.config.schema import TrainConfig
+
+    data = yaml.safe_load(group_file.read_text()) or {}
+    schemas, parent = [], data
+    while parent and not schemas:  # fashion_mnist extends mnist, which names the schema
+        names = [d for d in parent.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+        schemas = [d for d in names if d.endswith("_schema")]
+        parent = (
+            yaml.safe_load((group_file.parent / f"{names[0]}.yaml").read_text())
+            if names and not schemas
+            else None
+        )
+    if schemas:
+        node = ConfigStore.instance().load(f"{group_file.parent.name}/{schemas[0]}.yaml").node
+    else:  # a group with one kind of component: its node of the top-level schema
+        node = OmegaConf.structured(TrainConfig)[group_file.parent.name]
+    defaults = yaml_keys(OmegaConf.to_container(node, resolve=False) or {})
+    return [f"{k}: {v!r}" for k, v in yaml_keys(data).items() if k in defaults and defaults[k] == v]
+
+
+@pytest.mark.parametrize(
+    "group", ["optimizer", "lr_schedule", "data", "augment", "logger", "trainer", "activation"]
+)
+def test_every_default_has_one_owner(group):
+    """docs/design.md "Who owns which default": a group file never repeats its schema's default."""
+    for f in sorted((ROOT / "conf" / group).glob("*.yaml")):
+        assert schema_default_repeats(f) == [], f"{f.name} repeats its schema's defaults"
+
+
+def test_the_one_owner_check_can_fail(tmp_path):
+    f = tmp_path / "optimizer" / "sgd_copy.yaml"
+    f.parent.mkdir()
+    f.write_text("defaults:\n  - sgd_schema\nmomentum: 0.0\nnesterov: false\nlr: 0.1\n")
+    assert schema_default_repeats(f) == ["momentum: 0.0", "nesterov: False"]
+
+
+def test_test_only_switches_live_under_testing():
+    cfg = compose_train("testing.inject_nan_at_step=5", "testing.stop_at_step=7")
+    assert cfg.testing.inject_nan_at_step == 5 and cfg.testing.stop_at_step == 7
+
+
+# Figure 3's rows and the Sec. 4.2.1 switches (docs/paper.md Sec. 4), as each variant's config must hold them:
 # norm, activation, initial LR at batch 32, dropout, LRN, L2, decay speed-up, distortions, jitter, shuffling.
 VARIANTS = {
     "inception": ("none", "relu", 0.0015, 0.4, True, 4e-5, 1, "full", 0.4, "shard"),
@@ -112,33 +192,41 @@ def test_imagenet_variant_composes_to_figure_3_row(model):
     norm, act, lr, drop, lrn, wd, speedup, augment, jitter, shuffle = VARIANTS[model]
     cfg = compose_train(f"model={model}")
     validate(cfg)
-    assert (cfg.model.name, cfg.model.arch, cfg.model.norm, cfg.activation.name) == (
-        model,
-        "bn_inception",
-        norm,
-        act,
-    )
-    o = cfg.optimizer
-    assert (o.name, o.momentum, o.reference_batch, cfg.data.batch_size) == ("sgd", 0.9, 32, 32)  # Sec. 4.2
-    assert effective_lr(o.lr, 32, o.reference_batch, o.lr_scaling) == pytest.approx(
+    net = cfg.model.net
+    assert (cfg.model.name, net.model_name, net.norm, net.act_layer) == (model, "bn_inception", norm, act)
+    o, scaling = cfg.optimizer, cfg.lr_scaling
+    assert (o._target_, o.momentum, scaling.reference_batch, cfg.data.batch_size) == (
+        "torch.optim.SGD",
+        0.9,
+        32,
+        32,
+    )  # Sec. 4.2
+    assert effective_lr(o.lr, 32, scaling.reference_batch, scaling.rule) == pytest.approx(
         lr
     )  # one device, batch 32
-    assert effective_lr(o.lr, 8 * 32, o.reference_batch, o.lr_scaling) == pytest.approx(8 * lr)  # 8 devices
+    assert effective_lr(o.lr, 8 * 32, scaling.reference_batch, scaling.rule) == pytest.approx(
+        8 * lr
+    )  # 8 devices
     assert o.weight_decay == pytest.approx(wd)
-    assert (cfg.model.kwargs.drop_rate, cfg.model.kwargs.lrn) == (drop, lrn)
+    assert (net.drop_rate, net.lrn) == (drop, lrn)
     s = cfg.lr_schedule
-    assert (s.name, s.gamma, s.decay_every_epochs, s.speedup) == ("exponential", 0.96, 8, speedup)
+    assert (s._target_, s.gamma, s.decay_every_epochs, s.speedup) == (
+        "bnrepro.lit.schedules.ExponentialDecay",
+        0.96,
+        8,
+        speedup,
+    )
     assert s.epoch_examples == 1_281_167  # decay counted in ImageNet epochs of examples
     assert (cfg.augment.name, cfg.augment.color_jitter, cfg.data.shuffle) == (augment, jitter, shuffle)
     assert list(cfg.augment.crop_scale) == [0.08, 1.0]
-    assert cfg.data.name == "imagenet" and cfg.model.kwargs.num_classes == 1000
-    assert cfg.model.kwargs.channel_plan == "literal" and cfg.model.kwargs.stem == "plain"
-    assert not cfg.model.kwargs.aux_logits
+    assert cfg.data.name == "imagenet" and net.num_classes == 1000
+    assert net.channel_plan == "literal" and net.stem == "plain"
+    assert not net.aux_logits
 
 
 def test_bn_baseline_differs_from_inception_only_by_bn():
     a, b = compose_train("model=inception"), compose_train("model=bn_baseline")
-    a.model.norm, a.model.name = b.model.norm, b.model.name
+    a.model.net.norm, a.model.name = b.model.net.norm, b.model.name
     assert a == b
 
 
@@ -155,19 +243,19 @@ def test_cfg_job_prints_the_variants_values():
 
 
 def test_lr_decay_counts_examples_not_steps():
-    from bnrepro.lit.classifier import lr_factor
+    from hydra.utils import instantiate
 
-    epoch = 1_281_167
-    sched = {"name": "exponential", "gamma": 0.96, "decay_every_epochs": 8, "speedup": 1, "epoch_examples": epoch,
-             "staircase": True}  # fmt: skip
-    eight_epochs = 8 * epoch
-    assert lr_factor(eight_epochs // 32 - 1, 32, sched) == 1.0  # staircase: not yet
-    assert lr_factor(-(-eight_epochs // 32), 32, sched) == pytest.approx(0.96)
-    assert lr_factor(-(-eight_epochs // 256), 256, sched) == pytest.approx(0.96)  # 8 devices: 8x fewer steps
-    fast = {**sched, "speedup": 6}  # Sec. 4.2.1: 6x faster
-    assert lr_factor(-(-eight_epochs // (6 * 32)), 32, fast) == pytest.approx(0.96)
-    assert lr_factor(-(-eight_epochs // 32), 32, fast) == pytest.approx(0.96**6)
-    assert lr_factor(10**9, 32, {"name": "constant"}) == 1.0
+    def factor(cfg, steps: int, global_batch: int) -> float:
+        return instantiate(cfg.lr_schedule)(steps * global_batch)
+
+    sched, fast = compose_train("model=inception"), compose_train("model=bn_x5")
+    eight_epochs = 8 * 1_281_167
+    assert factor(sched, eight_epochs // 32 - 1, 32) == 1.0  # staircase: not yet
+    assert factor(sched, -(-eight_epochs // 32), 32) == pytest.approx(0.96)
+    assert factor(sched, -(-eight_epochs // 256), 256) == pytest.approx(0.96)  # 8 devices: 8x fewer steps
+    assert factor(fast, -(-eight_epochs // (6 * 32)), 32) == pytest.approx(0.96)  # Sec. 4.2.1: 6x faster
+    assert factor(fast, -(-eight_epochs // 32), 32) == pytest.approx(0.96**6)
+    assert factor(compose_train("model=mnist_mlp"), 10**9, 32) == 1.0
 
 
 @pytest.mark.parametrize(
@@ -178,8 +266,6 @@ def test_lr_decay_counts_examples_not_steps():
      (("trainer.max_steps=40", "loop.eval_every_steps=20"), 40, 20)],  # steps, when given, win
 )  # fmt: skip
 def test_training_length_in_examples_becomes_steps_at_the_global_batch(overrides, steps, every):
-    from bnrepro.config import resolve_loop
-
     cfg = compose_train("model=bn_x30", *overrides)
     devices = 8 if "trainer.devices=8" in overrides else 1
     assert resolve_loop(cfg, cfg.data.batch_size * devices) == (steps, every)
@@ -192,8 +278,6 @@ def test_a_length_that_is_neither_steps_nor_examples_is_refused():
 
 
 def test_a_step_count_that_is_not_a_whole_number_of_evaluation_periods_is_refused():
-    from bnrepro.config import resolve_loop
-
     cfg = compose_train(
         "model=bn_x30", "trainer.max_steps=1000"
     )  # evaluation every 2.5 epochs = 100,091 steps

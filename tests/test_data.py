@@ -109,15 +109,16 @@ def test_shard_shuffling_keeps_examples_within_their_shard_and_thorough_does_not
 
 
 def test_synthetic_data_is_made_on_the_device_and_sharded_by_rank():
-    from bnrepro.data.synthetic import SyntheticDataModule
+    from conftest import build_data, compose_train
 
-    dm = SyntheticDataModule(num_classes=7, num_train_examples=40, num_val_examples=10, image_size=16,
-                             batch_size=4, eval_batch_size=3, eval_every_steps=5, seed=1)  # fmt: skip
+    cfg = compose_train("data=synthetic", "data.num_classes=7", "data.num_train_examples=40", "seed=1",
+                        "data.num_val_examples=10", "data.image_size=16", "data.batch_size=4", "data.eval_batch_size=3",
+                        "loop.steps_per_batch=1")  # fmt: skip
+    dm = build_data(cfg, eval_every_steps=5)
     dm.setup()
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 16, 16) and y.max() < 7
     assert len(dm.train_dataloader()) == 5 and sum(len(b[1]) for b in dm.val_dataloader()) == 10
-    again = SyntheticDataModule(num_classes=7, num_train_examples=40, num_val_examples=10, image_size=16,
-                                batch_size=4, eval_batch_size=3, eval_every_steps=5, seed=1)  # fmt: skip
+    again = build_data(cfg, eval_every_steps=5)
     again.setup()
     assert torch.equal(again.train_x, dm.train_x)  # same seed, same data

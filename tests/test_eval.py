@@ -68,8 +68,8 @@ def tiny_run(tmp_path_factory):
 
     runs = tmp_path_factory.mktemp("runs")
     cfg = compose_train(
-        "model=mnist_mlp_bn", "data=synthetic", "data.image_size=8", "model.kwargs.in_features=192",
-        "model.kwargs.hidden=[16,16,16]", "model.kwargs.num_classes=7", "data.num_classes=7", "data.batch_size=4",
+        "model=mnist_mlp_bn", "data=synthetic", "data.image_size=8", "model.net.in_features=192",
+        "model.net.hidden=[16,16,16]", "model.net.num_classes=7", "data.num_classes=7", "data.batch_size=4",
         "data.num_train_examples=32", "data.num_val_examples=8", "data.eval_batch_size=8", f"runs_root={runs}",
         "trainer.max_steps=2", "loop.eval_every_steps=2", "loop.steps_per_batch=1", "trainer.accelerator=cpu",
         "trainer.enable_progress_bar=false", "logger=csv", "callbacks.population_stats.num_batches=1",
@@ -187,7 +187,9 @@ def reference_top1(ckpts, val_root, crops) -> float:
     from bnrepro.evaluation.members import load_run_member
 
     members = [load_run_member(c) for c in ckpts]
-    _, samples = val_samples(compose_eval(f"data.root={val_root}").data, 7)
+    from bnrepro.config.build import build
+
+    _, samples = val_samples(build(compose_eval(f"data.root={val_root}").data, "data", seed=0), 7)
     hits = 0
     with torch.no_grad():
         for path, label in samples:
@@ -266,7 +268,7 @@ def test_a_misspelled_key_or_a_bad_value_fails_at_start_up():
         (["ckpt=a.ckpt", "eval.crops=10"], "eval.crops=10"),
         (["ckpt=a.ckpt", "eval.ensemble=[b.ckpt]"], "set one of ckpt"),
         (["weights=caffe_port", "ckpt=a.ckpt"], "leave ckpt"),
-        (["ckpt=a.ckpt", "data=synthetic"], "evaluation reads image folders"),
+        (["ckpt=a.ckpt", "data=synthetic"], "evaluation reads the val/ folder of an image-folder data set"),
         (["ckpt=a.ckpt", "eval.crops=144", "eval.scales=[256,288]"], "4 shorter sides"),
     ]:
         with pytest.raises(ConfigError, match=message):

@@ -223,7 +223,7 @@ def test_fashion_images_view_resizes_replicates_and_normalises():
 
 
 def test_fashion_figure3_composes_into_the_proxy(tmp_path):
-    from bnrepro.config import resolve_loop
+    from bnrepro.config.loop import resolve_loop
     from conftest import compose_train
 
     inc = compose_train("experiment=fashion_figure3", "model=inception")

@@ -45,11 +45,11 @@ def imagenet_overrides(root: Path, runs: Path) -> list[str]:
 
 
 def test_a_tiny_imagenet_folder_trains_through_dataloader_workers(tmp_path):
-    from bnrepro.data import build_datamodule
+    from conftest import build_data
 
     root = write_imagenet(tmp_path / "imagenet")
     cfg = compose_train(*imagenet_overrides(root, tmp_path / "runs"))
-    dm = build_datamodule(cfg, eval_every_steps=1)
+    dm = build_data(cfg, eval_every_steps=1)
     dm.prepare_data()
     dm.setup()
     x, y = next(iter(dm.train_dataloader()))
@@ -96,7 +96,7 @@ def test_an_unreadable_image_under_ddp_stops_every_rank_with_its_path(tmp_path):
     ("num_classes", "holds 2 class folders but data.num_classes=3"),
 ])  # fmt: skip
 def test_a_broken_folder_is_refused_before_training_with_the_path(tmp_path, damage, message):
-    from bnrepro.data import build_datamodule
+    from conftest import build_data
 
     root = write_imagenet(tmp_path / "imagenet")
     if damage == "no_root":
@@ -113,7 +113,7 @@ def test_a_broken_folder_is_refused_before_training_with_the_path(tmp_path, dama
     extra = ["data.num_classes=3"] if damage == "num_classes" else []
     cfg = compose_train(*imagenet_overrides(root, tmp_path / "runs"), *extra)
     with pytest.raises(ImageDataError, match=message) as e:
-        build_datamodule(cfg, eval_every_steps=1).prepare_data()
+        build_data(cfg, eval_every_steps=1).prepare_data()
     assert str(root) in str(e.value)
 
 
@@ -125,28 +125,28 @@ def test_a_missing_data_root_exits_2_before_anything_is_written(tmp_path):
 
 
 def test_imagenette_offline_says_what_to_do(tmp_path, monkeypatch):
-    from bnrepro.data import build_datamodule
+    from conftest import build_data
 
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):  # no network, fail fast
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     cfg = compose_train("model=bn_x5", "data=imagenette", f"data.root={tmp_path}")
     with pytest.raises(ImageDataError, match="download failed") as e:
-        build_datamodule(cfg, eval_every_steps=1).prepare_data()
+        build_data(cfg, eval_every_steps=1).prepare_data()
     assert str(tmp_path / "imagenette2-320") in str(e.value)
 
 
 def test_a_train_count_other_than_the_configured_epoch_warns(tmp_path):
-    from bnrepro.data import build_datamodule
+    from conftest import build_data
 
     root = write_imagenet(tmp_path / "imagenet")  # 12 training images; data.num_train_examples says 1,281,167
     cfg = compose_train(*imagenet_overrides(root, tmp_path / "runs"))
     with pytest.warns(UserWarning, match="holds 12 images but data.num_train_examples=1281167"):
-        build_datamodule(cfg, eval_every_steps=1).prepare_data()
+        build_data(cfg, eval_every_steps=1).prepare_data()
 
 
 def test_an_unknown_imagenette_size_names_the_choices(tmp_path):
-    from bnrepro.data import build_datamodule
+    from conftest import build_data
 
     cfg = compose_train("model=bn_x5", "data=imagenette", f"data.root={tmp_path}", "data.variant=1024px")
     with pytest.raises(ImageDataError, match="data.variant='1024px': Imagenette comes as full, 320px, 160px"):
-        build_datamodule(cfg, eval_every_steps=1)
+        build_data(cfg, eval_every_steps=1)

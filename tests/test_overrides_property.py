@@ -12,10 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
-from bnrepro.config import ConfigError, resolve_loop, validate
-from bnrepro.data import build_datamodule
-from bnrepro.run import build_module, build_net, check_input
-from conftest import compose_train
+from bnrepro.config import ConfigError
+from bnrepro.config.checks import validate
+from bnrepro.config.loop import resolve_loop
+from bnrepro.models import build_net
+from bnrepro.run import build_module, check_input
+from conftest import build_data, compose_train
 
 NUMBERS = st.one_of(
     st.integers(-3, 300), st.floats(-2, 2), st.sampled_from(["nan", "inf", "abc", "null", "1e-3"])
@@ -24,20 +26,20 @@ FIELDS = {  # key -> values hypothesis draws (valid, invalid and wrong-typed)
     "optimizer.lr": NUMBERS,
     "optimizer.momentum": NUMBERS,
     "optimizer.weight_decay": NUMBERS,
-    "optimizer.reference_batch": NUMBERS,
+    "lr_scaling.reference_batch": NUMBERS,
     "data.batch_size": NUMBERS,
     "trainer.max_steps": NUMBERS,
     "loop.eval_every_steps": NUMBERS,
     "loop.epoch_scale": NUMBERS,
     "lr_schedule.gamma": NUMBERS,
     "lr_schedule.decay_every_epochs": NUMBERS,
-    "model.kwargs.drop_rate": NUMBERS,
+    "model.net.drop_rate": NUMBERS,
     "model": st.sampled_from(["mnist_mlp", "mnist_mlp_bn", "inception", "bn_x30", "bn_x5_sigmoid", "resnet"]),
     "optimizer": st.sampled_from(["sgd", "sgd_momentum", "adamw", "lbfgs"]),
     "activation": st.sampled_from(["relu", "sigmoid", "tanh"]),
     "lr_schedule": st.sampled_from(["constant", "exponential", "cosine"]),
     "data.shuffle": st.sampled_from(["thorough", "shard", "none"]),
-    "model.norm": st.sampled_from(["batchnorm", "none", "layernorm"]),
+    "model.net.norm": st.sampled_from(["batchnorm", "none", "layernorm"]),
 }
 # What start-up raises, naming the key: the schema (OmegaConf), Hydra's unknown group option (it lists the
 # options), validate() and the network's own argument checks (ConfigError).
@@ -61,13 +63,13 @@ def test_overrides_compose_into_a_runnable_run_or_are_refused_at_start_up(overri
     try:
         cfg = compose_train(*groups, *small, *values)  # values after the data group, so they win
         validate(cfg)
-        net = build_net(cfg)
+        net = build_net(cfg.model.net)
         module = build_module(cfg, net)
         module.trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
                                    enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
         optimizer = module.configure_optimizers()["optimizer"]
         max_steps, every = resolve_loop(cfg, cfg.data.batch_size)
-        dm = build_datamodule(cfg, every)
+        dm = build_data(cfg, every)
         check_input(net, dm.input_shape, cfg)
     except REFUSED as e:
         assert str(e), "a refusal must say why"
@@ -92,14 +94,14 @@ def test_overrides_compose_into_a_runnable_run_or_are_refused_at_start_up(overri
         ("data.batch_size=0", "data.batch_size=0 must be positive"),
         ("optimizer.momentum=-0.5", "optimizer.momentum"),
         ("loop.epoch_scale=0", "loop.epoch_scale=0.0 must be positive"),
-        ("model.kwargs.drop_rate=-1", "drop_rate"),  # found by the property test: torch's ValueError, named
+        ("model.net.drop_rate=-1", "drop_rate"),  # found by the property test: torch's ValueError, named
     ],
 )
 def test_each_bad_value_is_refused_naming_its_key(override, message):
     with pytest.raises(REFUSED, match=message):
         cfg = compose_train("model=bn_x30", override)
         validate(cfg)
-        build_net(cfg)
+        build_net(cfg.model.net)
 
 
 def test_start_up_refusals_name_what_is_wrong(tmp_path):
@@ -109,9 +111,9 @@ def test_start_up_refusals_name_what_is_wrong(tmp_path):
         resolve_loop(cfg, 100)
     cfg = compose_train("model=mnist_mlp_bn", *small)
     with pytest.raises(
-        ConfigError, match=r"model=mnist_mlp_bn \(model.arch=mnist_mlp\) cannot take data=synthetic"
+        ConfigError, match=r"model=mnist_mlp_bn \(model.net.model_name=mnist_mlp\) cannot take data=synthetic"
     ):
-        check_input(build_net(cfg), (3, 32, 32), cfg)
+        check_input(build_net(cfg.model.net), (3, 32, 32), cfg)
     from bnrepro.run import plan_run_dir
 
     cfg = compose_train("model=bn_x30", *small, "overwrite=true", "resume=true")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import lightning as L
 import numpy as np
 import timm
@@ -11,6 +13,7 @@ import bnrepro.models  # noqa: F401
 from bnrepro.callbacks.percentiles import ActivationPercentiles
 from bnrepro.data.device_loader import ShardSliceSampler, StepChunkSampler, device_loader
 from bnrepro.lit.classifier import ClassifierModule
+from bnrepro.lit.schedules import Constant
 
 
 def test_percentiles_match_torch_quantile_over_all_eval_batches(tmp_path):
@@ -18,9 +21,9 @@ def test_percentiles_match_torch_quantile_over_all_eval_batches(tmp_path):
     x, y = torch.rand(300, 1, 28, 28), torch.randint(0, 10, (300,))
     xt, yt = torch.rand(250, 1, 28, 28), torch.randint(0, 10, (250,))
     net = timm.create_model("mnist_mlp", norm="batchnorm")
-    opt = {"name": "sgd", "lr": 0.1, "reference_batch": 60, "lr_scaling": "linear"}
-    module = ClassifierModule(net, num_classes=10, batch_size=60, optimizer=opt)
-    cb = ActivationPercentiles("net.blocks.2.act", unit=7, quantiles=[0.15, 0.5, 0.85], out_dir=tmp_path)
+    module = ClassifierModule(net, num_classes=10, batch_size=60, optimizer=partial(torch.optim.SGD, lr=0.1),
+                              schedule=Constant(), reference_batch=60)  # fmt: skip
+    cb = ActivationPercentiles("blocks.2.act", unit=7, quantiles=[0.15, 0.5, 0.85], out_dir=tmp_path)
     trainer = L.Trainer(
         accelerator="cpu", max_steps=10, max_epochs=-1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, callbacks=[cb], num_sanity_val_steps=0,

@@ -83,7 +83,7 @@ def test_resume_equals_uninterrupted(case, stop, mnist_root, tmp_path, step_loss
     step_losses.clear()
 
     run_dir = tmp_path / "runs" / straight_cfg.task / "resumed"
-    first = compose_train(*overrides, "run_name=resumed", f"callbacks.preemption.stop_at_step={k}")
+    first = compose_train(*overrides, "run_name=resumed", f"testing.stop_at_step={k}")
     stopped = train(first, run_dir)
     assert stopped["status"] == "preempted" and stopped["steps"] == k
     assert len(step_losses) == k
@@ -106,7 +106,7 @@ def test_resume_requested_with_nothing_to_resume_is_an_error(mnist_root, tmp_pat
 def test_a_truncated_checkpoint_is_named_and_the_fallback_resumes_from_the_previous_one(mnist_root, tmp_path):
     overrides = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs", steps=30), "run_name=r",
                  "loop.steps_per_batch=1"]  # fmt: skip
-    cfg = compose_train(*overrides, "callbacks.preemption.stop_at_step=25")
+    cfg = compose_train(*overrides, "testing.stop_at_step=25")
     run_dir = tmp_path / "runs" / cfg.task / "r"
     assert train(cfg, run_dir)["status"] == "preempted"
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -143,14 +143,14 @@ def test_a_truncated_checkpoint_is_named_and_the_fallback_resumes_from_the_previ
 
 def test_a_stop_asked_at_the_last_step_lets_the_run_finish_with_alg2(mnist_root, tmp_path):
     overrides = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "run_name=r"]
-    cfg = compose_train(*overrides, f"callbacks.preemption.stop_at_step={20}")  # = trainer.max_steps
+    cfg = compose_train(*overrides, f"testing.stop_at_step={20}")  # = trainer.max_steps
     summary = train(cfg, tmp_path / "runs" / cfg.task / "r")
     assert summary["status"] == "finished" and summary["population_acc"] is not None
 
 
 def test_a_partial_run_of_another_configuration_is_not_resumed(mnist_root, tmp_path):
     overrides = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "run_name=r"]
-    cfg = compose_train(*overrides, "callbacks.preemption.stop_at_step=10")
+    cfg = compose_train(*overrides, "testing.stop_at_step=10")
     run_dir = tmp_path / "runs" / cfg.task / "r"
     train(cfg, run_dir)
     with pytest.raises(ResumeError, match=r"another configuration \(optimizer.lr: 0.1 there, 0.05 now\)"):
@@ -199,7 +199,7 @@ def test_a_resumed_run_continues_its_wandb_run(mnist_root, tmp_path, monkeypatch
     overrides = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "run_name=r", "logger=wandb",
                  "loop.steps_per_batch=1"]  # fmt: skip
     run_dir = tmp_path / "runs" / "mnist" / "r"
-    train(compose_train(*overrides, "callbacks.preemption.stop_at_step=12"), run_dir)
+    train(compose_train(*overrides, "testing.stop_at_step=12"), run_dir)
     train(compose_train(*overrides), run_dir)
     folders = [p.name for p in (run_dir / "wandb").glob("offline-run-*")]
     run_id = (run_dir / "wandb_id").read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from types import SimpleNamespace
 
 import lightning as L
@@ -22,6 +23,7 @@ from bnrepro.callbacks.divergence import TrainingDiverged
 from bnrepro.config import ConfigError
 from bnrepro.data.device_loader import StepChunkSampler, device_loader
 from bnrepro.lit.classifier import ClassifierModule
+from bnrepro.lit.schedules import Constant, ExponentialDecay
 from bnrepro.run import train
 from bnrepro.speed import resolve_speed, trainer_args
 from conftest import CONF, ROOT, cli, compose_train, fast_overrides
@@ -96,32 +98,33 @@ def cuda_present(monkeypatch):
 
 def test_auto_fast_paths_on_a_gpu_are_bf16_channels_last_fused_compiled_for_bn_inception(cuda_present):
     cfg = compose_train("model=bn_x30")
-    assert trainer_args(cfg) == {"precision": "bf16-mixed", "benchmark": True}
-    s = resolve_speed(cfg, fake_trainer("cuda", precision="bf16-mixed"))
+    assert trainer_args(cfg, convolutional=True) == {"precision": "bf16-mixed", "benchmark": True}
+    s = resolve_speed(cfg, fake_trainer("cuda", precision="bf16-mixed"), data_on_device=False)
     assert (s.channels_last, s.fused_optimizer, s.compile, s.cuda_graphs) == (True, True, True, False)
 
 
 def test_auto_fast_paths_on_a_gpu_are_float32_and_cuda_graphs_for_the_mnist_mlp(cuda_present):
     cfg = compose_train("model=mnist_mlp_bn")
-    assert trainer_args(cfg)["precision"] == "32-true"
-    s = resolve_speed(cfg, fake_trainer("cuda"))
+    assert trainer_args(cfg, convolutional=False)["precision"] == "32-true"
+    s = resolve_speed(cfg, fake_trainer("cuda"), data_on_device=True)
     assert (s.cuda_graphs, s.compile, s.fused_optimizer) == (True, False, True)
     # Under DDP the graphs are off (the all-reduce is inside the step); compile takes over.
-    s = resolve_speed(cfg, fake_trainer("cuda", world_size=2))
+    s = resolve_speed(cfg, fake_trainer("cuda", world_size=2), data_on_device=True)
     assert (s.cuda_graphs, s.compile) == (False, True)
 
 
 def test_everything_is_off_on_the_cpu_and_cuda_graphs_cannot_be_forced_there():
     cfg = compose_train("model=bn_x30")
-    assert trainer_args(cfg) == {"precision": "32-true", "benchmark": False}
-    s = resolve_speed(cfg, fake_trainer("cpu"))
+    assert trainer_args(cfg, convolutional=True) == {"precision": "32-true", "benchmark": False}
+    s = resolve_speed(cfg, fake_trainer("cpu"), data_on_device=False)
     assert not (s.channels_last or s.fused_optimizer or s.compile or s.cuda_graphs or s.cudnn_benchmark)
     with pytest.raises(ConfigError, match=r"trainer.cuda_graphs=true needs a CUDA device.*data held on"):
-        resolve_speed(compose_train("model=bn_x30", "trainer.cuda_graphs=true"), fake_trainer("cpu"))
+        resolve_speed(compose_train("model=bn_x30", "trainer.cuda_graphs=true"), fake_trainer("cpu"), False)
 
 
-LR_HALVES_AT_20 = {"name": "exponential", "gamma": 0.5, "decay_every_epochs": 1.0, "speedup": 1.0,
-                   "epoch_examples": 600, "staircase": True}  # fmt: skip # at batch 30: every 20 steps
+# At batch 30: the LR halves every 20 steps.
+LR_HALVES_AT_20 = ExponentialDecay(gamma=0.5, decay_every_epochs=1.0, speedup=1.0, epoch_examples=600,
+                                   epoch_scale=1.0, staircase=True)  # fmt: skip
 
 
 def train_mlp(cuda_graphs, steps=40, chunk=10, schedule=None, device="cpu", **kwargs):
@@ -130,8 +133,9 @@ def train_mlp(cuda_graphs, steps=40, chunk=10, schedule=None, device="cpu", **kw
     x = (torch.rand(600, 1, 28, 28, generator=gen) > 0.5).float().to(device)
     y = torch.randint(0, 10, (600,), generator=gen).to(device)
     net = timm.create_model("mnist_mlp", norm="batchnorm", act_layer="sigmoid", init_seed=0)
-    opt = {"name": "sgd", "lr": 0.5, "momentum": 0.9, "reference_batch": 30, "lr_scaling": "linear"}
-    module = ClassifierModule(net, 10, 30, opt, schedule, cuda_graphs=cuda_graphs, **kwargs)
+    opt = partial(torch.optim.SGD, lr=0.5, momentum=0.9)
+    module = ClassifierModule(net, 10, 30, opt, schedule or Constant(), reference_batch=30, cuda_graphs=cuda_graphs,
+                              **kwargs)  # fmt: skip
     sampler = StepChunkSampler(600, 30, steps_per_epoch=steps, steps_per_batch=chunk)
     trainer = L.Trainer(accelerator=device, devices=1, max_steps=steps, max_epochs=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -177,16 +181,18 @@ def test_reproduce_submits_each_missing_run_as_a_one_job_slurm_multirun_into_the
 
 def test_adamw_or_a_forked_strategy_get_a_clear_answer_on_a_gpu(cuda_present):
     adamw = compose_train("model=mnist_mlp_bn", "optimizer=adamw")
-    assert resolve_speed(adamw, fake_trainer("cuda")).cuda_graphs is False  # its step cannot be captured
-    with pytest.raises(ConfigError, match=r"cuda_graphs=true needs optimizer.name=sgd"):
+    assert (
+        resolve_speed(adamw, fake_trainer("cuda"), True).cuda_graphs is False
+    )  # its step cannot be captured
+    with pytest.raises(ConfigError, match=r"cuda_graphs=true needs optimizer=sgd"):
         resolve_speed(compose_train("model=mnist_mlp_bn", "optimizer=adamw", "trainer.cuda_graphs=true"),
-                      fake_trainer("cuda"))  # fmt: skip
+                      fake_trainer("cuda"), True)  # fmt: skip
     with pytest.raises(ConfigError, match=r"trainer.precision=auto .* trainer.strategy=ddp_fork"):
         trainer_args(compose_train("model=bn_x30", "trainer.strategy=ddp_fork"))
 
 
 def test_a_resume_compares_the_precision_auto_became_and_not_how_the_step_runs():
-    from bnrepro.config import config_differences
+    from bnrepro.config.resume import config_differences
 
     before_auto = {"trainer.precision": "32-true"}  # a config.yaml written before the fast paths existed
     assert config_differences(before_auto, {"trainer.precision": "auto", "trainer.compile": None}) == []

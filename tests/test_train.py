@@ -105,8 +105,8 @@ def test_experiment_figure1_trains_both_nets_as_a_multirun_each_its_own_wandb_ru
 def test_bad_override_fails_at_start_with_the_key_named(tmp_path):
     r = cli("optimizer.lrr=0.1", f"runs_root={tmp_path}")
     assert r.returncode != 0 and "lrr" in r.stderr
-    r = cli("activation.name=tanh", f"runs_root={tmp_path}")
-    assert r.returncode == 2 and "activation.name='tanh'" in r.stderr
+    r = cli("activation.name=tanhh", f"runs_root={tmp_path}")  # reaches the network: refused there, named
+    assert r.returncode == 2 and "error: model.net=" in r.stderr and "'act_layer': 'tanhh'" in r.stderr
     assert not list(tmp_path.glob("**/summary.json"))
 
 
@@ -223,7 +223,7 @@ def test_imagenet_variant_trains_a_few_steps_on_synthetic_data(model, tmp_path):
     assert s["status"] == "finished" and s["steps"] == 4 and s["evaluations"] == 2
     assert s["global_batch"] == 4 and s["lr"] == pytest.approx(cfg.optimizer.lr * 4 / 32)  # linear scaling
     assert 0.0 <= s["final_acc_top5"] <= 1.0
-    has_bn = cfg.model.norm == "batchnorm"
+    has_bn = cfg.model.net.norm == "batchnorm"
     # Alg. 2 is evaluated for the BN nets only, and its network is saved beside the moving-average one.
     assert ("population_acc" in s) == has_bn == (tmp_path / "r" / "checkpoints" / "population.ckpt").is_file()
     state = torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
@@ -262,7 +262,7 @@ def test_a_nan_at_step_k_stops_the_run_as_diverged_and_keeps_the_last_good_check
     from bnrepro.callbacks.divergence import TrainingDiverged
 
     cfg = compose_train("model=bn_x30", *synthetic_overrides(tmp_path, steps=8), "run_name=r",
-                        "callbacks.divergence.inject_nan_at_step=5")  # fmt: skip
+                        "testing.inject_nan_at_step=5")  # fmt: skip
     with pytest.raises(TrainingDiverged, match="step 5"):
         train(cfg, tmp_path / "r")
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
@@ -288,11 +288,11 @@ def test_an_infinite_learning_rate_diverges_inside_a_chunk_of_steps(mnist_root, 
 
 def test_divergence_exits_with_its_own_status_and_a_sweep_goes_on(tmp_path):
     r = cli("model=bn_x30", *synthetic_overrides(tmp_path), "run_name=single",
-            "callbacks.divergence.inject_nan_at_step=3")  # fmt: skip
+            "testing.inject_nan_at_step=3")  # fmt: skip
     assert r.returncode == 3, r.stderr[-3000:]
     assert "diverged" in r.stderr and "step 3" in r.stderr
-    r = cli("-m", "model=bn_x30", *synthetic_overrides(tmp_path), "run_name=inj${callbacks.divergence.inject_nan_at_step}",
-            "callbacks.divergence.inject_nan_at_step=3,null")  # fmt: skip
+    r = cli("-m", "model=bn_x30", *synthetic_overrides(tmp_path), "run_name=inj${testing.inject_nan_at_step}",
+            "testing.inject_nan_at_step=3,null")  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     status = {
         p.parent.name: json.loads(p.read_text())["status"]

@@ -68,15 +68,22 @@ def rows_up_to(text: bytes, step: int) -> bytes:
 
 
 def build_loggers(cfg, run_dir: Path, resolved_config: dict, resume_step: int | None = None) -> list[Logger]:
+    """metrics.csv in the run folder, then every mirror the `logger` group turns on (each node's
+    `_target_` is called with the run folder, the run's name and its resolved config as
+    run_dir, name and run_config)."""
+    from bnrepro.config.build import build
+
     csv_logger = (
         resumed_csv_logger(run_dir, resume_step)
         if resume_step is not None
         else CSVLogger(save_dir=str(run_dir), name="", version="")
     )
     loggers: list[Logger] = [csv_logger]
-    w = cfg.logger.wandb
-    if w.enabled:
-        loggers.append(wandb_logger(cfg, run_dir, resolved_config))
+    for key, node in cfg.logger.items():
+        if node is not None:
+            # A partial, called here: instantiate would also build the `_target_`s inside run_config.
+            make = build(node, f"logger.{key}", _partial_=True)
+            loggers.append(make(run_dir=run_dir, name=cfg.run_name, run_config=resolved_config))
     return loggers
 
 
@@ -91,20 +98,20 @@ def wandb_run_id(run_dir: Path) -> str | None:
     return path.read_text().strip() if path.is_file() else None  # other ranks do not log to W&B
 
 
-def wandb_logger(cfg, run_dir: Path, resolved_config: dict):
-    """W&B mirror of the run; when W&B cannot be reached or refuses the key, an offline run instead (with
-    a warning): a W&B outage never costs a run, and the run folder is complete either way."""
+def wandb_logger(*, mode: str, project: str, entity: str | None, group: str | None, tags: list[str],
+                 run_dir: Path, name: str, run_config: dict):  # fmt: skip
+    """W&B mirror of the run (logger=wandb); when W&B cannot be reached or refuses the key, an offline run
+    instead (with a warning): a W&B outage never costs a run, and the run folder is complete either way."""
     from lightning.pytorch.loggers import WandbLogger
 
-    w = cfg.logger.wandb
     os.environ.setdefault("WANDB_SILENT", "true")  # one line in the log, not a banner per process
 
     def make(mode: str) -> WandbLogger:
-        return WandbLogger(project=w.project, entity=w.entity, group=w.group, tags=list(w.tags),
-                           name=cfg.run_name, save_dir=str(run_dir), mode=mode, config=resolved_config,
-                           id=wandb_run_id(run_dir), resume="allow")  # fmt: skip
+        return WandbLogger(project=project, entity=entity, group=group, tags=list(tags), name=name,
+                           save_dir=str(run_dir), mode=mode, config=run_config, id=wandb_run_id(run_dir),
+                           resume="allow")  # fmt: skip
 
-    mode = wandb_mode(w.mode)
+    mode = wandb_mode(mode)
     logger = make(mode)
     if mode != "online" or rank_zero_only.rank != 0:
         return logger

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
-import timm
 import torch
 import yaml
 from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -23,23 +22,24 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
-import bnrepro.models  # noqa: F401  (registers the networks with timm)
 from bnrepro.callbacks.data_errors import StopOnUnreadableImage
-from bnrepro.callbacks.divergence import DivergenceStop
-from bnrepro.callbacks.percentiles import ActivationPercentiles, input_width
-from bnrepro.callbacks.population import PopulationStatistics
 from bnrepro.callbacks.preemption import Preemption
 from bnrepro.callbacks.rng_state import RNGState
 from bnrepro.callbacks.summary import RunSummary
 from bnrepro.checkpointing import AtomicCheckpointIO, ResumeError, select_resume
-from bnrepro.config import SPEED_KEYS, ConfigError, differences_from_run, flatten, resolve_loop, validate
-from bnrepro.data import IMAGE_FOLDER_SETS, build_datamodule
+from bnrepro.config import ConfigError
+from bnrepro.config.build import build
+from bnrepro.config.checks import validate
+from bnrepro.config.loop import resolve_loop
+from bnrepro.config.resume import differences_from_run, flatten
+from bnrepro.config.schema import SPEED_KEYS
 from bnrepro.launching import in_multirun, run_job_in_own_process, starts_ranks_by_rerunning_command
 from bnrepro.lit.classifier import ClassifierModule
 from bnrepro.loggers import build_loggers, close_wandb
+from bnrepro.models import build_net
 from bnrepro.provenance import write_text_atomic
 from bnrepro.results.runs import COMPLETE
-from bnrepro.speed import Speed, apply_to_net, resolve_speed
+from bnrepro.speed import Speed, apply_to_net, is_convolutional, resolve_speed
 from bnrepro.speed import trainer_args as speed_trainer_args
 
 # The run folder deliberately holds more than Lightning's CSV files (config, summary, checkpoints).
@@ -50,28 +50,18 @@ class RunExistsError(FileExistsError):
     pass
 
 
-def build_net(cfg):
-    kwargs = OmegaConf.to_container(cfg.model.kwargs, resolve=True)
-    try:
-        return timm.create_model(
-            cfg.model.arch, norm=cfg.model.norm, act_layer=cfg.activation.name, init_seed=cfg.seed, **kwargs
-        )
-    except (
-        TypeError,
-        RuntimeError,
-        ValueError,
-    ) as e:  # unknown arch, a keyword it does not take, a bad value
-        raise ConfigError(f"model.arch={cfg.model.arch!r} with model.kwargs={kwargs}: {e}") from e
-
-
 def build_module(cfg, net, speed: Speed | None = None) -> ClassifierModule:
+    """The LightningModule: the network, the optimizer group as a partial, the LR schedule."""
     return ClassifierModule(
         net,
         num_classes=net.num_classes,
         batch_size=cfg.data.batch_size,
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        schedule=OmegaConf.to_container(cfg.lr_schedule, resolve=True),
+        optimizer=build(cfg.optimizer, "optimizer"),
+        schedule=build(cfg.lr_schedule, "lr_schedule"),
+        reference_batch=cfg.lr_scaling.reference_batch,
+        lr_rule=cfg.lr_scaling.rule,
         aux_loss_weight=cfg.model.aux_loss_weight,
+        decay_all_params=cfg.model.decay_all_params,
         fused_optimizer=bool(speed and speed.fused_optimizer),
         channels_last=bool(speed and speed.channels_last),
         cuda_graphs=bool(speed and speed.cuda_graphs),
@@ -87,20 +77,11 @@ def check_input(net, input_shape: tuple[int, ...], cfg) -> None:
             net.eval()(torch.zeros(1, *input_shape))
     except RuntimeError as e:
         raise ConfigError(
-            f"model={cfg.model.name} (model.arch={cfg.model.arch}) cannot take data={cfg.data.name}'s inputs of "
-            f"shape {tuple(input_shape)}: {str(e).splitlines()[0]}"
+            f"model={cfg.model.name} (model.net.model_name={cfg.model.net.get('model_name')}) cannot take "
+            f"data={cfg.data.name}'s inputs of shape {tuple(input_shape)}: {str(e).splitlines()[0]}"
         ) from e
     finally:
         net.train(was_training)
-
-
-def check_percentiles(net, module: str, unit: int, input_shape, arch: str) -> None:
-    try:
-        width = input_width(net, module, input_shape)
-    except AttributeError as e:
-        raise ConfigError(f"callbacks.percentiles.module={module!r} is not in {arch}: {e}") from e
-    if not 0 <= unit < width:
-        raise ConfigError(f"callbacks.percentiles.unit={unit} is out of range: {module} has {width} inputs")
 
 
 @dataclass
@@ -162,26 +143,22 @@ def apply_plan(run_dir: Path, plan: RunDirPlan) -> None:
 
 
 def build_callbacks(cfg, run_dir: Path, info: dict) -> list[L.Callback]:
-    c = cfg.callbacks
-    callbacks = [
+    """The run folder's own callbacks, then every optional one the `callbacks` config turns on."""
+    optional = [build(node, f"callbacks.{key}") for key, node in cfg.callbacks.items() if node is not None]
+    for callback in optional:
+        info.update(getattr(callback, "summary_info", dict)())
+    return [
         RunSummary(run_dir, info),
         RNGState(),
-        # Before Preemption: a batch that diverged stops the run as diverged and is never checkpointed.
-        DivergenceStop(c.divergence.check_every_n_batches, c.divergence.inject_nan_at_step),
-        Preemption(run_dir / "checkpoints" / "last.ckpt", c.preemption.requeue, c.preemption.stop_at_step),
+        StopOnUnreadableImage(),  # only image-folder data sets carry such batches; a no-op for the rest
+        # Before the checkpoints: a batch that diverged stops the run as diverged and is never
+        # checkpointed (DivergenceStop), a preempted one saves first (Preemption).
+        *optional,
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max"),
         # last.ckpt after every evaluation period. Not `save_last=True` of the checkpoint above: Lightning
         # 2.6 refreshes that one only at steps where `best` improved.
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
     ]  # fmt: skip
-    if cfg.data.name in IMAGE_FOLDER_SETS:
-        callbacks.append(StopOnUnreadableImage())
-    if c.population_stats.enabled:
-        callbacks.append(PopulationStatistics(c.population_stats.num_batches, run_dir / "checkpoints"))
-    if c.percentiles.enabled:
-        p = c.percentiles
-        callbacks.append(ActivationPercentiles(f"net.{p.module}", p.unit, p.quantiles, out_dir=run_dir))
-    return callbacks
 
 
 def train(cfg, run_dir: Path) -> dict | None:
@@ -198,16 +175,15 @@ def train(cfg, run_dir: Path) -> dict | None:
         if starts_ranks_by_rerunning_command(probe):
             return run_job_in_own_process(run_dir)  # see launching.py: rank 1 would re-run the whole sweep
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    net = build_net(cfg)
+    net = build_net(cfg.model.net)
+    dm = build(cfg.data, "data", seed=cfg.seed)
 
     info = {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed, "task": cfg.task,
             "run_name": cfg.run_name, "lr_multiplier": cfg.lr_multiplier.factor}  # fmt: skip
-    p = cfg.callbacks.percentiles
-    if p.enabled:
-        info["percentile_unit"] = f"{p.module}[{p.unit}]"
     callbacks = build_callbacks(cfg, run_dir, info)
     summary = callbacks[0]
-    trainer_kwargs.update(speed_trainer_args(cfg))  # precision / cudnn benchmark with "auto" resolved
+    # precision / cudnn benchmark with "auto" resolved
+    trainer_kwargs.update(speed_trainer_args(cfg, convolutional=is_convolutional(net)))
     plugins = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # requeue on SIGUSR1 is callbacks/preemption.py's, at a step boundary
         plugins.append(SLURMEnvironment(auto_requeue=False))
@@ -221,7 +197,7 @@ def train(cfg, run_dir: Path) -> dict | None:
         callbacks=callbacks,
         plugins=plugins,
     )
-    speed = resolve_speed(cfg, trainer)
+    speed = resolve_speed(cfg, trainer, data_on_device=dm.holds_data_on_device)
     summary.info["speed"] = speed.asdict()
     # config.yaml stores what "auto" became on this machine, so a resume on other hardware that would
     # train differently (bf16 vs float32, ...) is refused naming the key, not silently mixed.
@@ -233,10 +209,11 @@ def train(cfg, run_dir: Path) -> dict | None:
     max_steps, eval_every = resolve_loop(cfg, cfg.data.batch_size * trainer.world_size)
     trainer.fit_loop.epoch_loop.max_steps = max_steps
     summary.info["eval_every_steps"] = eval_every
-    dm = build_datamodule(cfg, eval_every)
+    dm.eval_every_steps = eval_every  # one Lightning epoch = one evaluation period
     check_input(net, dm.input_shape, cfg)
-    if p.enabled:
-        check_percentiles(net, p.module, p.unit, dm.input_shape, cfg.model.arch)
+    for callback in callbacks:  # e.g. the percentiles' module and unit exist in this network
+        if hasattr(callback, "check"):
+            callback.check(net, dm.input_shape)
     apply_to_net(net, speed)  # after the checks' forward passes: compiling is lazy, on the first step
     dm.prepare_data()  # fails here, before any DDP process exists, when the data set is missing
 
@@ -249,7 +226,7 @@ def train(cfg, run_dir: Path) -> dict | None:
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     except SIGTERMException:  # preempted: summary.json says so; callbacks/preemption.py saved last.ckpt
-        saved = next(c for c in callbacks if isinstance(c, Preemption)).saved_at
+        saved = next((c.saved_at for c in callbacks if isinstance(c, Preemption)), None)
         if rank_zero_only.rank == 0:
             where = (
                 f"saved at step {saved}"

@@ -16,15 +16,19 @@ from dataclasses import asdict, dataclass
 import torch
 
 from bnrepro.config import ConfigError
-from bnrepro.data import TENSOR_SETS
 
 
 def on_cuda(accelerator: str) -> bool:
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
-def trainer_args(cfg) -> dict:
-    """precision and benchmark for lightning.Trainer, "auto" resolved for the accelerator asked for."""
+def is_convolutional(net: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in net.modules())
+
+
+def trainer_args(cfg, convolutional: bool = False) -> dict:
+    """precision and benchmark for lightning.Trainer, "auto" resolved for the accelerator asked for and
+    the network (`convolutional`: an image network, see is_convolutional)."""
     t, cuda = cfg.trainer, on_cuda(cfg.trainer.accelerator)
     precision = t.precision
     if precision == "auto" and cuda and any(w in t.strategy for w in ("fork", "notebook")):
@@ -33,14 +37,17 @@ def trainer_args(cfg) -> dict:
             f"trainer.strategy={t.strategy} forks its processes: set trainer.precision=bf16-mixed or 32-true"
         )
     if precision == "auto":
-        # The MNIST MLPs (28x28 grey vectors) stay float32: launch-bound, bf16 would buy nothing and
-        # would round the sigmoid inputs Figure 1 plots; they get CUDA graphs instead.
-        images = cfg.data.name not in ("mnist", "fashion_mnist") or cfg.data.to_images
+        # The MNIST MLPs stay float32: launch-bound, bf16 would buy nothing and would round the sigmoid
+        # inputs Figure 1 plots; they get CUDA graphs instead.
         # Native bf16 only (Ampere and later): emulated on a V100 / T4 it would be slower than float32.
         native = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
-        precision = "bf16-mixed" if images and native else "32-true"
-    benchmark = t.benchmark if t.benchmark is not None else (cuda and not t.deterministic)
-    return {"precision": precision, "benchmark": benchmark}
+        precision = "bf16-mixed" if convolutional and native else "32-true"
+    return {"precision": precision, "benchmark": cudnn_benchmark(t, cuda)}
+
+
+def cudnn_benchmark(t, cuda: bool) -> bool:
+    """trainer.benchmark, auto (null): on for CUDA (every batch has the same shape) unless deterministic."""
+    return bool(t.benchmark if t.benchmark is not None else (cuda and not t.deterministic))
 
 
 @dataclass
@@ -63,29 +70,33 @@ class Speed:
         return d
 
 
-def resolve_speed(cfg, trainer) -> Speed:
-    """Every fast path decided for this trainer (device type and world size known); refuses, naming
-    the key, what cannot work here."""
+def resolve_speed(cfg, trainer, data_on_device: bool) -> Speed:
+    """Every fast path decided for this trainer (device type and world size known) and data module
+    (`data_on_device`: its holds_data_on_device); refuses, naming the key, what cannot work here."""
+    from hydra.utils import get_class
+
     t = cfg.trainer
     cuda = trainer.strategy.root_device.type == "cuda"
-    args = trainer_args(cfg)
+
     precision = str(trainer.precision)
     if t.sync_batchnorm and trainer.world_size > 1 and not cuda:
         raise ConfigError(
             "trainer.sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm does not run on the CPU); "
             "on the CPU the BN statistics are per device (trainer.sync_batchnorm=false)"
         )
-    on_device_tensors = cfg.data.name in TENSOR_SETS and cfg.data.device_resident
     graphs_blockers = [
         why
         for why, blocked in (
             ("a CUDA device", not cuda),
             ("one device (DDP all-reduces inside the step)", trainer.world_size > 1),
-            ("data held on the device (data.device_resident, MNIST / synthetic)", not on_device_tensors),
+            ("data held on the device (data.device_resident, MNIST / synthetic)", not data_on_device),
             ("float32 or bf16-mixed (no gradient scaler)", precision not in ("32-true", "bf16-mixed")),
             ("trainer.compile=false", t.compile is True),
             # AdamW's step refuses to be captured unless built capturable (its step counts are tensors).
-            ("optimizer.name=sgd", cfg.optimizer.name != "sgd"),
+            (
+                "optimizer=sgd (torch.optim.SGD)",
+                not issubclass(get_class(cfg.optimizer._target_), torch.optim.SGD),
+            ),
         )
         if blocked
     ]
@@ -95,7 +106,7 @@ def resolve_speed(cfg, trainer) -> Speed:
     graphs = t.cuda_graphs if t.cuda_graphs is not None else not graphs_blockers and precision == "32-true"
     return Speed(
         precision=precision,
-        cudnn_benchmark=bool(args["benchmark"]),
+        cudnn_benchmark=cudnn_benchmark(t, cuda),
         channels_last=t.channels_last if t.channels_last is not None else cuda,
         fused_optimizer=t.fused_optimizer if t.fused_optimizer is not None else cuda,
         compile=t.compile if t.compile is not None else cuda and not graphs,

@@ -1,6 +1,6 @@
 """Training-step throughput of BN-Inception: the project's Lightning loop vs a plain PyTorch loop.
 
-Both train the same network (model=bn_x30, built by run.build_net from the composed config) on the
+Both train the same network (model=bn_x30, built by models.build_net from the composed config) on the
 same synthetic images held on the device (so the input pipeline is out of the picture: see
 bench/pipeline.py for that), with the same fast paths, one after the other in one process. Each mode
 is one combination of fast paths; the Lightning loop uses the project's ClassifierModule and
@@ -21,7 +21,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from bnrepro.bench import CONF_DIR, sync
+from bnrepro.bench import compose_train, sync
 from bnrepro.data.device_loader import StepChunkSampler, device_loader
 from bnrepro.lit.classifier import effective_lr
 from bnrepro.provenance import hardware
@@ -36,13 +36,9 @@ MODES = {
 
 
 def compose_cfg(model: str, batch: int, image_size: int):
-    from hydra import compose, initialize_config_dir
-
-    import bnrepro.config  # noqa: F401  (the schema)
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=[f"model={model}", "data=synthetic", f"data.batch_size={batch}",
-                                           f"data.image_size={image_size}"])  # fmt: skip
+    return compose_train(
+        f"model={model}", "data=synthetic", f"data.batch_size={batch}", f"data.image_size={image_size}"
+    )
 
 
 def synthetic(n: int, image_size: int, device: torch.device, seed: int = 0):
@@ -72,9 +68,10 @@ class StepClock(L.Callback):
 
 
 def lightning_loop(cfg, speed: Speed, data, device, warmup: int, steps: int) -> float:
-    from bnrepro.run import build_module, build_net
+    from bnrepro.models import build_net
+    from bnrepro.run import build_module
 
-    net = apply_to_net(build_net(cfg), speed)
+    net = apply_to_net(build_net(cfg.model.net), speed)
     module = build_module(cfg, net, speed)
     total = warmup + steps
     sampler = StepChunkSampler(len(data[0]), cfg.data.batch_size, steps_per_epoch=total)
@@ -90,12 +87,12 @@ def lightning_loop(cfg, speed: Speed, data, device, warmup: int, steps: int) -> 
 
 def plain_loop(cfg, speed: Speed, data, device, warmup: int, steps: int) -> float:
     """The same step without Lightning: forward under autocast, cross-entropy, backward, SGD step."""
-    from bnrepro.run import build_net
+    from bnrepro.models import build_net
 
     torch.backends.cudnn.benchmark = speed.cudnn_benchmark
-    net = apply_to_net(build_net(cfg), speed).to(device)
+    net = apply_to_net(build_net(cfg.model.net), speed).to(device)
     o = cfg.optimizer
-    lr = effective_lr(o.lr, cfg.data.batch_size, o.reference_batch, o.lr_scaling)
+    lr = effective_lr(o.lr, cfg.data.batch_size, cfg.lr_scaling.reference_batch, cfg.lr_scaling.rule)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=o.momentum, weight_decay=o.weight_decay,
                           fused=speed.fused_optimizer or None)  # fmt: skip
     x, y = data

@@ -17,6 +17,7 @@ import argparse
 import json
 import statistics
 import time
+from functools import partial
 
 import lightning as L
 import timm
@@ -27,6 +28,7 @@ import bnrepro.models  # noqa: F401
 from bnrepro.bench import sync
 from bnrepro.data.device_loader import StepChunkSampler, device_loader
 from bnrepro.lit.classifier import ClassifierModule
+from bnrepro.lit.schedules import Constant
 from bnrepro.provenance import hardware
 
 N_TRAIN, BATCH = 60000, 60
@@ -62,8 +64,8 @@ def lightning_loop(
     x, y, steps: int, norm: str, steps_per_batch: int, lr: float = 0.5, cuda_graphs: bool = False
 ) -> float:
     net = timm.create_model("mnist_mlp", norm=norm)
-    opt = {"name": "sgd", "lr": lr, "reference_batch": BATCH, "lr_scaling": "linear"}
-    module = ClassifierModule(net, num_classes=10, batch_size=BATCH, optimizer=opt, cuda_graphs=cuda_graphs)
+    module = ClassifierModule(net, num_classes=10, batch_size=BATCH, optimizer=partial(torch.optim.SGD, lr=lr),
+                              schedule=Constant(), reference_batch=BATCH, cuda_graphs=cuda_graphs)  # fmt: skip
     loader = device_loader((x, y), sampler(steps, steps_per_batch))
     trainer = L.Trainer(
         accelerator=x.device.type, devices=1, max_steps=steps, max_epochs=1, logger=False,

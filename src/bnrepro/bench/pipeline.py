@@ -29,17 +29,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as Fn
-import yaml
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 from torchvision.io import encode_jpeg, read_file, write_file
 
-from bnrepro.bench import CONF_DIR, sync
+from bnrepro.bench import compose_train, sync
+from bnrepro.config.build import build
 from bnrepro.data.device_loader import own_generator
 from bnrepro.data.gpu_decode import GPUDecodeAugment
-from bnrepro.data.imagenet import ImageFolderDataModule, batch_error
+from bnrepro.data.imagenet import batch_error
 from bnrepro.provenance import hardware
 
-FULL_AUGMENT = CONF_DIR / "augment" / "full.yaml"
 # (height, width) of typical ImageNet photos, landscape ones the most common; mean ~0.2 megapixels.
 SIZES = ((375, 500), (375, 500), (375, 500), (333, 500), (500, 375), (500, 333), (500, 500), (400, 500),
          (480, 640), (600, 800))  # fmt: skip
@@ -152,17 +152,18 @@ def main(argv=None) -> dict:
 
 
 def run(args, images: int, workers: int, batch: int, steps: int, device: torch.device) -> dict:
-    augment = yaml.safe_load(FULL_AUGMENT.read_text())
     skip = workers * PREFETCH
 
     with tempfile.TemporaryDirectory(prefix="bnrepro-pipeline-") as tmp:
         files = write_jpegs(Path(tmp), images, args.tiny)
-        data = ImageFolderDataModule(
-            name="imagenet", root=tmp, num_classes=NUM_CLASSES, num_train_examples=images,
-            image_size=args.image_size, augment=augment, num_workers=workers,
-            pin_memory=device.type == "cuda", persistent_workers=False,
-            batch_size=batch, eval_batch_size=batch, eval_every_steps=1 + skip + steps,
-        )  # fmt: skip
+        # The training data module of model=inception (GoogLeNet's distortions) on the written JPEGs.
+        cfg = compose_train("model=inception", f"data.root={tmp}", f"data.num_classes={NUM_CLASSES}",
+                            f"data.num_train_examples={images}", f"data.image_size={args.image_size}",
+                            f"data.num_workers={workers}", f"data.pin_memory={device.type == 'cuda'}",
+                            "data.persistent_workers=false", f"data.batch_size={batch}", f"data.eval_batch_size={batch}")  # fmt: skip
+        data = build(cfg.data, "data", seed=0)
+        augment = OmegaConf.to_container(cfg.augment, resolve=True)  # the GPU path's same distortions
+        data.eval_every_steps = 1 + skip + steps
         data.prepare_data()
         data.setup("fit")
 

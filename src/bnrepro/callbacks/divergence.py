@@ -24,7 +24,9 @@ class TrainingDiverged(RuntimeError):
 
 
 class DivergenceStop(L.Callback):
-    def __init__(self, check_every_n_batches: int = 1, inject_nan_at_step: int | None = None):
+    """`inject_nan_at_step`: a test's stand-in for a blow-up at that step (testing.inject_nan_at_step)."""
+
+    def __init__(self, check_every_n_batches: int, inject_nan_at_step: int | None = None):
         self.every = check_every_n_batches
         self.inject_nan_at_step = inject_nan_at_step
 

@@ -32,9 +32,10 @@ def input_width(net: torch.nn.Module, module: str, input_shape: tuple[int, ...])
 
 
 class ActivationPercentiles(L.Callback):
-    def __init__(
-        self, module: str, unit: int = 0, quantiles=(0.15, 0.5, 0.85), out_dir: str | Path | None = None
-    ):
+    """`module`: dotted path of the activation module in the network (`pl_module.net`). `out_dir`: where
+    unit_percentiles.npz goes; None: the run folder (trainer.default_root_dir)."""
+
+    def __init__(self, module: str, unit: int, quantiles, out_dir: str | Path | None = None):
         self.module, self.unit, self.quantiles = module, unit, list(quantiles)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.steps: list[int] = []
@@ -42,11 +43,34 @@ class ActivationPercentiles(L.Callback):
         self._chunks: list[torch.Tensor] = []
         self._handle = None
 
+    def check(self, net: torch.nn.Module, input_shape: tuple[int, ...]) -> None:
+        """At start-up (run.py), before any process is spawned: the module exists and has the unit."""
+        from bnrepro.config import ConfigError
+
+        try:
+            width = input_width(net, self.module, input_shape)
+        except AttributeError as e:
+            raise ConfigError(
+                f"callbacks.percentiles.module={self.module!r} is not in the network: {e}"
+            ) from e
+        if not 0 <= self.unit < width:
+            raise ConfigError(
+                f"callbacks.percentiles.unit={self.unit} is out of range: {self.module} has {width} inputs"
+            )
+
+    def summary_info(self) -> dict:
+        """What summary.json says of this callback (the renderer labels Figure 1(b,c) with it)."""
+        return {"percentile_unit": f"{self.module}[{self.unit}]"}
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.out_dir is None:
+            self.out_dir = Path(trainer.default_root_dir)
+
     def _hook(self, module, inputs, output):
         self._chunks.append(inputs[0].detach().flatten(1))
 
     def on_validation_epoch_start(self, trainer, pl_module):
-        target = pl_module.get_submodule(self.module)  # the path is checked at start-up (run.py)
+        target = pl_module.net.get_submodule(self.module)  # the path is checked at start-up (check())
         self._chunks = []
         self._handle = target.register_forward_hook(self._hook)
 
@@ -71,7 +95,7 @@ class ActivationPercentiles(L.Callback):
             pl_module.log(f"act/p{round(qi * 100)}", v, sync_dist=False)  # identical on every rank
         self.steps.append(trainer.global_step)
         self.values.append(values.cpu().numpy())
-        if trainer.is_global_zero and self.out_dir is not None:
+        if trainer.is_global_zero:
             self._write()
 
     # Checkpointed, so unit_percentiles.npz of a resumed run holds the evaluations before the stop too.

@@ -82,7 +82,10 @@ def _train_inputs(datamodule, device):
 
 
 class PopulationStatistics(L.Callback):
-    def __init__(self, num_batches: int = 100, checkpoint_dir: str | Path | None = None):
+    """`checkpoint_dir`: where population.ckpt goes (the weights with Alg. 2's statistics, for
+    evaluation); None: <run folder>/checkpoints (the trainer's default_root_dir)."""
+
+    def __init__(self, num_batches: int, checkpoint_dir: str | Path | None = None):
         self.num_batches = num_batches
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.results: dict | None = None
@@ -104,10 +107,8 @@ class PopulationStatistics(L.Callback):
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
-        if self.checkpoint_dir is not None:
-            trainer.save_checkpoint(
-                self.checkpoint_dir / "population.ckpt", weights_only=True
-            )  # for evaluation
+        checkpoint_dir = self.checkpoint_dir or Path(trainer.default_root_dir) / "checkpoints"
+        trainer.save_checkpoint(checkpoint_dir / "population.ckpt", weights_only=True)  # for evaluation
         for m, state in zip(bns, saved):  # back to the moving averages (= last.ckpt)
             m.load_state_dict(state)
 

@@ -23,8 +23,11 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 
 class Preemption(L.Callback):
-    def __init__(self, checkpoint: str | Path, requeue: bool = True, stop_at_step: int | None = None):
-        self.checkpoint = Path(checkpoint)
+    """`checkpoint`: where the preemption save goes; None: <run folder>/checkpoints/last.ckpt (the
+    trainer's default_root_dir). `stop_at_step`: a test's stand-in for a SIGTERM at that step."""
+
+    def __init__(self, requeue: bool, stop_at_step: int | None = None, checkpoint: str | Path | None = None):
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.requeue, self.stop_at_step = requeue, stop_at_step
         self.sigusr1 = False
         self.saved_at: int | None = None  # the step of the preemption checkpoint, once written
@@ -32,6 +35,10 @@ class Preemption(L.Callback):
 
     def _on_sigusr1(self, signum, frame) -> None:
         self.sigusr1 = True
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.checkpoint is None:
+            self.checkpoint = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
 
     def on_fit_start(self, trainer, pl_module):
         if hasattr(signal, "SIGUSR1"):  # POSIX

@@ -199,22 +199,17 @@ class StepStreamDataModule(L.LightningDataModule):
     """Base of every data module: training batches follow StepChunkSampler's step stream (one Lightning
     epoch = one evaluation period of `eval_every_steps` steps), evaluation reads this rank's shard."""
 
-    def __init__(
-        self,
-        batch_size: int,
-        eval_batch_size: int,
-        eval_every_steps: int = 500,
-        shuffle: str = "thorough",
-        shard_size: int = 1024,
-        seed: int = 0,
-    ):
+    def __init__(self, *, name: str, num_classes: int, num_train_examples: int, batch_size: int,
+                 eval_batch_size: int, shuffle: str, shard_size: int, seed: int):  # fmt: skip
         super().__init__()
-        self.batch_size, self.eval_batch_size, self.eval_every_steps = (
-            batch_size,
-            eval_batch_size,
-            eval_every_steps,
-        )
+        self.name, self.num_classes, self.num_train_examples = name, num_classes, num_train_examples
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.shuffle, self.shard_size, self.seed = shuffle, shard_size, seed
+        # Steps per Lightning epoch; set by run.py once the world size (and so the global batch) is known.
+        self.eval_every_steps: int | None = None
+
+    # Whether the whole set sits on the training device (CUDA graphs need it; speed.py).
+    holds_data_on_device = False
 
     @property
     def rank(self) -> int:
@@ -227,6 +222,7 @@ class StepStreamDataModule(L.LightningDataModule):
     def train_sampler(
         self, num_examples: int, steps_per_batch: int = 1, as_list: bool = False
     ) -> StepChunkSampler:
+        assert self.eval_every_steps is not None, "set eval_every_steps (steps per evaluation period) first"
         sampler = StepChunkSampler(
             num_examples, self.batch_size, self.eval_every_steps, steps_per_batch, seed=self.seed, rank=self.rank,
             world_size=self.world_size, shuffle=self.shuffle, shard_size=self.shard_size, as_list=as_list,

@@ -58,33 +58,14 @@ def batch_error(batch) -> str | None:
 
 
 class ImageFolderDataModule(StepStreamDataModule):
-    def __init__(
-        self,
-        name: str = "imagenet",
-        root: str = "data/imagenet",
-        download: bool = False,
-        variant: str | None = None,
-        num_classes: int = 1000,
-        num_train_examples: int = 1281167,
-        image_size: int = 224,
-        resize_size: int = 256,
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        augment: dict | None = None,
-        num_workers: int = 8,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)  # batch sizes, evaluation period, shuffling, seed
-        if name == "imagenette" and variant not in IMAGENETTE_FOLDERS:
-            raise ImageDataError(
-                f"data.variant={variant!r}: Imagenette comes as {', '.join(IMAGENETTE_FOLDERS)}"
-            )
-        self.name, self.root, self.download, self.variant = name, Path(root), download, variant
-        self.num_classes, self.num_train_examples = num_classes, num_train_examples
+    """ImageNet-layout class folders under `root` (data=imagenet)."""
+
+    def __init__(self, *, root: str, image_size: int, resize_size: int, mean, std, augment: dict,
+                 num_workers: int, pin_memory: bool, persistent_workers: bool, **kwargs):  # fmt: skip
+        super().__init__(**kwargs)  # name, sizes, batch sizes, shuffling, seed
+        self.root = Path(root)
+        self.image_size, self.resize_size = image_size, resize_size
         self.input_shape = (3, image_size, image_size)
-        augment = dict(augment or {"name": "none"})
         self.eval_tf = eval_transform(image_size, resize_size, mean, std)
         self.train_tf = self.eval_tf if augment["name"] == "none" else train_transform(  # none: the eval crop
             image_size, tuple(augment["crop_scale"]), tuple(augment["crop_ratio"]), augment["hflip"],
@@ -98,20 +79,15 @@ class ImageFolderDataModule(StepStreamDataModule):
 
     @property
     def data_dir(self) -> Path:
-        return self.root / IMAGENETTE_FOLDERS[self.variant] if self.name == "imagenette" else self.root
+        """The folder holding train/ and val/."""
+        return self.root
+
+    def fetch(self) -> None:
+        """Downloads the set when it is missing and can be downloaded (ImageNet cannot: it needs a login)."""
 
     def prepare_data(self) -> None:
-        """Checks both splits (download Imagenette first if asked); raises ImageDataError naming the path."""
-        if self.name == "imagenette" and self.download and not (self.data_dir / "val").is_dir():
-            try:
-                for split in ("train", "val"):
-                    datasets.Imagenette(str(self.root), split=split, size=self.variant, download=True)
-            except Exception as e:  # offline: URLError / RuntimeError
-                raise ImageDataError(
-                    f"{self.data_dir}: Imagenette is not there and the download failed ({type(e).__name__}: "
-                    f"{e}). Run once with internet access, or set data.root to a folder holding "
-                    f"{IMAGENETTE_FOLDERS[self.variant]}/."
-                ) from e
+        """Checks both splits (downloads first where the set can be); raises ImageDataError naming the path."""
+        self.fetch()
         self._scan()
 
     def _scan(self):
@@ -158,3 +134,32 @@ class ImageFolderDataModule(StepStreamDataModule):
             BatchedImages(self.val_set), sampler=sampler, batch_size=None, generator=own_generator(),
             **self.loader_kwargs,
         )  # fmt: skip
+
+
+class ImagenetteDataModule(ImageFolderDataModule):
+    """Imagenette through torchvision (data=imagenette): <root>/imagenette2-<size>/, downloaded if missing."""
+
+    def __init__(self, *, download: bool, variant: str, **kwargs):
+        if variant not in IMAGENETTE_FOLDERS:
+            raise ImageDataError(
+                f"data.variant={variant!r}: Imagenette comes as {', '.join(IMAGENETTE_FOLDERS)}"
+            )
+        super().__init__(**kwargs)
+        self.download, self.variant = download, variant
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / IMAGENETTE_FOLDERS[self.variant]
+
+    def fetch(self) -> None:
+        if not self.download or (self.data_dir / "val").is_dir():
+            return
+        try:
+            for split in ("train", "val"):
+                datasets.Imagenette(str(self.root), split=split, size=self.variant, download=True)
+        except Exception as e:  # offline: URLError / RuntimeError
+            raise ImageDataError(
+                f"{self.data_dir}: Imagenette is not there and the download failed ({type(e).__name__}: "
+                f"{e}). Run once with internet access, or set data.root to a folder holding "
+                f"{IMAGENETTE_FOLDERS[self.variant]}/."
+            ) from e

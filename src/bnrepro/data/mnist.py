@@ -113,28 +113,17 @@ class MNISTDataModule(TensorDataModule):
 
     input_shape = (1, 28, 28)
 
-    def __init__(
-        self,
-        name: str,
-        root: str = "data",
-        system_dirs=(),
-        download: bool = True,
-        binarize_threshold: float | None = 0.5,
-        num_val_examples: int | None = None,
-        to_images: bool = False,
-        image_size: int = 224,
-        mean=(0.5,),
-        std=(0.5,),
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
+    def __init__(self, *, root: str, system_dirs, download: bool, binarize_threshold: float | None,
+                 to_images: bool, image_size: int, mean, std, **kwargs):  # fmt: skip
+        super().__init__(**kwargs)  # name (mnist | fashion_mnist), sizes, batch sizes, shuffling, seed
+        name = self.name
         if to_images:
             self.transform = GreyToImages(image_size, mean, std)
             self.input_shape = (len(mean), image_size, image_size)
         if name not in TORCHVISION_CLASSES:
             raise ValueError(f"data.name={name!r}: expected one of {', '.join(TORCHVISION_CLASSES)}")
-        self.name, self.root, self.system_dirs, self.download = name, root, list(system_dirs), download
-        self.binarize_threshold, self.num_val_examples = binarize_threshold, num_val_examples
+        self.root, self.system_dirs, self.download = root, list(system_dirs), download
+        self.binarize_threshold = binarize_threshold
 
     def prepare_data(self) -> None:  # once per node, before processes read
         prepare(self.name, self.root, self.system_dirs, self.download)

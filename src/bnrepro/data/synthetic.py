@@ -11,12 +11,9 @@ from bnrepro.data.tensors import TensorDataModule
 
 
 class SyntheticDataModule(TensorDataModule):
-    def __init__(
-        self, num_classes=1000, num_train_examples=512, num_val_examples=128, image_size=224, **kwargs
-    ):
-        super().__init__(**kwargs)
-        self.num_classes, self.image_size = num_classes, image_size
-        self.num_train_examples, self.num_val_examples = num_train_examples, num_val_examples
+    def __init__(self, *, image_size: int, **kwargs):
+        super().__init__(**kwargs)  # num_train_examples / num_val_examples: how many examples are made
+        self.image_size = image_size
         self.input_shape = (3, image_size, image_size)
 
     def prepare_data(self) -> None:

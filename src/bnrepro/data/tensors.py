@@ -17,10 +17,15 @@ class TensorDataModule(StepStreamDataModule):
     input_shape: tuple[int, ...]  # one example, as the network receives it
     transform = None  # applied to every batch of inputs on the device, after indexing
 
-    def __init__(self, steps_per_batch: int = 1, device_resident: bool = True, **kwargs):
-        super().__init__(**kwargs)  # batch sizes, evaluation period, shuffling, seed
+    def __init__(self, *, steps_per_batch: int, device_resident: bool, num_val_examples: int, **kwargs):
+        super().__init__(**kwargs)  # name, sizes, batch sizes, shuffling, seed
         self.max_steps_per_batch, self.device_resident = steps_per_batch, device_resident
+        self.num_val_examples = num_val_examples
         self.steps_per_batch = 1
+
+    @property
+    def holds_data_on_device(self) -> bool:
+        return self.device_resident
 
     def load(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(train_x, train_y, val_x, val_y) on `device`."""

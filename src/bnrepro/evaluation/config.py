@@ -1,13 +1,14 @@
 """The schema of `python src/eval.py`: EvalConfig, registered in Hydra's ConfigStore as `eval_schema`.
 
 conf/eval.yaml starts its defaults list with `eval_schema`; the `data` and `trainer` groups are the
-training ones (bnrepro.config's DataConfig / TrainerConfig), so data=imagenet|imagenette and
-trainer.devices/accelerator/strategy mean what they mean for training. A misspelled key fails at
+training ones (config/schema.py), so data=imagenet|imagenette and trainer.devices/accelerator/strategy
+mean what they mean for training; any data set whose data module reads image folders
+(ImageFolderDataConfig) can be evaluated. A misspelled key fails at
 composition with OmegaConf's message naming it (e.g. `Key 'crop' not in 'EvalOptions' ... full_key:
 eval.crop`); validate_eval() checks what a type cannot say, before any network is built.
 
-Of `data`, evaluation uses name, root, variant, download (where the val folder is), image_size (the
-crop) and resize_size (the single crop's shorter side). The input normalisation is not taken from it:
+Of `data`, evaluation uses the data module's val folder (root, and variant / download for Imagenette),
+image_size (the crop) and resize_size (the single crop's shorter side). The input normalisation is not taken from it:
 each network uses its own run's data.mean/std (or the Caffe port its own preprocessing).
 """
 
@@ -18,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 
-from bnrepro.config import ConfigError, DataConfig, TrainerConfig
-from bnrepro.data import IMAGE_FOLDER_SETS
+from bnrepro.config import ConfigError
+from bnrepro.config.schema import AugmentConfig, DataConfig, ImageFolderDataConfig, TrainerConfig
 from bnrepro.evaluation.crops import PAPER_SCALES
 from bnrepro.evaluation.members import run_dir_of
 
@@ -49,7 +50,8 @@ class EvalConfig:
     weights: str = "run"  # run: networks from checkpoints | caffe_port: the published BN-Inception weights
     weights_path: str | None = None  # caffe_port: a local weights file (default: the port's own source)
     eval: EvalOptions = field(default_factory=EvalOptions)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = MISSING
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # unused: the data files refer to it
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     runs_root: str = "runs"
     # Output folder (eval.json, Hydra's .hydra/ and log); a stable name, so a rerun replaces its result.
@@ -83,9 +85,10 @@ def validate_eval(cfg) -> None:
         raise ConfigError(f"eval.crops={e.crops}: expected 1 (single crop) or 144 (GoogLeNet's 144 crops)")
     if cfg.weights not in ("run", "caffe_port"):
         raise ConfigError(f"weights={cfg.weights!r} is not one of run, caffe_port")
-    if d.name not in IMAGE_FOLDER_SETS:
+    if not issubclass(OmegaConf.get_type(d), ImageFolderDataConfig):
         raise ConfigError(
-            f"data={d.name!r}: evaluation reads image folders: one of {', '.join(IMAGE_FOLDER_SETS)}"
+            f"data={d.name!r}: evaluation reads the val/ folder of an image-folder data set "
+            f"(data=imagenet | imagenette, or one whose schema extends ImageFolderDataConfig)"
         )
     if cfg.weights == "caffe_port" and (cfg.ckpt or e.ensemble):
         raise ConfigError(

@@ -42,13 +42,11 @@ def class_indices(classes: list[str], num_classes: int, val_dir: Path) -> list[i
     )
 
 
-def val_samples(data, num_classes: int) -> tuple[Path, list[tuple[str, int]]]:
-    """(val folder, [(image path, label)]) of the `data` config; raises ImageDataError naming the folder."""
-    locator = ImageFolderDataModule(name=data.name, root=data.root, download=data.download,
-                                    variant=data.variant, batch_size=1, eval_batch_size=1)  # fmt: skip
-    val_dir = locator.data_dir / "val"
-    if data.name == "imagenette" and data.download and not val_dir.is_dir():
-        locator.prepare_data()  # downloads Imagenette (train and val) as training would
+def val_samples(data: ImageFolderDataModule, num_classes: int) -> tuple[Path, list[tuple[str, int]]]:
+    """(val folder, [(image path, label)]) of the data set; raises ImageDataError naming the folder."""
+    val_dir = data.data_dir / "val"
+    if not val_dir.is_dir():
+        data.fetch()  # downloads Imagenette (train and val) as training would; ImageNet: nothing
     classes, samples = scan_class_folders(val_dir)
     labels = class_indices(classes, num_classes, val_dir)
     return val_dir, [(path, labels[y]) for path, y in samples]
@@ -65,7 +63,9 @@ class EvalDataModule(StepStreamDataModule):
         num_workers: int = 8,
         pin_memory: bool = True,
     ):
-        super().__init__(batch_size=images_per_batch, eval_batch_size=images_per_batch)
+        # Evaluation only: the training stream's settings (shuffling, epoch) mean nothing here.
+        super().__init__(name="val", num_classes=0, num_train_examples=0, batch_size=images_per_batch,
+                         eval_batch_size=images_per_batch, shuffle="thorough", shard_size=1, seed=0)  # fmt: skip
         self.samples, self.transform = samples, transform
         self.num_workers, self.pin_memory = num_workers, pin_memory
 

@@ -15,7 +15,8 @@ import lightning as L
 from omegaconf import OmegaConf
 
 from bnrepro.callbacks.data_errors import StopOnUnreadableImage
-from bnrepro.config import SPEED_KEYS
+from bnrepro.config.build import build
+from bnrepro.config.schema import SPEED_KEYS
 from bnrepro.evaluation.config import PROTOCOLS, validate_eval
 from bnrepro.evaluation.crops import crop_transform
 from bnrepro.evaluation.data import EvalDataModule, val_samples
@@ -51,7 +52,7 @@ def evaluate(cfg, out_dir: Path) -> dict | None:
     """Evaluates the configured network(s); returns the eval.json record (None off global rank 0)."""
     validate_eval(cfg)
     members = load_members(cfg)
-    _, samples = val_samples(cfg.data, members[0].num_classes)
+    _, samples = val_samples(build(cfg.data, "data", seed=0), members[0].num_classes)
     samples = samples[: cfg.eval.limit] if cfg.eval.limit else samples
     d, e = cfg.data, cfg.eval
     transform = crop_transform(e.crops, d.image_size, d.resize_size, list(e.scales))

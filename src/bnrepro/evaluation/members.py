@@ -1,7 +1,7 @@
 """The networks an evaluation averages: rebuilt from run checkpoints, or the published Caffe port.
 
 A run's network is rebuilt from the run's own resolved config (<run_dir>/config.yaml, written by
-train) with the same build_net that trained it, then given the checkpoint's weights: a Lightning
+train) with the same models.build_net that trained it, then given the checkpoint's weights: a Lightning
 checkpoint of ClassifierModule, whose state dict keys carry the module's `net.` prefix. Its input
 normalisation is the run's data.mean/std, so an ensemble may mix runs that normalised differently.
 """
@@ -93,14 +93,23 @@ def load_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
+def net_config(cfg):
+    """The run's `model.net` node; runs made before it existed stored model.arch / norm / kwargs."""
+    if "net" in cfg.model:
+        return cfg.model.net
+    return OmegaConf.create({"_target_": "timm.create_model", "model_name": cfg.model.arch,
+                             "norm": cfg.model.norm, "act_layer": cfg.activation.name, "init_seed": cfg.seed,
+                             **cfg.model.kwargs})  # fmt: skip
+
+
 def load_run_member(ckpt: str | Path) -> Member:
-    from bnrepro.run import build_net  # imports timm and registers the project's networks
+    from bnrepro.models import build_net  # imports timm and registers the project's networks
 
     ckpt = Path(ckpt)
     weights = load_state_dict(ckpt)  # first: a missing checkpoint is the likelier mistake
     cfg = load_run_config(ckpt)
     try:
-        net = build_net(cfg)
+        net = build_net(net_config(cfg))
         model = str(cfg.model.name)
     except (ConfigError, OmegaConfBaseException) as e:  # omegaconf's errors name a key the config lacks
         raise CheckpointError(f"{run_dir_of(ckpt) / 'config.yaml'}: cannot rebuild the network: {e}") from e

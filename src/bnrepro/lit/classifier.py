@@ -10,7 +10,7 @@ step means the same thing with K=1 or K=500 and `trainer.max_steps` counts optim
 from __future__ import annotations
 
 import contextlib
-import math
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -23,49 +23,28 @@ from torchmetrics.classification import MulticlassAccuracy
 from bnrepro.lit.graphed import GraphedSteps
 
 
-def effective_lr(base_lr: float, global_batch: int, reference_batch: int, scaling: str) -> float:
+def effective_lr(base_lr: float, global_batch: int, reference_batch: int, rule: str) -> float:
     """Initial LR: `base_lr` is meant at `reference_batch`; scaled linearly with the global batch if asked."""
-    return base_lr * global_batch / reference_batch if scaling == "linear" else base_lr
-
-
-def lr_factor(step: int, global_batch: int, schedule: dict) -> float:
-    """LR multiplier after `step` optimizer steps: decay counted in examples seen, not in steps.
-
-    exponential: gamma ** (examples / decay_examples), floored when staircase, with decay_examples =
-    decay_every_epochs x epoch_examples / speedup (GoogLeNet: x0.96 every 8 epochs; BN variants 6x faster).
-    """
-    if schedule["name"] == "constant":
-        return 1.0
-    epoch = schedule["epoch_examples"] * schedule.get("epoch_scale", 1.0)
-    decay_examples = schedule["decay_every_epochs"] * epoch / schedule["speedup"]
-    periods = step * global_batch / decay_examples
-    return schedule["gamma"] ** (math.floor(periods) if schedule["staircase"] else periods)
-
-
-def build_optimizer(
-    params, name: str, lr: float, momentum=0.0, nesterov=False, weight_decay=0.0, betas=(0.9, 0.999),
-    fused: bool = False,
-):  # fmt: skip
-    # fused: one kernel for the whole update (trainer.fused_optimizer); None = torch's default (foreach).
-    fused = fused or None
-    if name == "sgd":
-        return torch.optim.SGD(
-            params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, fused=fused
-        )
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused)
-    raise ValueError(f"optimizer.name={name!r}: expected sgd or adamw")
+    return base_lr * global_batch / reference_batch if rule == "linear" else base_lr
 
 
 class ClassifierModule(L.LightningModule):
+    """`optimizer`: a torch optimizer class or partial (the optimizer group, `_partial_: true`) whose `lr`
+    is the base LR at global batch `reference_batch`; it is called with the parameter groups and the LR
+    scaled by `lr_rule` for this run's global batch. `schedule`: the LR factor after a number of
+    examples seen (lit/schedules.py)."""
+
     def __init__(
         self,
         net: nn.Module,
         num_classes: int,
         batch_size: int,
-        optimizer: dict,
-        schedule: dict | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        schedule: Callable[[int], float],
+        reference_batch: int,
+        lr_rule: str = "linear",
         aux_loss_weight: float = 0.3,
+        decay_all_params: bool = False,
         fused_optimizer: bool = False,
         channels_last: bool = False,
         cuda_graphs: bool
@@ -75,9 +54,13 @@ class ClassifierModule(L.LightningModule):
         self.automatic_optimization = False
         self.net = net
         self.batch_size = batch_size  # per device
-        self.optimizer_cfg = dict(optimizer)
-        self.schedule = dict(schedule or {"name": "constant"})
+        self.optimizer_factory = optimizer
+        self.base_lr = optimizer.keywords["lr"]
+        self.weight_decay = optimizer.keywords.get("weight_decay", 0.0)
+        self.reference_batch, self.lr_rule = reference_batch, lr_rule
+        self.schedule = schedule
         self.aux_loss_weight = aux_loss_weight
+        self.decay_all_params = decay_all_params
         self.fused_optimizer = fused_optimizer
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.graphed = (
@@ -105,21 +88,21 @@ class ClassifierModule(L.LightningModule):
     @property
     def lr(self) -> float:
         """The initial LR this run uses (before the schedule's decay)."""
-        o = self.optimizer_cfg
-        return effective_lr(o["lr"], self.global_batch, o["reference_batch"], o["lr_scaling"])
+        return effective_lr(self.base_lr, self.global_batch, self.reference_batch, self.lr_rule)
+
+    def lr_factor(self, step: int) -> float:
+        """The schedule's factor after `step` optimizer steps of this run's global batch."""
+        return self.schedule(step * self.global_batch)
 
     def configure_optimizers(self):
-        o = self.optimizer_cfg
-        wd = o.get("weight_decay", 0.0)
         params = (
-            self.net.parameters() if o.get("decay_all_params") else param_groups_weight_decay(self.net, wd)
+            self.net.parameters()
+            if self.decay_all_params
+            else param_groups_weight_decay(self.net, self.weight_decay)
         )
-        opt = build_optimizer(
-            params, o["name"], self.lr, o.get("momentum", 0.0), o.get("nesterov", False), wd,
-            o.get("betas", (0.9, 0.999)), fused=self.fused_optimizer,
-        )  # fmt: skip
-        batch = self.global_batch
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, batch, self.schedule))
+        # fused: one kernel for the whole update (trainer.fused_optimizer); None = torch's default (foreach).
+        opt = self.optimizer_factory(params, lr=self.lr, fused=self.fused_optimizer or None)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def loss(self, out, y: torch.Tensor) -> torch.Tensor:
@@ -188,7 +171,7 @@ class ClassifierModule(L.LightningModule):
     def _graphed_steps(self, x, y, opt, sched) -> torch.Tensor | None:
         """The chunk through the CUDA graph when its K steps share one LR; None: run it eagerly."""
         step, k = self.global_step, len(x)
-        factors = {lr_factor(step + i, self.global_batch, self.schedule) for i in range(k)}
+        factors = {self.lr_factor(step + i) for i in range(k)}
         if len(factors) != 1:
             # Eager across an LR change: its zero_grad(set_to_none) drops the gradient tensors the graph
             # writes into, so the graph must be captured again before its next use.
@@ -236,9 +219,9 @@ class ClassifierModule(L.LightningModule):
             self.train_loss.reset()
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         # The logger's x axis: optimizer steps (Lightning would otherwise use its batch counter), and the
-        # paper's: steps of its mini-batch (examples seen / optimizer.reference_batch), whatever the devices.
+        # paper's: steps of its mini-batch (examples seen / lr_scaling.reference_batch), whatever the devices.
         self.log("step", float(self.global_step))
         self.log("paper_step", self.paper_steps(self.global_step))
 
     def paper_steps(self, steps: int) -> float:
-        return steps * self.global_batch / self.optimizer_cfg["reference_batch"]
+        return steps * self.global_batch / self.reference_batch

@@ -1,0 +1,95 @@
+"""Checks the schema's types cannot express, run right after composition; ConfigError names the key."""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from bnrepro.config.errors import ConfigError
+
+CHOICES = {
+    "lr_scaling.rule": ("linear", "none"),
+    "data.shuffle": ("thorough", "shard"),
+    "logger.wandb.mode": ("auto", "online", "offline", "disabled"),
+    "trainer.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+}
+# Checked where the chosen component has them (an SGD config has no betas, MNIST no resize_size).
+POSITIVE = (
+    "optimizer.lr",
+    "lr_scaling.reference_batch",
+    "lr_schedule.gamma",
+    "lr_schedule.decay_every_epochs",
+    "lr_schedule.speedup",
+    "lr_schedule.epoch_examples",
+    "data.num_classes",
+    "data.num_train_examples",
+    "data.num_val_examples",
+    "data.batch_size",
+    "data.eval_batch_size",
+    "data.image_size",
+    "data.resize_size",
+    "data.shard_size",
+    "loop.steps_per_batch",
+    "loop.epoch_scale",
+    "callbacks.population_stats.num_batches",
+    "callbacks.divergence.check_every_n_batches",
+)
+NON_NEGATIVE = ("optimizer.momentum", "optimizer.weight_decay")
+# (steps key, examples key, epochs key): each needs one of its keys set; the first set one wins.
+LENGTHS = (
+    ("trainer.max_steps", "loop.max_examples", "loop.max_epochs"),
+    ("loop.eval_every_steps", "loop.eval_every_examples", "loop.eval_every_epochs"),
+)
+# Lightning options the project fixes, and why.
+FIXED = {
+    "trainer.enable_checkpointing": (
+        True,
+        "a run folder resumes, is reused and is evaluated from its checkpoints (last.ckpt, best.ckpt); "
+        "to keep fewer files, delete checkpoints/ once the run has finished",
+    ),
+    "trainer.use_distributed_sampler": (
+        False,
+        "the data modules give each rank its own shard of the step stream already (data/device_loader.py); "
+        "Lightning's DistributedSampler would shard the shards",
+    ),
+}
+
+
+def _present(cfg, key: str):
+    return OmegaConf.select(cfg, key, default=None)
+
+
+def validate(cfg) -> None:
+    for key, allowed in CHOICES.items():
+        value = _present(cfg, key)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    for key in POSITIVE:
+        value = _present(cfg, key)
+        if value is not None and not value > 0:
+            raise ConfigError(f"{key}={value!r} must be positive")
+    for key in NON_NEGATIVE:
+        value = _present(cfg, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"{key}={value!r} must be >= 0")
+    for key, (allowed, why) in FIXED.items():
+        if _present(cfg, key) != allowed:
+            raise ConfigError(f"{key}={_present(cfg, key)} is not supported: {why}")
+    for keys in LENGTHS:
+        values = {k: _present(cfg, k) for k in keys}
+        if all(v is None for v in values.values()):
+            raise ConfigError(f"set {keys[0]}, {keys[1]} or {keys[2]}")
+        for k, v in values.items():
+            if v is not None and not v > 0:
+                raise ConfigError(f"{k}={v!r} must be positive")
+    steps, every = cfg.trainer.max_steps, cfg.loop.eval_every_steps
+    if steps is not None and every is not None and steps % every:
+        raise ConfigError(
+            f"trainer.max_steps={steps} must be a multiple of loop.eval_every_steps={every}, "
+            f"so that the last step is evaluated"
+        )
+    percentiles = cfg.callbacks.percentiles
+    if percentiles is not None and not all(0.0 <= x <= 1.0 for x in percentiles.quantiles):
+        raise ConfigError(f"callbacks.percentiles.quantiles={list(percentiles.quantiles)} must lie in [0, 1]")
+    scale = list(cfg.augment.crop_scale)
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+        raise ConfigError(f"augment.crop_scale={scale} must be [low, high] with 0 < low <= high <= 1")

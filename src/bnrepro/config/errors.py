@@ -1,0 +1,2 @@
+class ConfigError(ValueError):
+    """A configuration value that composes but cannot be run; the message names the key."""

@@ -1,0 +1,395 @@
+"""The configuration schema: Hydra structured configs, registered in the ConfigStore by `register()`.
+
+Each component of a run is a node with a `_target_` that `hydra.utils.instantiate` builds (data module,
+network, optimizer as a `_partial_`, LR schedule, callbacks, loggers). A group with several kinds of
+component (data, optimizer, lr_schedule) has one schema per kind, extending the group's base schema;
+its YAML files start with `defaults: [<kind>_schema]` (Hydra's "config groups with a schema" pattern).
+So a misspelled key, a wrong type or an unknown choice fails at composition -- before any data is read
+or a DDP process is spawned -- with OmegaConf's message naming the key (e.g. `Key 'lrr' not in
+'SGDConfig' ... full_key: optimizer.lrr`). Checks a type cannot express live in config/checks.py.
+
+Who owns a default (docs/design.md, "Who owns which default"): a value that is the same for every file
+of a group lives here, in the group's schema; a value that depends on the choice (MNIST's 60 examples
+per batch, ImageNet's 32) lives in that choice's YAML and is MISSING here. Never both: a test
+(tests/test_config.py) fails when a YAML repeats a schema default. The components' constructors have
+no defaults for what the config passes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+# --- the network (model group: one file per paper variant, package _global_) -------------------------
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # the variant's name, used in run names and tables
+    # The network: `_target_: timm.create_model` with `model_name` (bn_inception, mnist_mlp) and that
+    # architecture's own arguments (norm, act_layer, sizes, init). Free-form because each architecture
+    # takes other arguments; checked by building the net at start-up (an unknown argument is refused
+    # there, naming model.net).
+    net: dict[str, Any] = field(default_factory=dict)
+    aux_loss_weight: float = 0.3  # weight of each auxiliary head's loss, when the net has them (GoogLeNet)
+    # false: weight decay on conv/fc weights only, not on biases and BN's gamma/beta (timm's
+    # param_groups_weight_decay; Caffe's GoogLeNet also exempts biases). true: on every parameter.
+    decay_all_params: bool = False
+
+
+@dataclass
+class ActivationConfig:
+    name: str = MISSING  # a timm activation name (sigmoid | relu), passed to the net as act_layer
+
+
+# --- the optimizer (a torch.optim class, built as a partial: the module adds params and the scaled LR) --
+
+
+@dataclass
+class OptimizerConfig:
+    _target_: str = MISSING
+    _partial_: bool = True  # the LightningModule calls it with the parameter groups and the scaled LR
+    lr: float = (
+        MISSING  # base learning rate at global batch lr_scaling.reference_batch (lr_multiplier sets it)
+    )
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    _target_: str = "torch.optim.SGD"
+    momentum: float = 0.0
+    nesterov: bool = False
+
+
+@dataclass
+class AdamWConfig(OptimizerConfig):
+    _target_: str = "torch.optim.AdamW"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class LRScalingConfig:
+    """How `optimizer.lr` follows the global batch (timm's lr_base / lr_base_size / lr_base_scale)."""
+
+    reference_batch: int = 32  # global batch at which optimizer.lr is meant (docs/paper.md Sec. 4: 32)
+    rule: str = "linear"  # linear: lr x global_batch / reference_batch | none: lr as given
+
+
+@dataclass
+class LRMultiplierConfig:
+    factor: float = MISSING  # Sec. 4.2.1 "increase the learning rate": x1, x5, x30 (labels the run)
+
+
+# --- the LR schedule (bnrepro.lit.schedules: a factor of the initial LR per example seen) -------------
+
+
+@dataclass
+class LRScheduleConfig:
+    _target_: str = MISSING
+
+
+@dataclass
+class ConstantLRConfig(LRScheduleConfig):
+    _target_: str = "bnrepro.lit.schedules.Constant"
+
+
+@dataclass
+class ExponentialLRConfig(LRScheduleConfig):
+    """Decay counted in examples seen, so it does not depend on batch size or device count."""
+
+    _target_: str = "bnrepro.lit.schedules.ExponentialDecay"
+    gamma: float = MISSING  # multiply the LR by gamma ...
+    decay_every_epochs: float = MISSING  # ... every this many epochs ...
+    speedup: float = 1.0  # ... divided by this (Sec. 4.2.1: the BN variants decay 6x faster)
+    epoch_examples: int = "${data.num_train_examples}"  # type: ignore[assignment]  # one epoch, in examples
+    epoch_scale: float = "${loop.epoch_scale}"  # type: ignore[assignment]  # see LoopConfig.epoch_scale
+    staircase: bool = True  # decay in steps (GoogLeNet), not continuously
+
+
+# --- data (one LightningDataModule per data set kind) ------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    """What every data module takes (data/device_loader.py StepStreamDataModule) and the run reads; the
+    run adds its `seed` (the data order's) when it builds the module."""
+
+    _target_: str = MISSING
+    name: str = MISSING  # the data set's name in run names, tables and summary.json
+    num_classes: int = MISSING
+    # Examples in one epoch of the training set: the unit of lengths in epochs and of LR decay.
+    num_train_examples: int = MISSING
+    batch_size: int = MISSING  # per device; global batch = devices x batch_size
+    eval_batch_size: int = MISSING
+    # Sec. 4.2.1 "shuffle training examples more thoroughly". thorough: a fresh permutation of the whole
+    # set every epoch. shard: one fixed permutation cut into shards of shard_size examples, shuffled
+    # only within each shard every epoch -- the same examples keep meeting in mini-batches.
+    shuffle: str = "thorough"
+    shard_size: int = 1024
+
+
+@dataclass
+class TensorDataConfig(DataConfig):
+    """Data sets held whole as tensors (data/tensors.py)."""
+
+    device_resident: bool = True  # keep the whole set on the training device
+    # Several optimizer steps per Lightning batch; see LoopConfig.steps_per_batch.
+    steps_per_batch: int = "${loop.steps_per_batch}"  # type: ignore[assignment]
+    # How many validation examples: made (synthetic) or the first this many test images (MNIST).
+    num_val_examples: int = MISSING
+
+
+@dataclass
+class MNISTDataConfig(TensorDataConfig):
+    _target_: str = "bnrepro.data.mnist.MNISTDataModule"
+    root: str = "data"  # where torchvision's <root>/MNIST (or FashionMNIST) folder lives
+    download: bool = True  # try torchvision's download when no local copy is found
+    # Extra read-only folders searched for the gzipped IDX files (Debian's dataset-fashion-mnist).
+    system_dirs: list[str] = field(default_factory=list)
+    binarize_threshold: float | None = MISSING  # pixel/255 > threshold; null = grey levels
+    # false = the 28x28 one-channel tensors as stored (the MLPs of Sec. 4.1); true = images for an
+    # ImageNet network: resized to image_size, grey replicated to len(mean) channels, normalised by
+    # mean/std, made on the device per batch (experiment=fashion_figure3).
+    to_images: bool = False
+    image_size: int = 64
+    mean: list[float] = field(default_factory=lambda: [0.5])
+    std: list[float] = field(default_factory=lambda: [0.5])
+
+
+@dataclass
+class SyntheticDataConfig(TensorDataConfig):
+    _target_: str = "bnrepro.data.synthetic.SyntheticDataModule"
+    image_size: int = MISSING
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time distortions of image data (Sec. 4.2.1); evaluation is always resize + centre crop."""
+
+    name: str = MISSING  # none | full | reduced: labels the choice
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # random-resized crop: area range
+    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 4 / 3])  # ... and aspect ratio range
+    hflip: bool = True
+    color_jitter: float = 0.0  # brightness = contrast = saturation jitter strength (photometric)
+
+
+@dataclass
+class ImageFolderDataConfig(DataConfig):
+    """Class-folder image sets decoded by DataLoader workers (data/imagenet.py)."""
+
+    _target_: str = "bnrepro.data.imagenet.ImageFolderDataModule"
+    root: str = MISSING  # holds train/<class>/ and val/<class>/
+    image_size: int = 224  # training crop and evaluation centre crop
+    resize_size: int = 256  # evaluation: shorter side resized to this, then the centre crop
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # timm's ImageNet mean/std
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # The `augment` group (full | reduced | none), chosen by the variant: one group, any image data set.
+    augment: AugmentConfig = "${augment}"  # type: ignore[assignment]
+    num_workers: int = 8  # decoding processes per device
+    pin_memory: bool = True
+    persistent_workers: bool = True  # keep workers between evaluation periods
+
+
+@dataclass
+class ImagenetteDataConfig(ImageFolderDataConfig):
+    _target_: str = "bnrepro.data.imagenet.ImagenetteDataModule"
+    download: bool = True  # torchvision's Imagenette download when the folder is missing
+    variant: str = MISSING  # torchvision's Imagenette sizes: full | 320px | 160px
+
+
+# --- Lightning's trainer, and the training loop's lengths --------------------------------------------
+
+
+@dataclass
+class TrainerConfig:
+    """The subset of lightning.Trainer arguments the project sets; passed through as keywords."""
+
+    accelerator: str = MISSING
+    devices: Any = MISSING  # int, "auto" or a list of device ids
+    num_nodes: int = 1
+    strategy: str = "auto"
+    # auto: bf16-mixed on a CUDA device that supports it (the fastest correct choice for the ImageNet
+    # nets: BN's statistics stay float32 under autocast), 32-true elsewhere. Or any Lightning precision.
+    precision: str = "auto"
+    # Training length in optimizer steps (one step = one mini-batch on every device). null: derived from
+    # loop.max_examples and the global batch. Set, it wins over loop.max_examples.
+    max_steps: int | None = None
+    deterministic: bool = False
+    benchmark: bool | None = None  # cudnn.benchmark; null = auto: on for CUDA (fixed input shapes)
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = False
+    num_sanity_val_steps: int = 0
+    # Fixed by the project; listed so that changing them gets a message (config/checks.py), not a crash:
+    # run folders resume from their checkpoints, and the project's samplers shard by rank themselves.
+    enable_checkpointing: bool = True
+    use_distributed_sampler: bool = False
+    sync_batchnorm: bool = False  # False = per-device batch statistics, as the paper's per-batch BN
+    # Fast paths; not Lightning arguments (run.py applies them). null = auto: the fastest correct choice
+    # for the device, recorded in summary.json ("speed"). See docs/benchmarks.md.
+    channels_last: bool | None = None  # NHWC weights and inputs (tensor cores); auto: on for CUDA
+    fused_optimizer: bool | None = None  # one fused kernel for the optimizer step; auto: on for CUDA
+    compile: bool | None = None  # torch.compile the network; auto: on for CUDA unless cuda_graphs
+    compile_mode: str = "default"  # default | reduce-overhead | max-autotune (torch.compile's modes)
+    # Capture the K optimizer steps of a Lightning batch (loop.steps_per_batch) as one CUDA graph and
+    # replay it: the MNIST nets are launch-bound. auto: on for one CUDA device, float32, data held on
+    # the device; true: required (an error where it cannot be used); false: off.
+    cuda_graphs: bool | None = None
+
+
+# TrainerConfig keys that are not lightning.Trainer arguments.
+SPEED_KEYS = ("channels_last", "fused_optimizer", "compile", "compile_mode", "cuda_graphs")
+
+
+@dataclass
+class LoopConfig:
+    """Training length and evaluation period: in optimizer steps, in examples seen, or in epochs.
+
+    Steps (trainer.max_steps, eval_every_steps) win over examples, examples over epochs. Examples and
+    epochs (x data.num_train_examples) do not change when the device count changes the global batch,
+    and epochs give a proxy data set (data=imagenette) the same schedule relative to its size.
+    """
+
+    eval_every_steps: int | None = None
+    eval_every_examples: int | None = None
+    eval_every_epochs: float | None = None
+    max_examples: int | None = None  # used when trainer.max_steps is null
+    max_epochs: float | None = None  # used when trainer.max_steps and loop.max_examples are null
+    # Multiplies every length given in epochs (max_epochs, eval_every_epochs and the LR decay interval
+    # lr_schedule.decay_every_epochs). 1 = the paper's schedule; a proxy data set runs it compressed
+    # (experiment=fashion_figure3: 0.01, Inception's 774 epochs become 7.7 and its LR decays every 0.08).
+    epoch_scale: float = 1.0
+    # Optimizer steps run inside one Lightning batch (manual optimization). Lightning's per-batch work is
+    # of the order of a whole MLP step (measured: 1.56x a plain loop at 1 step per batch, 0.98x at 100),
+    # so small nets amortise it over several steps. A step still means one SGD update on one mini-batch.
+    # Reduced automatically to divide eval_every_steps; forced to 1 under DDP, whose
+    # gradient all-reduce expects one backward per forward.
+    steps_per_batch: int = 1
+
+
+# --- callbacks (each optional: null turns it off) ----------------------------------------------------
+
+
+@dataclass
+class PercentilesConfig:
+    """Figure 1(b,c): percentiles of one unit's input to its activation over the test set."""
+
+    _target_: str = "bnrepro.callbacks.percentiles.ActivationPercentiles"
+    module: str = (
+        MISSING  # dotted path of the activation module (in the LightningModule) whose input is tracked
+    )
+    unit: int = MISSING  # the fixed "typical" unit plotted in Figure 1(b,c)
+    quantiles: list[float] = MISSING
+
+
+@dataclass
+class PopulationStatsConfig:
+    """Alg. 2: recompute BN's mean/variance over training batches before the final evaluation."""
+
+    _target_: str = "bnrepro.callbacks.population.PopulationStatistics"
+    num_batches: int = 100  # training mini-batches (per device) averaged; CHOICE, the paper gives none
+
+
+@dataclass
+class DivergenceConfig:
+    """A non-finite training loss stops the run on every rank: summary.json says diverged, exit status 3."""
+
+    _target_: str = "bnrepro.callbacks.divergence.DivergenceStop"
+    check_every_n_batches: int = 1  # Lightning batches between checks (one check costs a host sync)
+    inject_nan_at_step: int | None = "${testing.inject_nan_at_step}"  # type: ignore[assignment]
+
+
+@dataclass
+class PreemptionConfig:
+    """SIGTERM (a scheduler's kill, `scancel`) and SIGUSR1 (SLURM's warning before a time limit, with
+    `#SBATCH --signal=SIGUSR1@90`) save checkpoints/last.ckpt at the end of the current step and exit
+    cleanly; under SLURM, SIGUSR1 also requeues the job, which resumes from there."""
+
+    _target_: str = "bnrepro.callbacks.preemption.Preemption"
+    requeue: bool = True  # under SLURM, `scontrol requeue $SLURM_JOB_ID` after saving on SIGUSR1
+    stop_at_step: int | None = "${testing.stop_at_step}"  # type: ignore[assignment]
+
+
+@dataclass
+class CallbacksConfig:
+    """Optional callbacks. The run folder's own (summary.json, checkpoints, RNG state, unreadable-image
+    stop) are always on: run.py adds them."""
+
+    # In this order in the trainer, before the checkpoints (run.py): a diverged batch is never saved.
+    divergence: DivergenceConfig | None = field(default_factory=DivergenceConfig)
+    preemption: PreemptionConfig | None = field(default_factory=PreemptionConfig)
+    population_stats: PopulationStatsConfig | None = field(default_factory=PopulationStatsConfig)
+    percentiles: PercentilesConfig | None = None  # on for the MNIST nets (conf/model/mnist_mlp.yaml)
+
+
+@dataclass
+class WandbConfig:
+    _target_: str = "bnrepro.loggers.wandb_logger"
+    # auto: online when an API key is configured (WANDB_API_KEY or ~/.netrc), else offline.
+    # Chosen before wandb.init, so wandb never prompts.
+    mode: str = "auto"  # auto | online | offline | disabled
+    project: str = "bn-inception-repro"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggerConfig:
+    # The run folder's metrics.csv is always written; these are mirrors of it (null: off).
+    wandb: WandbConfig | None = None
+
+
+@dataclass
+class TestingConfig:
+    """Switches for the project's own tests (tests/): they fake a failure at a chosen step."""
+
+    inject_nan_at_step: int | None = None  # poison the weights so this step's loss is NaN (divergence)
+    stop_at_step: int | None = None  # behave as if SIGTERM arrived at this step (preemption, resume)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    activation: ActivationConfig = field(default_factory=ActivationConfig)
+    optimizer: OptimizerConfig = MISSING
+    lr_scaling: LRScalingConfig = field(default_factory=LRScalingConfig)
+    lr_multiplier: LRMultiplierConfig = field(default_factory=LRMultiplierConfig)
+    lr_schedule: LRScheduleConfig = MISSING
+    data: DataConfig = MISSING
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    testing: TestingConfig = field(default_factory=TestingConfig)
+    seed: int = 0
+    task: str = "train"  # first folder level under runs/, e.g. the experiment's name
+    # Stable name of the run's folder: relaunching the same command targets the same folder.
+    run_name: str = "${model.name}-${data.name}-seed${seed}"
+    runs_root: str = "runs"
+    overwrite: bool = False  # allow reusing a run folder that already holds a finished run
+    # Relaunching a command continues its run folder. auto: from checkpoints/last.ckpt when the folder
+    # holds an unfinished run, else a fresh start; true: resuming is required (an error if there is
+    # nothing to resume); false: a fresh start only (an error if the folder holds a partial run);
+    # or a checkpoint's path.
+    resume: str = "auto"
+    # A truncated or corrupt checkpoint is an error naming it; true: set it aside (<name>.corrupt) and
+    # resume from the previous good one (best.ckpt) instead.
+    resume_fallback: bool = False
+
+
+# Group schemas: (group, name in the ConfigStore, dataclass). A YAML of the group names its schema first
+# in its defaults list.
+GROUP_SCHEMAS = (
+    ("optimizer", "sgd_schema", SGDConfig),
+    ("optimizer", "adamw_schema", AdamWConfig),
+    ("lr_schedule", "constant_schema", ConstantLRConfig),
+    ("lr_schedule", "exponential_schema", ExponentialLRConfig),
+    ("data", "mnist_schema", MNISTDataConfig),
+    ("data", "synthetic_schema", SyntheticDataConfig),
+    ("data", "image_folder_schema", ImageFolderDataConfig),
+    ("data", "imagenette_schema", ImagenetteDataConfig),
+)
