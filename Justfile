@@ -30,7 +30,7 @@ lint:
     ruff check .
     ruff format --check .
 
-# (`just bench mnist|inception|pipeline [options]` runs one of them; see README "Speed and benchmarks")
+# (`just bench mnist|inception|pipeline [options]` runs one of them; see docs/benchmarks.md)
 # benchmarks: BN-Inception's training step (Lightning vs plain PyTorch) + input pipeline (CPU vs GPU decode)
 bench name="imagenet" *args:
     shift; if [ "{{name}}" = imagenet ]; then python -m bnrepro.bench.inception "$@" && python -m bnrepro.bench.pipeline; else python -m bnrepro.bench.{{name}} "$@"; fi

@@ -3,7 +3,7 @@
     ckpt=<ckpt>                       one run's network (rebuilt from <run_dir>/config.yaml)
     eval.ensemble=[ckptA,ckptB,...]   class probabilities averaged over the members
     weights=caffe_port [weights_path=<file>]   the published BN-Inception weights
-    eval.crops=1 | 144                single centre crop | GoogLeNet's 144 crops (PAPER.md Sec. 5)
+    eval.crops=1 | 144                single centre crop | GoogLeNet's 144 crops (docs/paper.md Sec. 5)
     data=imagenet|imagenette data.root=<root>  the val/ folder; trainer.devices=8 trainer.strategy=ddp
 
 Writes <out>/eval.json (see conf/eval.yaml for the default folder) and prints the top-1/top-5 errors.

@@ -1,6 +1,6 @@
 """Train one paper variant: `python src/train.py model=bn_x30 [data=imagenette] [trainer.devices=8]`.
 
-Hydra composes conf/train.yaml (see README for the groups); `-m` sweeps, e.g.
+Hydra composes conf/train.yaml (docs/design.md lists the groups); `-m` sweeps, e.g.
 `python src/train.py -m model=inception,bn_baseline,bn_x5,bn_x30,bn_x5_sigmoid`. Each run writes one
 folder under runs/.
 

@@ -5,7 +5,7 @@ image networks (BN's statistics and the loss stay float32), channels_last (NHWC 
 benchmark (every training batch has the same shape), a fused optimizer step, and torch.compile -- or,
 for the launch-bound MNIST nets (float32, data on the device, one device), CUDA graphs instead of
 compile. On the CPU everything is off: none of it helps there and some of it is CUDA-only.
-The resolved values go into summary.json ("speed") and the README's Speed section quotes what each
+The resolved values go into summary.json ("speed") and docs/benchmarks.md quotes what each
 buys (`just bench`).
 """
 

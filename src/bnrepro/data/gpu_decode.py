@@ -2,7 +2,7 @@
 
 Why: a DataLoader worker decodes and distorts a few hundred ImageNet JPEGs per second per core
 (data/images.py measures ~255 images/s on one core with train_transform), while BN-Inception's compiled
-bf16 step trains ~5,900 images/s on one H100 (README, Speed): 14 CPU workers reached 2,623 images/s
+bf16 step trains ~5,900 images/s on one H100 (docs/benchmarks.md): 14 CPU workers reached 2,623 images/s
 there. Here the workers only read file bytes (torchvision.io.read_file) and the main process hands a
 whole mini-batch to torchvision.io.decode_jpeg(list, device="cuda") (nvjpeg; progressive JPEGs are
 decoded one by one), and the distortions run batched on the GPU: 4,908 images/s on the same machine

@@ -99,7 +99,7 @@ class ImageFolderDataModule(StepStreamDataModule):
             missing = sorted(set(train_classes) ^ set(val_classes))[:5]
             raise ImageDataError(
                 f"{self.data_dir}: train/ and val/ have different class folders (e.g. {', '.join(missing)}); "
-                f"val/ must be sorted into the same <wnid> folders as train/ (see README, ImageNet)."
+                f"val/ must be sorted into the same <wnid> folders as train/ (see docs/data.md, ImageNet)."
             )
         if len(train_classes) != self.num_classes:
             raise ImageDataError(

@@ -136,7 +136,7 @@ def train_transform(
     mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
     std: Sequence[float] = IMAGENET_DEFAULT_STD,
 ) -> v2.Compose:
-    """GoogLeNet-style distortions (PAPER.md Sec. 4 CHOICE): random-resized crop, flip, colour jitter.
+    """GoogLeNet-style distortions (docs/paper.md Sec. 4 CHOICE): random-resized crop, flip, colour jitter.
 
     uint8 RGB tensor (or PIL image) -> normalised float [3, image_size, image_size]. color_jitter is the
     brightness = contrast = saturation strength; 0 turns it off ("full" uses 0.4, "reduced" 0.1).

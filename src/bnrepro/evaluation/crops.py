@@ -1,6 +1,6 @@
 """Figure 4's two test-time crop protocols: geometry as a pure function, and the transforms that cut them.
 
-144 crops (GoogLeNet's protocol, PAPER.md Sec. 5): the shorter side resized to 256, 288, 320 and 352;
+144 crops (GoogLeNet's protocol, docs/paper.md Sec. 5): the shorter side resized to 256, 288, 320 and 352;
 the left, centre and right squares (top, centre, bottom for a portrait image); from each square its four
 corner and its centre 224 crops plus the whole square resized to 224; and the mirror images of these
 72: 4 x 3 x 6 x 2 = 144. A square image has three identical squares; the crops are kept (and counted)

@@ -137,7 +137,7 @@ class ClassifierModule(L.LightningModule):
     def _autocast_off(self):
         """Backward and the update outside autocast, as in automatic optimization and PyTorch's AMP
         recipe (manual optimization runs all of training_step inside Lightning's autocast context);
-        measured on an H100 with torch.compile: inside it the step was 21% slower (README, Speed)."""
+        measured on an H100 with torch.compile: inside it the step was 21% slower (docs/benchmarks.md)."""
         device = self.device.type
         if not torch.is_autocast_enabled(device):
             return contextlib.nullcontext()

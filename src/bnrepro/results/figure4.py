@@ -82,7 +82,7 @@ def render(evals: list[dict], out_dir: str | Path, command: str, spec: dict | No
         "# Figure 4 (Sec. 4.2.3): single crop, 144 crops and ensembles, top-1 / top-5 error",
         "",
         "This repository's evaluations (src/eval.py; 144 crops = 4 scales x 3 squares x 6 crops x mirror, "
-        "PAPER.md Sec. 5; ensembles average class probabilities). Only rows on `imagenet` are comparable to "
+        "docs/paper.md Sec. 5; ensembles average class probabilities). Only rows on `imagenet` are comparable to "
         f"the paper's. Published weights for checking the protocols: {PUBLISHED}.",
         "",
         *lines,
