@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import math
+
 import pytest
 import timm
 import torch
+from timm.layers import create_pool2d
 from torch import nn
 
 import bnrepro.models  # noqa: F401  (registers bn_inception with timm)
-from bnrepro.models.bn_inception import FIGURE5
+from bnrepro.models.bn_inception import CHANNEL_PLANS, FIGURE5, HalvingMaxPool, InceptionModule
 
 # Output of every layer at 224x224 input, column-literal plan (PAPER.md Sec. 3: 3c and 4e halve the grid,
 # 4c/4d sum to 608 and 4e to 1056 as the columns say).
@@ -126,3 +131,85 @@ def test_init_is_the_same_draw_with_and_without_bn():
     assert all(torch.equal(a, b) for a, b in zip(w_bn, w_plain))
     other = timm.create_model("bn_inception", norm="batchnorm", init_seed=4)
     assert not torch.equal(w_bn[0], next(m.weight for m in other.modules() if isinstance(m, nn.Conv2d)))
+
+
+# --- any input size (the stride-2 modules' pool) -------------------------------------------------------
+
+# Logits of timm.create_model("bn_inception", init_seed=0) in float64 (whose CPU kernels sum in the same
+# order for any thread count, unlike float32's) on torch.randn(1, 3, 224, 224) from seed 0, computed with
+# the code before any input size ran (commit 58fa914): sha256 of the 1000 logits' bytes, and the first 5.
+BEFORE_224_SHA256 = "5069002577889b002953a2bce81177ae9bd6d25c7919b2ba5bae3f4b2413be3d"
+BEFORE_224_FIRST = ("0x1.47fa9e3ac6302p-2", "-0x1.3a1015891f145p-1", "-0x1.455c73095ab6ap+0",
+                    "0x1.f468800afe2fdp-2", "-0x1.6f34d585b36b6p-2")  # fmt: skip
+
+
+def test_224_logits_are_the_ones_before_any_size_ran():
+    net = timm.create_model("bn_inception", init_seed=0).eval().double()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        logits = net(x)
+    assert tuple(v.hex() for v in logits[0, :5].tolist()) == BEFORE_224_FIRST  # tolerance 0
+    assert hashlib.sha256(logits.numpy().tobytes()).hexdigest() == BEFORE_224_SHA256
+
+
+def caffe_pooled(net: nn.Module) -> nn.Module:
+    """A copy of `net` whose stride-2 modules pool as before (Caffe's 3x3/2 ceil-mode pool, no padding)."""
+    ref = copy.deepcopy(net)
+    for m in ref.modules():
+        if isinstance(m, InceptionModule) and isinstance(m.branch_pool, HalvingMaxPool):
+            m.branch_pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+    return ref
+
+
+@pytest.mark.parametrize("size", [64, 96, 160, 224, 256])
+def test_sizes_that_ran_before_give_the_same_output_to_the_bit(literal_net, size):
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size))
+    with torch.no_grad():
+        assert torch.equal(literal_net.eval()(x), caffe_pooled(literal_net).eval()(x))
+
+
+def test_the_pool_halves_like_the_convs_and_pads_as_tf_same():
+    pool, same = HalvingMaxPool(), create_pool2d("max", 3, 2, padding="same")  # timm's MaxPool2dSame
+    conv = nn.Conv2d(1, 1, 3, 2, padding=1)  # the modules' stride-2 convs
+    for h, w in [(28, 28), (14, 14), (15, 15), (7, 8), (30, 19), (1, 2)]:
+        x = torch.randn(2, 4, h, w)
+        assert pool(x).shape[-2:] == conv(x[:, :1]).shape[-2:] == (math.ceil(h / 2), math.ceil(w / 2))
+        assert torch.equal(pool(x), same(x))  # TF's "SAME", which timm's pool pads a copy of x for
+        if h % 2 == 0 and w % 2 == 0:
+            assert torch.equal(pool(x), nn.MaxPool2d(3, 2, ceil_mode=True)(x))  # Caffe's, as before
+
+
+def thin_plan():
+    """Figure 5's rows with every module's channels / 16: the same grids, a tenth of the time."""
+    return tuple(r._replace(**{f: getattr(r, f) // 16 for f in ("n1x1", "n3x3red", "n3x3", "ndbl3x3red",
+                                                               "ndbl3x3", "proj")}) for r in FIGURE5)  # fmt: skip
+
+
+def expected_grid(side: int) -> int:
+    """The last feature map's side: conv1 (7x7/2, padding 3), the stem's two ceil-mode 3x3/2 pools, 3c, 4e."""
+    side = math.ceil(side / 2)
+    for _ in range(2):
+        side = math.ceil((side - 1) / 2)
+    return math.ceil(math.ceil(side / 2) / 2)
+
+
+@pytest.fixture
+def one_thread():
+    """Forty small forward passes of new shapes: one thread is ~15x faster than two on a busy 2-core CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_every_input_size_from_64_to_512_runs(monkeypatch, one_thread):
+    # Before: 113 of the 449 sizes 64..512 ran; an odd grid at 3c or 4e failed at the concat.
+    monkeypatch.setitem(CHANNEL_PLANS, "thin", thin_plan())
+    net = timm.create_model("bn_inception", num_classes=10, channel_plan="thin").eval()
+    squares = [(s, s) for s in [*range(64, 513, 11), 224, 240, 299, 331, 512]]
+    for h, w in squares + [(240, 320), (299, 224), (331, 500), (65, 97)]:
+        with torch.no_grad():
+            feats = net.forward_features(torch.randn(1, 3, h, w))
+            logits = net.forward_head(feats)
+        assert feats.shape[-2:] == (expected_grid(h), expected_grid(w)), (h, w)
+        assert logits.shape == (1, 10) and torch.isfinite(logits).all(), (h, w)

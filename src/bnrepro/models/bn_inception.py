@@ -20,9 +20,10 @@ from typing import NamedTuple
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import SelectAdaptivePool2d
+from timm.layers import SelectAdaptivePool2d, register_notrace_module
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
+from torch.nn import functional as F
 
 from bnrepro.models.layers import make_act_layer, make_norm_layer
 
@@ -91,11 +92,29 @@ class ConvNormAct(nn.Sequential):
         ))  # fmt: skip
 
 
+@register_notrace_module  # a leaf for torch.fx (its padding depends on the input's shape)
+class HalvingMaxPool(nn.Module):
+    """3x3/2 max pool of the stride-2 modules (3c, 4e): a ceil(H/2) x ceil(W/2) grid, as their convs give.
+
+    The convs beside it (3x3/2, padding 1) give ceil(H/2). Caffe's pool (ceil mode, no padding), which
+    the published weights were trained with, gives ceil((H-1)/2): the same at an even H (28 -> 14 and
+    14 -> 7 at a 224 input) but one short at an odd H, where the concat failed (e.g. 240, 299, 331).
+    This pool pads as TF's "SAME" does (TF-slim's inception_v2 pads every layer so): nothing at an even
+    H, so the windows and every output there are Caffe's to the bit; one row (column) on each side at an
+    odd H (W), which the max ignores, so the windows are centred on the convs' taps. It computes timm's
+    MaxPool2dSame(3, 2) without that layer's padded copy of the input.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = [x.shape[-2] % 2, x.shape[-1] % 2]  # 0 for an even side, 1 for an odd one
+        return F.max_pool2d(x, [3, 3], [2, 2], pad, [1, 1], True)  # ceil mode: the last window on the edge
+
+
 def _pool(kind: str, stride: int) -> nn.Module:
-    # Stride-2 pools use ceil mode so the grid halves exactly as printed (112 -> 56 -> 28, 28 -> 14 -> 7).
+    # Stride 2 (3c, 4e): the grid halves as printed (28 -> 14 -> 7) and as the convs beside it, at any size.
     # Average pools count the zero padding (Caffe's convention, which the public BN-Inception weights use).
     if stride == 2:
-        return nn.MaxPool2d(3, 2, ceil_mode=True)
+        return HalvingMaxPool()
     if kind == "max":
         return nn.MaxPool2d(3, 1, padding=1, ceil_mode=True)
     return nn.AvgPool2d(3, 1, padding=1, ceil_mode=True, count_include_pad=True)
