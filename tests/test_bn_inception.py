@@ -163,7 +163,7 @@ def caffe_pooled(net: nn.Module) -> nn.Module:
 
 @pytest.mark.parametrize("size", [64, 96, 160, 224, 256])
 def test_sizes_that_ran_before_give_the_same_output_to_the_bit(literal_net, size):
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size))
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(size))
     with torch.no_grad():
         assert torch.equal(literal_net.eval()(x), caffe_pooled(literal_net).eval()(x))
 
@@ -213,3 +213,116 @@ def test_every_input_size_from_64_to_512_runs(monkeypatch, one_thread):
             logits = net.forward_head(feats)
         assert feats.shape[-2:] == (expected_grid(h), expected_grid(w)), (h, w)
         assert logits.shape == (1, 10) and torch.isfinite(logits).all(), (h, w)
+
+
+# --- timm's model contract (the checks of timm's tests/test_models.py, on this model) ---------------
+
+
+def test_backward_reaches_every_parameter_including_the_aux_heads():
+    net = timm.create_model("bn_inception", num_classes=42, aux_logits=True).train()
+    out = torch.cat(net(torch.randn(2, 3, 128, 128)))
+    out.mean().backward()
+    assert out.shape == (6, 42) and torch.isfinite(out).all()
+    assert [n for n, p in net.named_parameters() if p.grad is None] == []
+
+
+def test_reset_classifier_0_and_no_pool_give_the_pooled_and_the_unpooled_features():
+    net = timm.create_model("bn_inception", num_classes=10).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        feats = net.forward_features(x)
+        net.reset_classifier(0)  # no classifier, the pool kept
+        assert net.num_classes == 0 and torch.equal(net(x), net.forward_head(feats, pre_logits=True))
+        assert net(x).shape == (1, net.head_hidden_size) == (1, 1024)
+        net.reset_classifier(0, "")  # no pool either: the last feature map, as every timm model
+        assert torch.equal(net(x), feats) and feats.shape[-2:] == net.pretrained_cfg["pool_size"]
+        net.reset_classifier(5, "max")
+        assert net(x).shape == (1, 5) and net.global_pool.pool_type == "max"
+        built = timm.create_model("bn_inception", num_classes=0, global_pool="").eval()
+        assert built(x).shape == (1, 1024, 7, 7)
+
+
+def test_the_classifier_takes_the_pooled_width_of_catavgmax():
+    net = timm.create_model("bn_inception", num_classes=10, global_pool="catavgmax").eval()
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        feats = net.forward_features(x)
+        pooled = net.forward_head(feats, pre_logits=True)
+        assert net.fc.in_features == net.head_hidden_size == 2048 and pooled.shape == (1, 2048)
+        assert torch.equal(pooled, torch.cat([feats.mean((2, 3)), feats.amax((2, 3))], 1))
+        assert net(x).shape == (1, 10)
+        net.reset_classifier(3)  # keeps catavgmax
+        assert net.fc.in_features == 2048 and net(x).shape == (1, 3)
+
+
+def test_reset_classifier_resizes_the_aux_heads_too():
+    net = timm.create_model("bn_inception", num_classes=10, aux_logits=True).double()
+    net.reset_classifier(5)
+    out = net.train()(torch.randn(2, 3, 128, 128, dtype=torch.float64))
+    assert [o.shape for o in out] == [(2, 5)] * 3  # in the net's dtype
+
+
+def test_torchscript_gives_the_eager_logits():
+    with timm.set_scriptable(True):
+        net = timm.create_model("bn_inception", num_classes=10, aux_logits=True).eval()
+    scripted = torch.jit.script(net)
+    for size in (112, 120):  # an odd grid at 4e's input (7), at 3c's (15)
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            assert torch.allclose(scripted(x), net(x), rtol=1e-5, atol=1e-6), size
+    assert scripted.train()(x).shape == (2, 10)  # scripted: the logits only, even with aux heads
+
+
+# (tap, channels, reduction, side at 224): the last layer at each grid size, as feature_info lists them.
+TAPS = [("stem.conv1", 64, 2, 112), ("stem.conv2", 192, 4, 56), ("blocks.inception_3b", 320, 8, 28),
+        ("blocks.inception_4d", 608, 16, 14), ("blocks.inception_5b", 1024, 32, 7)]  # fmt: skip
+
+
+def test_forward_intermediates_returns_the_feature_info_taps(literal_net):
+    net, x = literal_net.eval(), torch.randn(1, 3, 224, 224)
+    assert [(i["module"], i["num_chs"], i["reduction"]) for i in net.feature_info] == [t[:3] for t in TAPS]
+    with torch.no_grad():
+        final, inter = net.forward_intermediates(x)
+        assert [tuple(o.shape) for o in inter] == [(1, c, s, s) for _, c, _, s in TAPS]
+        assert torch.equal(final, net.forward_features(x)) and torch.equal(inter[-1], final)
+        shapes = output_shapes(net)  # the same tensors the layers of Figure 5 output
+        assert all(shapes[name] == tuple(o.shape[1:]) for (name, *_), o in zip(TAPS, inter))
+        small = torch.randn(1, 3, 64, 64)
+        last2 = net.forward_intermediates(small, indices=2, intermediates_only=True)
+        assert [o.shape[1] for o in last2] == [608, 1024]
+        picked = net.forward_intermediates(small, indices=[-1, 0], intermediates_only=True)
+        assert [o.shape[1] for o in picked] == [64, 1024]  # in the network's order
+        early, (tap,) = net.forward_intermediates(x, indices=[2], stop_early=True)
+        assert torch.equal(early, tap) and torch.equal(tap, inter[2])  # 3b's output; nothing after it ran
+    for bad in (0, 6, [5], [-6]):
+        with pytest.raises(ValueError, match="feature indices"):
+            net.forward_intermediates(x, indices=bad)
+    with pytest.raises(ValueError, match="NCHW"):
+        net.forward_intermediates(x, output_fmt="NHWC")
+
+
+def test_every_features_only_class_gives_the_same_taps():
+    x = torch.randn(1, 3, 96, 96)
+    outs = {}
+    for cls in ("list", "hook", "getter", "fx"):
+        net = timm.create_model("bn_inception", features_only=True, feature_cls=cls).eval()
+        with torch.no_grad():
+            outs[cls] = net(x)
+        assert net.feature_info.channels() == [c for _, c, _, _ in TAPS], cls
+        assert net.feature_info.reduction() == [r for _, _, r, _ in TAPS], cls
+    for cls, out in outs.items():
+        assert [tuple(o.shape) for o in out] == [(1, c, 96 // r, 96 // r) for _, c, r, _ in TAPS], cls
+        assert all(torch.equal(a, b) for a, b in zip(out, outs["list"])), cls
+
+
+def test_prune_intermediate_layers_keeps_the_taps_asked_for():
+    net = timm.create_model("bn_inception", aux_logits=True).eval()
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        _, want = net.forward_intermediates(x)
+        assert net.prune_intermediate_layers([0, 1, 2]) == [0, 1, 2]
+        assert all(isinstance(b, nn.Identity) for n, b in net.blocks.named_children() if n > "inception_3b")
+        assert len(net.aux) == 0 and not net.aux_logits and net.num_features == 320
+        got = net.forward_intermediates(x, indices=[0, 1, 2], intermediates_only=True)
+        assert len(got) == 3 and all(torch.equal(a, b) for a, b in zip(got, want))
+        assert net(x).shape == (1, 320, 16, 16)  # no head: the kept part's last map

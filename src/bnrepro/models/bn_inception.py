@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import SelectAdaptivePool2d, register_notrace_module
+from timm.layers import create_classifier, register_notrace_module
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 from torch.nn import functional as F
@@ -142,8 +142,11 @@ class InceptionModule(nn.Module):
         self.out_channels = row.out_channels(cin)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branches = [self.branch1x1, self.branch3x3, self.branch3x3dbl, self.branch_pool]
-        return torch.cat([b(x) for b in branches if b is not None], dim=1)
+        branches: list[torch.Tensor] = []  # a loop, not a comprehension with `if`: TorchScript takes it
+        if self.branch1x1 is not None:  # 3c and 4e have no 1x1 branch
+            branches.append(self.branch1x1(x))
+        branches += [self.branch3x3(x), self.branch3x3dbl(x), self.branch_pool(x)]
+        return torch.cat(branches, dim=1)
 
 
 class AuxHead(nn.Module):
@@ -156,17 +159,32 @@ class AuxHead(nn.Module):
         self.fc1 = nn.Linear(128 * 4 * 4, 1024)
         self.act = act_layer()
         self.drop = nn.Dropout(drop_rate)
-        self.fc2 = nn.Linear(1024, num_classes)
+        self.fc2 = nn.Linear(1024, num_classes) if num_classes else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(self.pool(x)).flatten(1)
         return self.fc2(self.drop(self.act(self.fc1(x))))
 
 
+def _take_indices(n: int, indices: int | list[int] | None) -> tuple[list[int], int]:
+    """timm's feature indices: None all n, an int k the last k, a sequence those (negative from the end)."""
+    if indices is None:
+        indices = n
+    if isinstance(indices, int):
+        take = list(range(n - indices, n)) if 0 < indices <= n else []
+    else:
+        take = [i + n if i < 0 else i for i in indices]
+    if not take or not all(0 <= i < n for i in take):
+        raise ValueError(f"feature indices {indices!r}: expected 1..{n} or indices in -{n}..{n - 1}")
+    return take, max(take)
+
+
 class BNInception(nn.Module):
     """BN-Inception with timm's interface: forward_features -> [B, 1024, 7, 7], forward_head -> logits.
 
-    In training mode with `aux_logits=True`, forward returns (logits, aux_4a, aux_4d).
+    In training mode with `aux_logits=True`, forward returns (logits, aux_4a, aux_4d) (not under
+    TorchScript, which returns the logits only). `global_pool` is any of timm's (avg, max, avgmax,
+    catavgmax, ...; "" with num_classes=0: forward returns the last feature map).
     """
 
     def __init__(
@@ -224,10 +242,13 @@ class BNInception(nn.Module):
                 self.feature_info.append(dict(num_chs=cin, reduction=reduction, module=f"blocks.{name}"))
         self.blocks = nn.Sequential(OrderedDict(blocks))
         self.aux = nn.ModuleDict(aux)  # after the blocks: timm's feature extraction walks modules in order
-        self.num_features = self.head_hidden_size = cin  # 1024 (literal and slim plans)
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)  # = 7x7/1 avg pool
-        self.head_drop = nn.Dropout(drop_rate)  # Inception: 40% (GoogLeNet); BN variants: none (Sec. 4.2.1)
-        self.fc = nn.Linear(cin, num_classes) if num_classes else nn.Identity()
+        self.num_features = cin  # 1024 (literal and slim plans)
+        # avg: the paper's 7x7/1 average pool at 224. Dropout: Inception 40% (GoogLeNet), BN variants none
+        # (Sec. 4.2.1). The classifier takes the pooled width (2 x 1024 for catavgmax).
+        self.global_pool, self.head_drop, self.fc = create_classifier(
+            cin, num_classes, pool_type=global_pool, drop_rate=drop_rate
+        )
+        self.head_hidden_size = cin * self.global_pool.feat_mult()
         self.init_weights(init_scale, init_seed)
 
     @torch.no_grad()
@@ -249,35 +270,98 @@ class BNInception(nn.Module):
                 m.bias.zero_()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        if not (self.aux_logits and self.training):
-            return self.blocks(x)
-        self._aux_out = []
-        for name, block in self.blocks.named_children():
-            x = block(x)
-            if name in self.aux:
-                self._aux_out.append(self.aux[name](x))
-        return x
+        return self.blocks(self.stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(self.global_pool(x))
         return x if pre_logits else self.fc(x)
 
-    def forward(self, x: torch.Tensor):
-        logits = self.forward_head(self.forward_features(x))
-        if self.aux_logits and self.training:
-            aux, self._aux_out = self._aux_out, []
-            return (logits, *aux)
-        return logits
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.aux_logits and self.training and not torch.jit.is_scripting():
+            return self._forward_with_aux(x)
+        return self.forward_head(self.forward_features(x))
 
+    @torch.jit.unused
+    def _forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x, aux = self.stem(x), []
+        for name, block in self.blocks.named_children():
+            x = block(x)
+            if name in self.aux:
+                aux.append(self.aux[name](x))
+        return (self.forward_head(x), *aux)
+
+    def _feature_layers(self) -> list[tuple[str, nn.Module]]:
+        """The layers forward_features runs, in order, by the names `feature_info` taps them under."""
+        return [(f"{part}.{name}", layer) for part in ("stem", "blocks")
+                for name, layer in getattr(self, part).named_children()]  # fmt: skip
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's feature API: the outputs of the `feature_info` taps, and the final features.
+
+        Args:
+            indices: the last n taps if an int, those listed if a sequence (negative from the end), all
+                five if None. Taps 0-1 are stem.conv1 and stem.conv2 (reductions 2, 4), taps 2-4 the
+                last module at each grid (3b, 4d, 5b; reductions 8, 16, 32).
+            norm: unused (no final norm layer).
+            stop_early: stop after the last tap asked for (the returned features are then its output).
+            output_fmt: NCHW only.
+            intermediates_only: return only the list of tap outputs.
+
+        Auxiliary heads are not run.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt={output_fmt!r}: bn_inception gives NCHW features only")
+        take, last = _take_indices(len(self.feature_info), indices)
+        taps = {self.feature_info[i]["module"] for i in take}
+        intermediates = []
+        for name, layer in self._feature_layers():
+            x = layer(x)
+            if name in taps:
+                intermediates.append(x)
+            if stop_early and name == self.feature_info[last]["module"]:
+                break
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the layers after the last tap of `indices` (and the head); returns the taps kept."""
+        take, last = _take_indices(len(self.feature_info), indices)
+        layers = [name for name, _ in self._feature_layers()]
+        for name in layers[layers.index(self.feature_info[last]["module"]) + 1 :]:
+            self.set_submodule(name, nn.Identity())
+        pruned_end = last < len(self.feature_info) - 1
+        if pruned_end:
+            self.num_features = self.feature_info[last]["num_chs"]
+        if prune_head or pruned_end:  # a head sized for the last module goes with it; the aux heads too
+            self.aux, self.aux_logits = nn.ModuleDict(), False
+            self.reset_classifier(0, "")
+        return take
+
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for `num_classes` (0: none); `global_pool` None keeps the pool, "" removes it."""
         self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        if global_pool is None:
+            global_pool = self.global_pool.pool_type
+        like = next(self.parameters())
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.fc.to(like.device, like.dtype)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        for head in self.aux.values():
+            head.fc2 = nn.Linear(1024, num_classes) if num_classes else nn.Identity()
+            head.fc2.to(like.device, like.dtype)
 
 
 default_cfgs = generate_default_cfgs({
