@@ -326,3 +326,17 @@ def test_prune_intermediate_layers_keeps_the_taps_asked_for():
         got = net.forward_intermediates(x, indices=[0, 1, 2], intermediates_only=True)
         assert len(got) == 3 and all(torch.equal(a, b) for a, b in zip(got, want))
         assert net(x).shape == (1, 320, 16, 16)  # no head: the kept part's last map
+
+
+def test_rgb_to_bgr_reverses_the_input_in_every_path():
+    """The Caffe weights' switch: the same net fed the channels reversed, by forward and by the feature APIs."""
+    bgr, plain = (timm.create_model("bn_inception", rgb_to_bgr=flag).eval() for flag in (True, False))
+    feats_bgr, feats_plain = (timm.create_model("bn_inception", features_only=True, rgb_to_bgr=flag).eval()
+                              for flag in (True, False))  # fmt: skip
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(bgr(x), plain(x.flip(1))) and not torch.allclose(bgr(x), plain(x))
+        final, inter = bgr.forward_intermediates(x)
+        assert torch.equal(final, plain.forward_features(x.flip(1)))
+        assert all(torch.equal(a, b) for a, b in zip(inter, plain.forward_intermediates(x.flip(1))[1]))
+        assert all(torch.equal(a, b) for a, b in zip(feats_bgr(x), feats_plain(x.flip(1))))

@@ -14,6 +14,7 @@ arguments set by the variant's config.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from typing import NamedTuple
@@ -21,7 +22,7 @@ from typing import NamedTuple
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import create_classifier, register_notrace_module
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from torch import nn
 from torch.nn import functional as F
 
@@ -120,6 +121,13 @@ def _pool(kind: str, stride: int) -> nn.Module:
     return nn.AvgPool2d(3, 1, padding=1, ceil_mode=True, count_include_pad=True)
 
 
+class ReverseChannels(nn.Module):
+    """RGB -> BGR (or back): the channel order reversed, for weights trained on BGR input (Caffe's)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(1)
+
+
 class InceptionModule(nn.Module):
     """Four parallel branches, concatenated along channels: 1x1 | 1x1 -> 3x3 | 1x1 -> 3x3 -> 3x3 | pool -> 1x1."""
 
@@ -184,7 +192,8 @@ class BNInception(nn.Module):
 
     In training mode with `aux_logits=True`, forward returns (logits, aux_4a, aux_4d) (not under
     TorchScript, which returns the logits only). `global_pool` is any of timm's (avg, max, avgmax,
-    catavgmax, ...; "" with num_classes=0: forward returns the last feature map).
+    catavgmax, ...; "" with num_classes=0: forward returns the last feature map). `rgb_to_bgr` reverses
+    the input's channels first: RGB images (timm's transforms) for BGR weights (the Caffe model's).
     """
 
     def __init__(
@@ -202,6 +211,7 @@ class BNInception(nn.Module):
         global_pool: str = "avg",
         init_scale: float = 1.0,
         init_seed: int = 0,
+        rgb_to_bgr: bool = False,
     ):
         super().__init__()
         if channel_plan not in CHANNEL_PLANS:
@@ -214,6 +224,9 @@ class BNInception(nn.Module):
         def lrn_layer():  # GoogLeNet's LRN: 5 channels, alpha 1e-4, beta 0.75
             return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75) if lrn else nn.Identity()
 
+        # RGB -> BGR for the Caffe weights, else nothing. Registered first as it runs first: timm's
+        # FeatureListNet runs the modules in the order they are registered.
+        self.to_bgr = ReverseChannels() if rgb_to_bgr else nn.Identity()
         self.stem = nn.Sequential(OrderedDict(
             conv1=ConvNormAct(in_chans, 64, 7, 2, norm_layer, act,  # 112x112x64
                               depth_multiplier=8 if stem == "separable" else None),
@@ -270,7 +283,7 @@ class BNInception(nn.Module):
                 m.bias.zero_()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.stem(x))
+        return self.blocks(self.stem(self.to_bgr(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(self.global_pool(x))
@@ -283,7 +296,7 @@ class BNInception(nn.Module):
 
     @torch.jit.unused
     def _forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x, aux = self.stem(x), []
+        x, aux = self.stem(self.to_bgr(x)), []
         for name, block in self.blocks.named_children():
             x = block(x)
             if name in self.aux:
@@ -292,8 +305,10 @@ class BNInception(nn.Module):
 
     def _feature_layers(self) -> list[tuple[str, nn.Module]]:
         """The layers forward_features runs, in order, by the names `feature_info` taps them under."""
-        return [(f"{part}.{name}", layer) for part in ("stem", "blocks")
-                for name, layer in getattr(self, part).named_children()]  # fmt: skip
+        layers = [("to_bgr", self.to_bgr)]
+        for part in ("stem", "blocks"):
+            layers += [(f"{part}.{name}", layer) for name, layer in getattr(self, part).named_children()]
+        return layers
 
     def forward_intermediates(
         self,
@@ -364,19 +379,62 @@ class BNInception(nn.Module):
             head.fc2.to(like.device, like.dtype)
 
 
+# The published weights: Xiong's Caffe BN-Inception as ported by Cadene's pretrainedmodels, which
+# models/caffe_port.py maps onto this net. Caffe's input: BGR in 0-255 minus a per-channel mean, no scaling.
+CAFFE_WEIGHTS_URL = "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth"
+CAFFE_MEAN_BGR = (104, 117, 128)
+
+_CFG = dict(num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,  # 224 / 256
+            interpolation="bilinear", first_conv="stem.conv1.conv", classifier="fc")  # fmt: skip
 default_cfgs = generate_default_cfgs({
-    # No weights of this project's own; the public Caffe-port weights load through src/eval.py.
-    "bn_inception.untrained": dict(
-        num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,  # 224 / 256
-        interpolation="bilinear", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
-        first_conv="stem.conv1.conv", classifier="fc",
+    # The Caffe weights behind timm's transforms: ToTensor's [0, 1] RGB, then (x - mean) / std with the
+    # RGB means / 255 and std 1/255 gives RGB in 0-255 minus the mean; the net's first layer (to_bgr,
+    # rgb_to_bgr=True by default under this tag) makes it BGR. 73.5% / 91.6% top-1 / top-5, single crop.
+    "bn_inception.caffe_in1k": dict(
+        **_CFG, url=CAFFE_WEIGHTS_URL,
+        mean=tuple(m / 255 for m in reversed(CAFFE_MEAN_BGR)), std=(1 / 255,) * 3,
+        origin_url="https://github.com/Cadene/pretrained-models.pytorch",
+        notes=("Caffe weights: BGR 0-255 minus a mean; rgb_to_bgr reverses timm's RGB input",),
     ),
+    # The default (*: timm would make the tag with weights the default): this project's own nets (no
+    # weights: src/train.py trains them), fed as they are trained.
+    "bn_inception.untrained*": dict(**_CFG, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD),
 })  # fmt: skip
+
+
+def _no_weights(cfg) -> RuntimeError:
+    return RuntimeError(
+        f"bn_inception.{cfg.tag} has no weights (this project trains its own: src/train.py). The published "
+        f"BN-Inception weights (the Caffe model, Cadene's port) are bn_inception.caffe_in1k: "
+        f"timm.create_model('bn_inception.caffe_in1k', pretrained=True) downloads {CAFFE_WEIGHTS_URL}; "
+        "offline, download it by hand and add pretrained_cfg_overlay=dict(file='<file>') (or evaluate it "
+        "with src/eval.py weights=caffe_port weights_path=<file>)."
+    )
 
 
 @register_model
 def bn_inception(pretrained: bool = False, **kwargs) -> BNInception:
-    """timm entry point: `timm.create_model("bn_inception", norm="batchnorm", act_layer="relu")`."""
-    return build_model_with_cfg(
-        BNInception, "bn_inception", pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs
-    )
+    """timm entry point: `timm.create_model("bn_inception", norm="batchnorm", act_layer="relu")`.
+
+    `timm.create_model("bn_inception.caffe_in1k", pretrained=True)` is the published Caffe model, read
+    and mapped by models/caffe_port.py (from its URL, or `pretrained_cfg_overlay=dict(file=<.pth>)`),
+    taking timm's RGB input. With `rgb_to_bgr=False` it takes the port's BGR input instead (as
+    caffe_port.caffe_preprocess makes it), and its pretrained_cfg lists the mean in BGR order.
+    """
+    cfg = resolve_pretrained_cfg("bn_inception", kwargs.pop("pretrained_cfg", None),
+                                 kwargs.pop("pretrained_cfg_overlay", None))  # fmt: skip
+    if cfg.tag == "caffe_in1k":
+        kwargs.setdefault("rgb_to_bgr", True)
+        if not kwargs["rgb_to_bgr"]:
+            cfg = dataclasses.replace(cfg, mean=cfg.mean[::-1], notes=("BGR input: mean in B, G, R order",))
+    if pretrained and not (cfg.url or cfg.file or cfg.state_dict):  # a file of our own keys loads as in timm
+        raise _no_weights(cfg)
+    if pretrained and cfg.tag == "caffe_in1k" and not cfg.state_dict:
+        from bnrepro.models.caffe_port import convert_state_dict, read_state_dict  # it imports this file
+
+        # Read and mapped here, not by timm: caffe_port's errors say how to get the file.
+        cfg = dataclasses.replace(cfg, state_dict=convert_state_dict(read_state_dict(cfg.file or cfg.url)))
+    net = build_model_with_cfg(BNInception, "bn_inception", pretrained, pretrained_cfg=cfg,
+                               feature_cfg=dict(flatten_sequential=True), **kwargs)  # fmt: skip
+    net.pretrained_cfg.pop("state_dict", None)  # the weights, loaded: not kept in the cfg
+    return net
