@@ -15,7 +15,7 @@ from torch import nn
 import bnrepro.models  # noqa: F401  (registers bn_inception with timm)
 from bnrepro.models.bn_inception import CHANNEL_PLANS, FIGURE5, HalvingMaxPool, InceptionModule
 
-# Output of every layer at 224x224 input, column-literal plan (PAPER.md Sec. 3: 3c and 4e halve the grid,
+# Output of every layer at 224x224 input, column-literal plan (docs/paper.md Sec. 3: 3c and 4e halve the grid,
 # 4c/4d sum to 608 and 4e to 1056 as the columns say).
 TABLE = {
     "stem.conv1": (64, 112), "stem.pool1": (64, 56), "stem.conv2_reduce": (64, 56), "stem.conv2": (192, 56),
@@ -61,7 +61,7 @@ def test_parameter_count_and_multiply_adds_of_the_literal_plan(literal_net):
     from torch.utils.flop_counter import FlopCounterMode
 
     params = sum(p.numel() for p in literal_net.parameters())
-    assert params == pytest.approx(11.3e6, rel=0.01)  # PAPER.md Sec. 3 (the paper's 13.6M: see README)
+    assert params == pytest.approx(11.3e6, rel=0.01)  # docs/paper.md Sec. 3 (the paper's 13.6M: see README)
     with FlopCounterMode(display=False) as counter:
         literal_net.eval()(torch.zeros(1, 3, 224, 224))
     assert counter.get_total_flops() / 2 == pytest.approx(2.0e9, rel=0.05)  # multiply-adds
@@ -181,8 +181,8 @@ def test_the_pool_halves_like_the_convs_and_pads_as_tf_same():
 
 def thin_plan():
     """Figure 5's rows with every module's channels / 16: the same grids, a tenth of the time."""
-    return tuple(r._replace(**{f: getattr(r, f) // 16 for f in ("n1x1", "n3x3red", "n3x3", "ndbl3x3red",
-                                                               "ndbl3x3", "proj")}) for r in FIGURE5)  # fmt: skip
+    widths = ("n1x1", "n3x3red", "n3x3", "ndbl3x3red", "ndbl3x3", "proj")
+    return tuple(r._replace(**{f: getattr(r, f) // 16 for f in widths}) for r in FIGURE5)
 
 
 def expected_grid(side: int) -> int:

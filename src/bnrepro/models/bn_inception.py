@@ -8,8 +8,14 @@ per module, columns in the paper's order; output shapes at 224x224 input are in 
 Norm and activation come in as factories (models/layers.py): `norm="batchnorm"` puts BN between every
 conv and its nonlinearity with the conv bias dropped (Sec. 3), `norm="none"` is the Inception baseline;
 `act_layer` is ReLU or sigmoid for the whole net. The other switches of Sec. 4.2.1 (LRN, dropout) and
-the open points of PAPER.md Sec. 3 (channel plan, separable stem, auxiliary heads) are constructor
+the open points of docs/paper.md Sec. 3 (channel plan, separable stem, auxiliary heads) are constructor
 arguments set by the variant's config.
+
+Any input size runs (64 and up, as timm's and torchvision's nets; 240, 299, 331 included): the stride-2
+modules pool to the grid of their convs (`HalvingMaxPool`), to the bit as Caffe's pool wherever that one
+ran (224x224 included). The net has timm's whole model interface (forward_features / forward_head,
+reset_classifier, features_only, forward_intermediates, TorchScript); the published Caffe weights are
+its pretrained tag `bn_inception.caffe_in1k` (models/caffe_port.py).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ class Row(NamedTuple):
         return self.n1x1 + self.n3x3 + self.ndbl3x3 + (self.proj or in_channels)
 
 
-# Figure 5, column-literal. Output at 224x224 input (channels as the columns sum, see PAPER.md Sec. 3).
+# Figure 5, column-literal. Output at 224x224 input (channels as the columns sum, see docs/paper.md Sec. 3).
 FIGURE5 = (
     #   name  s  #1x1 #3x3r #3x3 dbl-r  dbl  pool  proj
     Row("3a", 1,   64,   64,  64,   64,  96, "avg",  32),  # 28x28x256
