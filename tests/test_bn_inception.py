@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import math
+
 import pytest
 import timm
 import torch
+from timm.layers import create_pool2d
 from torch import nn
 
 import bnrepro.models  # noqa: F401  (registers bn_inception with timm)
-from bnrepro.models.bn_inception import FIGURE5
+from bnrepro.models.bn_inception import CHANNEL_PLANS, FIGURE5, HalvingMaxPool, InceptionModule
 
-# Output of every layer at 224x224 input, column-literal plan (PAPER.md Sec. 3: 3c and 4e halve the grid,
+# Output of every layer at 224x224 input, column-literal plan (docs/paper.md Sec. 3: 3c and 4e halve the grid,
 # 4c/4d sum to 608 and 4e to 1056 as the columns say).
 TABLE = {
     "stem.conv1": (64, 112), "stem.pool1": (64, 56), "stem.conv2_reduce": (64, 56), "stem.conv2": (192, 56),
@@ -56,7 +61,7 @@ def test_parameter_count_and_multiply_adds_of_the_literal_plan(literal_net):
     from torch.utils.flop_counter import FlopCounterMode
 
     params = sum(p.numel() for p in literal_net.parameters())
-    assert params == pytest.approx(11.3e6, rel=0.01)  # PAPER.md Sec. 3 (the paper's 13.6M: see README)
+    assert params == pytest.approx(11.3e6, rel=0.01)  # docs/paper.md Sec. 3 (the paper's 13.6M: see README)
     with FlopCounterMode(display=False) as counter:
         literal_net.eval()(torch.zeros(1, 3, 224, 224))
     assert counter.get_total_flops() / 2 == pytest.approx(2.0e9, rel=0.05)  # multiply-adds
@@ -126,3 +131,212 @@ def test_init_is_the_same_draw_with_and_without_bn():
     assert all(torch.equal(a, b) for a, b in zip(w_bn, w_plain))
     other = timm.create_model("bn_inception", norm="batchnorm", init_seed=4)
     assert not torch.equal(w_bn[0], next(m.weight for m in other.modules() if isinstance(m, nn.Conv2d)))
+
+
+# --- any input size (the stride-2 modules' pool) -------------------------------------------------------
+
+# Logits of timm.create_model("bn_inception", init_seed=0) in float64 (whose CPU kernels sum in the same
+# order for any thread count, unlike float32's) on torch.randn(1, 3, 224, 224) from seed 0, computed with
+# the code before any input size ran (commit 58fa914): sha256 of the 1000 logits' bytes, and the first 5.
+BEFORE_224_SHA256 = "5069002577889b002953a2bce81177ae9bd6d25c7919b2ba5bae3f4b2413be3d"
+BEFORE_224_FIRST = ("0x1.47fa9e3ac6302p-2", "-0x1.3a1015891f145p-1", "-0x1.455c73095ab6ap+0",
+                    "0x1.f468800afe2fdp-2", "-0x1.6f34d585b36b6p-2")  # fmt: skip
+
+
+def test_224_logits_are_the_ones_before_any_size_ran():
+    net = timm.create_model("bn_inception", init_seed=0).eval().double()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        logits = net(x)
+    assert tuple(v.hex() for v in logits[0, :5].tolist()) == BEFORE_224_FIRST  # tolerance 0
+    assert hashlib.sha256(logits.numpy().tobytes()).hexdigest() == BEFORE_224_SHA256
+
+
+def caffe_pooled(net: nn.Module) -> nn.Module:
+    """A copy of `net` whose stride-2 modules pool as before (Caffe's 3x3/2 ceil-mode pool, no padding)."""
+    ref = copy.deepcopy(net)
+    for m in ref.modules():
+        if isinstance(m, InceptionModule) and isinstance(m.branch_pool, HalvingMaxPool):
+            m.branch_pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+    return ref
+
+
+@pytest.mark.parametrize("size", [64, 96, 160, 224, 256])
+def test_sizes_that_ran_before_give_the_same_output_to_the_bit(literal_net, size):
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(size))
+    with torch.no_grad():
+        assert torch.equal(literal_net.eval()(x), caffe_pooled(literal_net).eval()(x))
+
+
+def test_the_pool_halves_like_the_convs_and_pads_as_tf_same():
+    pool, same = HalvingMaxPool(), create_pool2d("max", 3, 2, padding="same")  # timm's MaxPool2dSame
+    conv = nn.Conv2d(1, 1, 3, 2, padding=1)  # the modules' stride-2 convs
+    for h, w in [(28, 28), (14, 14), (15, 15), (7, 8), (30, 19), (1, 2)]:
+        x = torch.randn(2, 4, h, w)
+        assert pool(x).shape[-2:] == conv(x[:, :1]).shape[-2:] == (math.ceil(h / 2), math.ceil(w / 2))
+        assert torch.equal(pool(x), same(x))  # TF's "SAME", which timm's pool pads a copy of x for
+        if h % 2 == 0 and w % 2 == 0:
+            assert torch.equal(pool(x), nn.MaxPool2d(3, 2, ceil_mode=True)(x))  # Caffe's, as before
+
+
+def thin_plan():
+    """Figure 5's rows with every module's channels / 16: the same grids, a tenth of the time."""
+    widths = ("n1x1", "n3x3red", "n3x3", "ndbl3x3red", "ndbl3x3", "proj")
+    return tuple(r._replace(**{f: getattr(r, f) // 16 for f in widths}) for r in FIGURE5)
+
+
+def expected_grid(side: int) -> int:
+    """The last feature map's side: conv1 (7x7/2, padding 3), the stem's two ceil-mode 3x3/2 pools, 3c, 4e."""
+    side = math.ceil(side / 2)
+    for _ in range(2):
+        side = math.ceil((side - 1) / 2)
+    return math.ceil(math.ceil(side / 2) / 2)
+
+
+@pytest.fixture
+def one_thread():
+    """Forty small forward passes of new shapes: one thread is ~15x faster than two on a busy 2-core CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_every_input_size_from_64_to_512_runs(monkeypatch, one_thread):
+    # Before: 113 of the 449 sizes 64..512 ran; an odd grid at 3c or 4e failed at the concat.
+    monkeypatch.setitem(CHANNEL_PLANS, "thin", thin_plan())
+    net = timm.create_model("bn_inception", num_classes=10, channel_plan="thin").eval()
+    squares = [(s, s) for s in [*range(64, 513, 11), 224, 240, 299, 331, 512]]
+    for h, w in squares + [(240, 320), (299, 224), (331, 500), (65, 97)]:
+        with torch.no_grad():
+            feats = net.forward_features(torch.randn(1, 3, h, w))
+            logits = net.forward_head(feats)
+        assert feats.shape[-2:] == (expected_grid(h), expected_grid(w)), (h, w)
+        assert logits.shape == (1, 10) and torch.isfinite(logits).all(), (h, w)
+
+
+# --- timm's model contract (the checks of timm's tests/test_models.py, on this model) ---------------
+
+
+def test_backward_reaches_every_parameter_including_the_aux_heads():
+    net = timm.create_model("bn_inception", num_classes=42, aux_logits=True).train()
+    out = torch.cat(net(torch.randn(2, 3, 128, 128)))
+    out.mean().backward()
+    assert out.shape == (6, 42) and torch.isfinite(out).all()
+    assert [n for n, p in net.named_parameters() if p.grad is None] == []
+
+
+def test_reset_classifier_0_and_no_pool_give_the_pooled_and_the_unpooled_features():
+    net = timm.create_model("bn_inception", num_classes=10).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        feats = net.forward_features(x)
+        net.reset_classifier(0)  # no classifier, the pool kept
+        assert net.num_classes == 0 and torch.equal(net(x), net.forward_head(feats, pre_logits=True))
+        assert net(x).shape == (1, net.head_hidden_size) == (1, 1024)
+        net.reset_classifier(0, "")  # no pool either: the last feature map, as every timm model
+        assert torch.equal(net(x), feats) and feats.shape[-2:] == net.pretrained_cfg["pool_size"]
+        net.reset_classifier(5, "max")
+        assert net(x).shape == (1, 5) and net.global_pool.pool_type == "max"
+        built = timm.create_model("bn_inception", num_classes=0, global_pool="").eval()
+        assert built(x).shape == (1, 1024, 7, 7)
+
+
+def test_the_classifier_takes_the_pooled_width_of_catavgmax():
+    net = timm.create_model("bn_inception", num_classes=10, global_pool="catavgmax").eval()
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        feats = net.forward_features(x)
+        pooled = net.forward_head(feats, pre_logits=True)
+        assert net.fc.in_features == net.head_hidden_size == 2048 and pooled.shape == (1, 2048)
+        assert torch.equal(pooled, torch.cat([feats.mean((2, 3)), feats.amax((2, 3))], 1))
+        assert net(x).shape == (1, 10)
+        net.reset_classifier(3)  # keeps catavgmax
+        assert net.fc.in_features == 2048 and net(x).shape == (1, 3)
+
+
+def test_reset_classifier_resizes_the_aux_heads_too():
+    net = timm.create_model("bn_inception", num_classes=10, aux_logits=True).double()
+    net.reset_classifier(5)
+    out = net.train()(torch.randn(2, 3, 128, 128, dtype=torch.float64))
+    assert [o.shape for o in out] == [(2, 5)] * 3  # in the net's dtype
+
+
+def test_torchscript_gives_the_eager_logits():
+    with timm.set_scriptable(True):
+        net = timm.create_model("bn_inception", num_classes=10, aux_logits=True).eval()
+    scripted = torch.jit.script(net)
+    for size in (112, 120):  # an odd grid at 4e's input (7), at 3c's (15)
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            assert torch.allclose(scripted(x), net(x), rtol=1e-5, atol=1e-6), size
+    assert scripted.train()(x).shape == (2, 10)  # scripted: the logits only, even with aux heads
+
+
+# (tap, channels, reduction, side at 224): the last layer at each grid size, as feature_info lists them.
+TAPS = [("stem.conv1", 64, 2, 112), ("stem.conv2", 192, 4, 56), ("blocks.inception_3b", 320, 8, 28),
+        ("blocks.inception_4d", 608, 16, 14), ("blocks.inception_5b", 1024, 32, 7)]  # fmt: skip
+
+
+def test_forward_intermediates_returns_the_feature_info_taps(literal_net):
+    net, x = literal_net.eval(), torch.randn(1, 3, 224, 224)
+    assert [(i["module"], i["num_chs"], i["reduction"]) for i in net.feature_info] == [t[:3] for t in TAPS]
+    with torch.no_grad():
+        final, inter = net.forward_intermediates(x)
+        assert [tuple(o.shape) for o in inter] == [(1, c, s, s) for _, c, _, s in TAPS]
+        assert torch.equal(final, net.forward_features(x)) and torch.equal(inter[-1], final)
+        shapes = output_shapes(net)  # the same tensors the layers of Figure 5 output
+        assert all(shapes[name] == tuple(o.shape[1:]) for (name, *_), o in zip(TAPS, inter))
+        small = torch.randn(1, 3, 64, 64)
+        last2 = net.forward_intermediates(small, indices=2, intermediates_only=True)
+        assert [o.shape[1] for o in last2] == [608, 1024]
+        picked = net.forward_intermediates(small, indices=[-1, 0], intermediates_only=True)
+        assert [o.shape[1] for o in picked] == [64, 1024]  # in the network's order
+        early, (tap,) = net.forward_intermediates(x, indices=[2], stop_early=True)
+        assert torch.equal(early, tap) and torch.equal(tap, inter[2])  # 3b's output; nothing after it ran
+    for bad in (0, 6, [5], [-6]):
+        with pytest.raises(ValueError, match="feature indices"):
+            net.forward_intermediates(x, indices=bad)
+    with pytest.raises(ValueError, match="NCHW"):
+        net.forward_intermediates(x, output_fmt="NHWC")
+
+
+def test_every_features_only_class_gives_the_same_taps():
+    x = torch.randn(1, 3, 96, 96)
+    outs = {}
+    for cls in ("list", "hook", "getter", "fx"):
+        net = timm.create_model("bn_inception", features_only=True, feature_cls=cls).eval()
+        with torch.no_grad():
+            outs[cls] = net(x)
+        assert net.feature_info.channels() == [c for _, c, _, _ in TAPS], cls
+        assert net.feature_info.reduction() == [r for _, _, r, _ in TAPS], cls
+    for cls, out in outs.items():
+        assert [tuple(o.shape) for o in out] == [(1, c, 96 // r, 96 // r) for _, c, r, _ in TAPS], cls
+        assert all(torch.equal(a, b) for a, b in zip(out, outs["list"])), cls
+
+
+def test_prune_intermediate_layers_keeps_the_taps_asked_for():
+    net = timm.create_model("bn_inception", aux_logits=True).eval()
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        _, want = net.forward_intermediates(x)
+        assert net.prune_intermediate_layers([0, 1, 2]) == [0, 1, 2]
+        assert all(isinstance(b, nn.Identity) for n, b in net.blocks.named_children() if n > "inception_3b")
+        assert len(net.aux) == 0 and not net.aux_logits and net.num_features == 320
+        got = net.forward_intermediates(x, indices=[0, 1, 2], intermediates_only=True)
+        assert len(got) == 3 and all(torch.equal(a, b) for a, b in zip(got, want))
+        assert net(x).shape == (1, 320, 16, 16)  # no head: the kept part's last map
+
+
+def test_rgb_to_bgr_reverses_the_input_in_every_path():
+    """The Caffe weights' switch: the same net fed the channels reversed, by forward and by the feature APIs."""
+    bgr, plain = (timm.create_model("bn_inception", rgb_to_bgr=flag).eval() for flag in (True, False))
+    feats_bgr, feats_plain = (timm.create_model("bn_inception", features_only=True, rgb_to_bgr=flag).eval()
+                              for flag in (True, False))  # fmt: skip
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(bgr(x), plain(x.flip(1))) and not torch.allclose(bgr(x), plain(x))
+        final, inter = bgr.forward_intermediates(x)
+        assert torch.equal(final, plain.forward_features(x.flip(1)))
+        assert all(torch.equal(a, b) for a, b in zip(inter, plain.forward_intermediates(x.flip(1))[1]))
+        assert all(torch.equal(a, b) for a, b in zip(feats_bgr(x), feats_plain(x.flip(1))))

@@ -8,21 +8,29 @@ per module, columns in the paper's order; output shapes at 224x224 input are in 
 Norm and activation come in as factories (models/layers.py): `norm="batchnorm"` puts BN between every
 conv and its nonlinearity with the conv bias dropped (Sec. 3), `norm="none"` is the Inception baseline;
 `act_layer` is ReLU or sigmoid for the whole net. The other switches of Sec. 4.2.1 (LRN, dropout) and
-the open points of PAPER.md Sec. 3 (channel plan, separable stem, auxiliary heads) are constructor
+the open points of docs/paper.md Sec. 3 (channel plan, separable stem, auxiliary heads) are constructor
 arguments set by the variant's config.
+
+Any input size runs (64 and up, as timm's and torchvision's nets; 240, 299, 331 included): the stride-2
+modules pool to the grid of their convs (`HalvingMaxPool`), to the bit as Caffe's pool wherever that one
+ran (224x224 included). The net has timm's whole model interface (forward_features / forward_head,
+reset_classifier, features_only, forward_intermediates, TorchScript); the published Caffe weights are
+its pretrained tag `bn_inception.caffe_in1k` (models/caffe_port.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from typing import NamedTuple
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import SelectAdaptivePool2d
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.layers import create_classifier, register_notrace_module
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from torch import nn
+from torch.nn import functional as F
 
 from bnrepro.models.layers import make_act_layer, make_norm_layer
 
@@ -44,7 +52,7 @@ class Row(NamedTuple):
         return self.n1x1 + self.n3x3 + self.ndbl3x3 + (self.proj or in_channels)
 
 
-# Figure 5, column-literal. Output at 224x224 input (channels as the columns sum, see PAPER.md Sec. 3).
+# Figure 5, column-literal. Output at 224x224 input (channels as the columns sum, see docs/paper.md Sec. 3).
 FIGURE5 = (
     #   name  s  #1x1 #3x3r #3x3 dbl-r  dbl  pool  proj
     Row("3a", 1,   64,   64,  64,   64,  96, "avg",  32),  # 28x28x256
@@ -91,14 +99,39 @@ class ConvNormAct(nn.Sequential):
         ))  # fmt: skip
 
 
+@register_notrace_module  # a leaf for torch.fx (its padding depends on the input's shape)
+class HalvingMaxPool(nn.Module):
+    """3x3/2 max pool of the stride-2 modules (3c, 4e): a ceil(H/2) x ceil(W/2) grid, as their convs give.
+
+    The convs beside it (3x3/2, padding 1) give ceil(H/2). Caffe's pool (ceil mode, no padding), which
+    the published weights were trained with, gives ceil((H-1)/2): the same at an even H (28 -> 14 and
+    14 -> 7 at a 224 input) but one short at an odd H, where the concat failed (e.g. 240, 299, 331).
+    This pool pads as TF's "SAME" does (TF-slim's inception_v2 pads every layer so): nothing at an even
+    H, so the windows and every output there are Caffe's to the bit; one row (column) on each side at an
+    odd H (W), which the max ignores, so the windows are centred on the convs' taps. It computes timm's
+    MaxPool2dSame(3, 2) without that layer's padded copy of the input.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = [x.shape[-2] % 2, x.shape[-1] % 2]  # 0 for an even side, 1 for an odd one
+        return F.max_pool2d(x, [3, 3], [2, 2], pad, [1, 1], True)  # ceil mode: the last window on the edge
+
+
 def _pool(kind: str, stride: int) -> nn.Module:
-    # Stride-2 pools use ceil mode so the grid halves exactly as printed (112 -> 56 -> 28, 28 -> 14 -> 7).
+    # Stride 2 (3c, 4e): the grid halves as printed (28 -> 14 -> 7) and as the convs beside it, at any size.
     # Average pools count the zero padding (Caffe's convention, which the public BN-Inception weights use).
     if stride == 2:
-        return nn.MaxPool2d(3, 2, ceil_mode=True)
+        return HalvingMaxPool()
     if kind == "max":
         return nn.MaxPool2d(3, 1, padding=1, ceil_mode=True)
     return nn.AvgPool2d(3, 1, padding=1, ceil_mode=True, count_include_pad=True)
+
+
+class ReverseChannels(nn.Module):
+    """RGB -> BGR (or back): the channel order reversed, for weights trained on BGR input (Caffe's)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(1)
 
 
 class InceptionModule(nn.Module):
@@ -123,8 +156,11 @@ class InceptionModule(nn.Module):
         self.out_channels = row.out_channels(cin)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branches = [self.branch1x1, self.branch3x3, self.branch3x3dbl, self.branch_pool]
-        return torch.cat([b(x) for b in branches if b is not None], dim=1)
+        branches: list[torch.Tensor] = []  # a loop, not a comprehension with `if`: TorchScript takes it
+        if self.branch1x1 is not None:  # 3c and 4e have no 1x1 branch
+            branches.append(self.branch1x1(x))
+        branches += [self.branch3x3(x), self.branch3x3dbl(x), self.branch_pool(x)]
+        return torch.cat(branches, dim=1)
 
 
 class AuxHead(nn.Module):
@@ -137,17 +173,33 @@ class AuxHead(nn.Module):
         self.fc1 = nn.Linear(128 * 4 * 4, 1024)
         self.act = act_layer()
         self.drop = nn.Dropout(drop_rate)
-        self.fc2 = nn.Linear(1024, num_classes)
+        self.fc2 = nn.Linear(1024, num_classes) if num_classes else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(self.pool(x)).flatten(1)
         return self.fc2(self.drop(self.act(self.fc1(x))))
 
 
+def _take_indices(n: int, indices: int | list[int] | None) -> tuple[list[int], int]:
+    """timm's feature indices: None all n, an int k the last k, a sequence those (negative from the end)."""
+    if indices is None:
+        indices = n
+    if isinstance(indices, int):
+        take = list(range(n - indices, n)) if 0 < indices <= n else []
+    else:
+        take = [i + n if i < 0 else i for i in indices]
+    if not take or not all(0 <= i < n for i in take):
+        raise ValueError(f"feature indices {indices!r}: expected 1..{n} or indices in -{n}..{n - 1}")
+    return take, max(take)
+
+
 class BNInception(nn.Module):
     """BN-Inception with timm's interface: forward_features -> [B, 1024, 7, 7], forward_head -> logits.
 
-    In training mode with `aux_logits=True`, forward returns (logits, aux_4a, aux_4d).
+    In training mode with `aux_logits=True`, forward returns (logits, aux_4a, aux_4d) (not under
+    TorchScript, which returns the logits only). `global_pool` is any of timm's (avg, max, avgmax,
+    catavgmax, ...; "" with num_classes=0: forward returns the last feature map). `rgb_to_bgr` reverses
+    the input's channels first: RGB images (timm's transforms) for BGR weights (the Caffe model's).
     """
 
     def __init__(
@@ -165,6 +217,7 @@ class BNInception(nn.Module):
         global_pool: str = "avg",
         init_scale: float = 1.0,
         init_seed: int = 0,
+        rgb_to_bgr: bool = False,
     ):
         super().__init__()
         if channel_plan not in CHANNEL_PLANS:
@@ -177,6 +230,9 @@ class BNInception(nn.Module):
         def lrn_layer():  # GoogLeNet's LRN: 5 channels, alpha 1e-4, beta 0.75
             return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75) if lrn else nn.Identity()
 
+        # RGB -> BGR for the Caffe weights, else nothing. Registered first as it runs first: timm's
+        # FeatureListNet runs the modules in the order they are registered.
+        self.to_bgr = ReverseChannels() if rgb_to_bgr else nn.Identity()
         self.stem = nn.Sequential(OrderedDict(
             conv1=ConvNormAct(in_chans, 64, 7, 2, norm_layer, act,  # 112x112x64
                               depth_multiplier=8 if stem == "separable" else None),
@@ -205,10 +261,13 @@ class BNInception(nn.Module):
                 self.feature_info.append(dict(num_chs=cin, reduction=reduction, module=f"blocks.{name}"))
         self.blocks = nn.Sequential(OrderedDict(blocks))
         self.aux = nn.ModuleDict(aux)  # after the blocks: timm's feature extraction walks modules in order
-        self.num_features = self.head_hidden_size = cin  # 1024 (literal and slim plans)
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)  # = 7x7/1 avg pool
-        self.head_drop = nn.Dropout(drop_rate)  # Inception: 40% (GoogLeNet); BN variants: none (Sec. 4.2.1)
-        self.fc = nn.Linear(cin, num_classes) if num_classes else nn.Identity()
+        self.num_features = cin  # 1024 (literal and slim plans)
+        # avg: the paper's 7x7/1 average pool at 224. Dropout: Inception 40% (GoogLeNet), BN variants none
+        # (Sec. 4.2.1). The classifier takes the pooled width (2 x 1024 for catavgmax).
+        self.global_pool, self.head_drop, self.fc = create_classifier(
+            cin, num_classes, pool_type=global_pool, drop_rate=drop_rate
+        )
+        self.head_hidden_size = cin * self.global_pool.feat_mult()
         self.init_weights(init_scale, init_seed)
 
     @torch.no_grad()
@@ -230,50 +289,158 @@ class BNInception(nn.Module):
                 m.bias.zero_()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        if not (self.aux_logits and self.training):
-            return self.blocks(x)
-        self._aux_out = []
-        for name, block in self.blocks.named_children():
-            x = block(x)
-            if name in self.aux:
-                self._aux_out.append(self.aux[name](x))
-        return x
+        return self.blocks(self.stem(self.to_bgr(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(self.global_pool(x))
         return x if pre_logits else self.fc(x)
 
-    def forward(self, x: torch.Tensor):
-        logits = self.forward_head(self.forward_features(x))
-        if self.aux_logits and self.training:
-            aux, self._aux_out = self._aux_out, []
-            return (logits, *aux)
-        return logits
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.aux_logits and self.training and not torch.jit.is_scripting():
+            return self._forward_with_aux(x)
+        return self.forward_head(self.forward_features(x))
 
+    @torch.jit.unused
+    def _forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x, aux = self.stem(self.to_bgr(x)), []
+        for name, block in self.blocks.named_children():
+            x = block(x)
+            if name in self.aux:
+                aux.append(self.aux[name](x))
+        return (self.forward_head(x), *aux)
+
+    def _feature_layers(self) -> list[tuple[str, nn.Module]]:
+        """The layers forward_features runs, in order, by the names `feature_info` taps them under."""
+        layers = [("to_bgr", self.to_bgr)]
+        for part in ("stem", "blocks"):
+            layers += [(f"{part}.{name}", layer) for name, layer in getattr(self, part).named_children()]
+        return layers
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's feature API: the outputs of the `feature_info` taps, and the final features.
+
+        Args:
+            indices: the last n taps if an int, those listed if a sequence (negative from the end), all
+                five if None. Taps 0-1 are stem.conv1 and stem.conv2 (reductions 2, 4), taps 2-4 the
+                last module at each grid (3b, 4d, 5b; reductions 8, 16, 32).
+            norm: unused (no final norm layer).
+            stop_early: stop after the last tap asked for (the returned features are then its output).
+            output_fmt: NCHW only.
+            intermediates_only: return only the list of tap outputs.
+
+        Auxiliary heads are not run.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt={output_fmt!r}: bn_inception gives NCHW features only")
+        take, last = _take_indices(len(self.feature_info), indices)
+        taps = {self.feature_info[i]["module"] for i in take}
+        intermediates = []
+        for name, layer in self._feature_layers():
+            x = layer(x)
+            if name in taps:
+                intermediates.append(x)
+            if stop_early and name == self.feature_info[last]["module"]:
+                break
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the layers after the last tap of `indices` (and the head); returns the taps kept."""
+        take, last = _take_indices(len(self.feature_info), indices)
+        layers = [name for name, _ in self._feature_layers()]
+        for name in layers[layers.index(self.feature_info[last]["module"]) + 1 :]:
+            self.set_submodule(name, nn.Identity())
+        pruned_end = last < len(self.feature_info) - 1
+        if pruned_end:
+            self.num_features = self.feature_info[last]["num_chs"]
+        if prune_head or pruned_end:  # a head sized for the last module goes with it; the aux heads too
+            self.aux, self.aux_logits = nn.ModuleDict(), False
+            self.reset_classifier(0, "")
+        return take
+
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for `num_classes` (0: none); `global_pool` None keeps the pool, "" removes it."""
         self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        if global_pool is None:
+            global_pool = self.global_pool.pool_type
+        like = next(self.parameters())
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.fc.to(like.device, like.dtype)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        for head in self.aux.values():
+            head.fc2 = nn.Linear(1024, num_classes) if num_classes else nn.Identity()
+            head.fc2.to(like.device, like.dtype)
 
 
+# The published weights: Xiong's Caffe BN-Inception as ported by Cadene's pretrainedmodels, which
+# models/caffe_port.py maps onto this net. Caffe's input: BGR in 0-255 minus a per-channel mean, no scaling.
+CAFFE_WEIGHTS_URL = "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth"
+CAFFE_MEAN_BGR = (104, 117, 128)
+
+_CFG = dict(num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,  # 224 / 256
+            interpolation="bilinear", first_conv="stem.conv1.conv", classifier="fc")  # fmt: skip
 default_cfgs = generate_default_cfgs({
-    # No weights of this project's own; the public Caffe-port weights load through src/eval.py.
-    "bn_inception.untrained": dict(
-        num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,  # 224 / 256
-        interpolation="bilinear", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
-        first_conv="stem.conv1.conv", classifier="fc",
+    # The Caffe weights behind timm's transforms: ToTensor's [0, 1] RGB, then (x - mean) / std with the
+    # RGB means / 255 and std 1/255 gives RGB in 0-255 minus the mean; the net's first layer (to_bgr,
+    # rgb_to_bgr=True by default under this tag) makes it BGR. 73.5% / 91.6% top-1 / top-5, single crop.
+    "bn_inception.caffe_in1k": dict(
+        **_CFG, url=CAFFE_WEIGHTS_URL,
+        mean=tuple(m / 255 for m in reversed(CAFFE_MEAN_BGR)), std=(1 / 255,) * 3,
+        origin_url="https://github.com/Cadene/pretrained-models.pytorch",
+        notes=("Caffe weights: BGR 0-255 minus a mean; rgb_to_bgr reverses timm's RGB input",),
     ),
+    # The default (*: timm would make the tag with weights the default): this project's own nets (no
+    # weights: src/train.py trains them), fed as they are trained.
+    "bn_inception.untrained*": dict(**_CFG, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD),
 })  # fmt: skip
+
+
+def _no_weights(cfg) -> RuntimeError:
+    return RuntimeError(
+        f"bn_inception.{cfg.tag} has no weights (this project trains its own: src/train.py). The published "
+        f"BN-Inception weights (the Caffe model, Cadene's port) are bn_inception.caffe_in1k: "
+        f"timm.create_model('bn_inception.caffe_in1k', pretrained=True) downloads {CAFFE_WEIGHTS_URL}; "
+        "offline, download it by hand and add pretrained_cfg_overlay=dict(file='<file>') (or evaluate it "
+        "with src/eval.py weights=caffe_port weights_path=<file>)."
+    )
 
 
 @register_model
 def bn_inception(pretrained: bool = False, **kwargs) -> BNInception:
-    """timm entry point: `timm.create_model("bn_inception", norm="batchnorm", act_layer="relu")`."""
-    return build_model_with_cfg(
-        BNInception, "bn_inception", pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs
-    )
+    """timm entry point: `timm.create_model("bn_inception", norm="batchnorm", act_layer="relu")`.
+
+    `timm.create_model("bn_inception.caffe_in1k", pretrained=True)` is the published Caffe model, read
+    and mapped by models/caffe_port.py (from its URL, or `pretrained_cfg_overlay=dict(file=<.pth>)`),
+    taking timm's RGB input. With `rgb_to_bgr=False` it takes the port's BGR input instead (as
+    caffe_port.caffe_preprocess makes it), and its pretrained_cfg lists the mean in BGR order.
+    """
+    cfg = resolve_pretrained_cfg("bn_inception", kwargs.pop("pretrained_cfg", None),
+                                 kwargs.pop("pretrained_cfg_overlay", None))  # fmt: skip
+    if cfg.tag == "caffe_in1k":
+        kwargs.setdefault("rgb_to_bgr", True)
+        if not kwargs["rgb_to_bgr"]:
+            cfg = dataclasses.replace(cfg, mean=cfg.mean[::-1], notes=("BGR input: mean in B, G, R order",))
+    if pretrained and not (cfg.url or cfg.file or cfg.state_dict):  # a file of our own keys loads as in timm
+        raise _no_weights(cfg)
+    if pretrained and cfg.tag == "caffe_in1k" and not cfg.state_dict:
+        from bnrepro.models.caffe_port import convert_state_dict, read_state_dict  # it imports this file
+
+        # Read and mapped here, not by timm: caffe_port's errors say how to get the file.
+        cfg = dataclasses.replace(cfg, state_dict=convert_state_dict(read_state_dict(cfg.file or cfg.url)))
+    net = build_model_with_cfg(BNInception, "bn_inception", pretrained, pretrained_cfg=cfg,
+                               feature_cfg=dict(flatten_sequential=True), **kwargs)  # fmt: skip
+    net.pretrained_cfg.pop("state_dict", None)  # the weights, loaded: not kept in the cfg
+    return net

@@ -19,16 +19,17 @@ import timm
 import torch
 from torch import nn
 
-from bnrepro.models.bn_inception import FIGURE5
+from bnrepro.models.bn_inception import CAFFE_MEAN_BGR, CAFFE_WEIGHTS_URL, FIGURE5
 
-WEIGHTS_URL = "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth"
+WEIGHTS_URL = CAFFE_WEIGHTS_URL  # also the url of timm's bn_inception.caffe_in1k
 # The constructor arguments that rebuild the port: the table's channels (4c/4d pool projections of 128,
 # 4e 1056 wide), plain 7x7 stem, no LRN, no aux heads (the port has none of these), no dropout.
 PORT_KWARGS = dict(norm="batchnorm", act_layer="relu", num_classes=1000, channel_plan="literal",
                    stem="plain", lrn=False, aux_logits=False, drop_rate=0.0, global_pool="avg")  # fmt: skip
 # The port's input (pretrainedmodels' pretrained_settings): BGR in 0-255, minus a per-channel mean in
-# BGR order, no division; evaluated as a 224 centre crop of a 256 resize.
-PREPROCESS = dict(input_space="BGR", input_range=255, mean=[104, 117, 128], std=[1, 1, 1],
+# BGR order, no division; evaluated as a 224 centre crop of a 256 resize. timm's bn_inception.caffe_in1k
+# expresses the same for timm's RGB transforms (its pretrained_cfg, and a net that reverses the channels).
+PREPROCESS = dict(input_space="BGR", input_range=255, mean=list(CAFFE_MEAN_BGR), std=[1, 1, 1],
                   image_size=224, resize_size=256)  # fmt: skip
 
 BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
@@ -49,7 +50,9 @@ class WeightsLoadError(RuntimeError):
 def _how_to_get() -> str:
     return (
         f"Download {WEIGHTS_URL} by hand and pass weights_path=<file> "
-        "(src/eval.py weights=caffe_port weights_path=<file>, or load_caffe_port('<file>'))."
+        "(src/eval.py weights=caffe_port weights_path=<file>, or load_caffe_port('<file>'); with timm: "
+        "timm.create_model('bn_inception.caffe_in1k', pretrained=True, "
+        "pretrained_cfg_overlay=dict(file='<file>')))."
     )
 
 
@@ -107,7 +110,11 @@ def convert_state_dict(port_sd: Mapping[str, torch.Tensor]) -> dict[str, torch.T
     return out
 
 
-def _read(source: str | os.PathLike | None, map_location) -> Mapping[str, torch.Tensor]:
+def read_state_dict(source: str | os.PathLike | None, map_location="cpu") -> Mapping[str, torch.Tensor]:
+    """The port's state dict from a local file, a URL, or None for WEIGHTS_URL (cached by torch.hub).
+
+    Raises WeightsNotFoundError / WeightsLoadError saying how to get the file when it cannot.
+    """
     # weights_only: the tensors and a dict, nothing executable (it also reads the 2017 legacy format).
     if source is None or str(source).startswith(("http://", "https://")):
         url = str(source or WEIGHTS_URL)
@@ -139,10 +146,19 @@ def _read(source: str | os.PathLike | None, map_location) -> Mapping[str, torch.
 def load_caffe_port(source: str | os.PathLike | None = None, map_location="cpu") -> tuple[nn.Module, dict]:
     """Our BN-Inception with the public weights, in eval mode, and the preprocessing they expect.
 
-    `source`: a local .pth file, a URL, or None for the port's URL (cached by torch.hub).
+    `source`: a local .pth file, a URL, or None for the port's URL (cached by torch.hub). The net takes
+    the port's own input (BGR, `caffe_preprocess`), as src/eval.py feeds it; its pretrained_cfg says so
+    (mean in BGR order). For timm's RGB transforms use timm.create_model("bn_inception.caffe_in1k",
+    pretrained=True), the same weights behind a channel reversal.
     """
-    net = timm.create_model("bn_inception", **PORT_KWARGS)
-    net.load_state_dict(convert_state_dict(_read(source, map_location)))  # strict: every key, every shape
+    weights = convert_state_dict(read_state_dict(source, map_location))
+    net = timm.create_model(
+        "bn_inception.caffe_in1k",
+        pretrained=True,
+        rgb_to_bgr=False,
+        **PORT_KWARGS,
+        pretrained_cfg_overlay=dict(state_dict=weights),
+    )  # strict: every key, every shape
     return net.eval(), copy.deepcopy(PREPROCESS)
 
 

@@ -18,7 +18,7 @@ def make_norm_layer(name: str, dim: int) -> Callable[[int], nn.Module] | None:
     """Norm layer class for `dim`-d features (1: fully connected, 2: conv maps), None for no norm.
 
     BatchNorm keeps PyTorch's defaults, the project's CHOICE for what the paper leaves open
-    (PAPER.md Sec. 1): eps 1e-5, gamma=1, beta=0, momentum 0.1 for the running averages.
+    (docs/paper.md Sec. 1): eps 1e-5, gamma=1, beta=0, momentum 0.1 for the running averages.
     """
     if name == "none":
         return None
