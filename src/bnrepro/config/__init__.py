@@ -1,12 +1,16 @@
 """Configuration: one module per concern.
 
-schema.py   the structured configs (types, the defaults every file of a group shares, `_target_`s)
+schema.py   the structured configs (types, the defaults every file of a group shares, `_target_`s) and
+            the @schema decorator that registers a kind's schema for its group's YAML files
 checks.py   what a type cannot express (allowed strings, positive numbers, options that would break a run)
 loop.py     lengths in steps / examples / epochs -> optimizer steps at the run's global batch
 resume.py   which keys of a stored config.yaml must match for a run folder to be resumed or reused
+build.py    components from their config nodes (hydra.utils.instantiate, the project's errors kept)
 slurm.py    the resolvers of conf/hydra/launcher/slurm.yaml
 
-Importing this package registers the schemas and resolvers with Hydra.
+Importing this package registers the schemas and resolvers with Hydra: the top-level TrainConfig, the
+optimizer and LR-schedule kinds (schema.py), and every data module's schema, found by importing each
+module of bnrepro.data (a new data set's file registers itself; nothing lists it).
 """
 
 from __future__ import annotations
@@ -14,17 +18,16 @@ from __future__ import annotations
 from hydra.core.config_store import ConfigStore
 
 from bnrepro.config.errors import ConfigError
-from bnrepro.config.schema import GROUP_SCHEMAS, TrainConfig
+from bnrepro.config.schema import TrainConfig
 from bnrepro.config.slurm import register_resolvers
 
 __all__ = ["ConfigError", "register"]
 
 
 def register() -> None:
-    store = ConfigStore.instance()
-    store.store(name="train_schema", node=TrainConfig)
-    for group, name, node in GROUP_SCHEMAS:
-        store.store(group=group, name=name, node=node)
+    import bnrepro.data  # noqa: F401  (imports every data module: their @schema registrations)
+
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
     register_resolvers()
 
 

@@ -2,8 +2,10 @@
 
 Each component of a run is a node with a `_target_` that `hydra.utils.instantiate` builds (data module,
 network, optimizer as a `_partial_`, LR schedule, callbacks, loggers). A group with several kinds of
-component (data, optimizer, lr_schedule) has one schema per kind, extending the group's base schema;
-its YAML files start with `defaults: [<kind>_schema]` (Hydra's "config groups with a schema" pattern).
+component (data, optimizer, lr_schedule) has one schema per kind, extending the group's base schema and
+registered with @schema; its YAML files start with `defaults: [<kind>_schema]` (Hydra's "config groups
+with a schema" pattern). A data module's schema sits beside its class (data/mnist.py, ...), so a new
+data set is one file there plus one YAML.
 So a misspelled key, a wrong type or an unknown choice fails at composition -- before any data is read
 or a DDP process is spawned -- with OmegaConf's message naming the key (e.g. `Key 'lrr' not in
 'SGDConfig' ... full_key: optimizer.lrr`). Checks a type cannot express live in config/checks.py.
@@ -20,7 +22,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+
+def schema(group: str, name: str):
+    """Class decorator: registers a config dataclass in Hydra's ConfigStore as <group>/<name>, the name a
+    YAML file of that group puts first in its defaults list (e.g. `defaults: [sgd_schema]`)."""
+
+    def register(cls):
+        ConfigStore.instance().store(group=group, name=name, node=cls)
+        return cls
+
+    return register
+
 
 # --- the network (model group: one file per paper variant, package _global_) -------------------------
 
@@ -57,6 +72,7 @@ class OptimizerConfig:
     weight_decay: float = 0.0
 
 
+@schema("optimizer", "sgd_schema")
 @dataclass
 class SGDConfig(OptimizerConfig):
     _target_: str = "torch.optim.SGD"
@@ -64,6 +80,7 @@ class SGDConfig(OptimizerConfig):
     nesterov: bool = False
 
 
+@schema("optimizer", "adamw_schema")
 @dataclass
 class AdamWConfig(OptimizerConfig):
     _target_: str = "torch.optim.AdamW"
@@ -91,11 +108,13 @@ class LRScheduleConfig:
     _target_: str = MISSING
 
 
+@schema("lr_schedule", "constant_schema")
 @dataclass
 class ConstantLRConfig(LRScheduleConfig):
     _target_: str = "bnrepro.lit.schedules.Constant"
 
 
+@schema("lr_schedule", "exponential_schema")
 @dataclass
 class ExponentialLRConfig(LRScheduleConfig):
     """Decay counted in examples seen, so it does not depend on batch size or device count."""
@@ -109,7 +128,7 @@ class ExponentialLRConfig(LRScheduleConfig):
     staircase: bool = True  # decay in steps (GoogLeNet), not continuously
 
 
-# --- data (one LightningDataModule per data set kind) ------------------------------------------------
+# --- data: the base of every data module's schema; each kind's schema sits beside its class in data/ ----
 
 
 @dataclass
@@ -132,40 +151,6 @@ class DataConfig:
 
 
 @dataclass
-class TensorDataConfig(DataConfig):
-    """Data sets held whole as tensors (data/tensors.py)."""
-
-    device_resident: bool = True  # keep the whole set on the training device
-    # Several optimizer steps per Lightning batch; see LoopConfig.steps_per_batch.
-    steps_per_batch: int = "${loop.steps_per_batch}"  # type: ignore[assignment]
-    # How many validation examples: made (synthetic) or the first this many test images (MNIST).
-    num_val_examples: int = MISSING
-
-
-@dataclass
-class MNISTDataConfig(TensorDataConfig):
-    _target_: str = "bnrepro.data.mnist.MNISTDataModule"
-    root: str = "data"  # where torchvision's <root>/MNIST (or FashionMNIST) folder lives
-    download: bool = True  # try torchvision's download when no local copy is found
-    # Extra read-only folders searched for the gzipped IDX files (Debian's dataset-fashion-mnist).
-    system_dirs: list[str] = field(default_factory=list)
-    binarize_threshold: float | None = MISSING  # pixel/255 > threshold; null = grey levels
-    # false = the 28x28 one-channel tensors as stored (the MLPs of Sec. 4.1); true = images for an
-    # ImageNet network: resized to image_size, grey replicated to len(mean) channels, normalised by
-    # mean/std, made on the device per batch (experiment=fashion_figure3).
-    to_images: bool = False
-    image_size: int = 64
-    mean: list[float] = field(default_factory=lambda: [0.5])
-    std: list[float] = field(default_factory=lambda: [0.5])
-
-
-@dataclass
-class SyntheticDataConfig(TensorDataConfig):
-    _target_: str = "bnrepro.data.synthetic.SyntheticDataModule"
-    image_size: int = MISSING
-
-
-@dataclass
 class AugmentConfig:
     """Training-time distortions of image data (Sec. 4.2.1); evaluation is always resize + centre crop."""
 
@@ -174,30 +159,6 @@ class AugmentConfig:
     crop_ratio: list[float] = field(default_factory=lambda: [0.75, 4 / 3])  # ... and aspect ratio range
     hflip: bool = True
     color_jitter: float = 0.0  # brightness = contrast = saturation jitter strength (photometric)
-
-
-@dataclass
-class ImageFolderDataConfig(DataConfig):
-    """Class-folder image sets decoded by DataLoader workers (data/imagenet.py)."""
-
-    _target_: str = "bnrepro.data.imagenet.ImageFolderDataModule"
-    root: str = MISSING  # holds train/<class>/ and val/<class>/
-    image_size: int = 224  # training crop and evaluation centre crop
-    resize_size: int = 256  # evaluation: shorter side resized to this, then the centre crop
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # timm's ImageNet mean/std
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    # The `augment` group (full | reduced | none), chosen by the variant: one group, any image data set.
-    augment: AugmentConfig = "${augment}"  # type: ignore[assignment]
-    num_workers: int = 8  # decoding processes per device
-    pin_memory: bool = True
-    persistent_workers: bool = True  # keep workers between evaluation periods
-
-
-@dataclass
-class ImagenetteDataConfig(ImageFolderDataConfig):
-    _target_: str = "bnrepro.data.imagenet.ImagenetteDataModule"
-    download: bool = True  # torchvision's Imagenette download when the folder is missing
-    variant: str = MISSING  # torchvision's Imagenette sizes: full | 320px | 160px
 
 
 # --- Lightning's trainer, and the training loop's lengths --------------------------------------------
@@ -379,17 +340,3 @@ class TrainConfig:
     # A truncated or corrupt checkpoint is an error naming it; true: set it aside (<name>.corrupt) and
     # resume from the previous good one (best.ckpt) instead.
     resume_fallback: bool = False
-
-
-# Group schemas: (group, name in the ConfigStore, dataclass). A YAML of the group names its schema first
-# in its defaults list.
-GROUP_SCHEMAS = (
-    ("optimizer", "sgd_schema", SGDConfig),
-    ("optimizer", "adamw_schema", AdamWConfig),
-    ("lr_schedule", "constant_schema", ConstantLRConfig),
-    ("lr_schedule", "exponential_schema", ExponentialLRConfig),
-    ("data", "mnist_schema", MNISTDataConfig),
-    ("data", "synthetic_schema", SyntheticDataConfig),
-    ("data", "image_folder_schema", ImageFolderDataConfig),
-    ("data", "imagenette_schema", ImagenetteDataConfig),
-)

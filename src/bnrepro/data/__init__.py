@@ -7,3 +7,11 @@
     tensors.py        sets held whole as tensors (MNIST, Fashion-MNIST, synthetic)
     mnist.py, synthetic.py, imagenet.py   the data sets
 """
+
+import importlib
+import pkgutil
+
+# Import every module of this package, so each data module's @schema is in Hydra's ConfigStore before a
+# config is composed (a new data set's file registers itself; nothing lists it).
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

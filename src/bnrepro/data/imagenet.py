@@ -12,12 +12,15 @@ single-crop protocol (shorter side 256, centre 224); each rank reads a disjoint 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from omegaconf import MISSING
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 
+from bnrepro.config.schema import AugmentConfig, DataConfig, schema
 from bnrepro.data.device_loader import StepStreamDataModule, own_generator
 from bnrepro.data.images import (
     ImageDataError,
@@ -55,6 +58,24 @@ class BatchedImages(Dataset):
 def batch_error(batch) -> str | None:
     """The unreadable-image message a batch of BatchedImages carries, if any."""
     return batch[2] if len(batch) == 3 else None
+
+
+@schema("data", "image_folder_schema")
+@dataclass
+class ImageFolderDataConfig(DataConfig):
+    """Class-folder image sets decoded by DataLoader workers (ImageFolderDataModule)."""
+
+    _target_: str = "bnrepro.data.imagenet.ImageFolderDataModule"
+    root: str = MISSING  # holds train/<class>/ and val/<class>/
+    image_size: int = 224  # training crop and evaluation centre crop
+    resize_size: int = 256  # evaluation: shorter side resized to this, then the centre crop
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # timm's ImageNet mean/std
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # The `augment` group (full | reduced | none), chosen by the variant: one group, any image data set.
+    augment: AugmentConfig = "${augment}"  # type: ignore[assignment]
+    num_workers: int = 8  # decoding processes per device
+    pin_memory: bool = True
+    persistent_workers: bool = True  # keep workers between evaluation periods
 
 
 class ImageFolderDataModule(StepStreamDataModule):
@@ -134,6 +155,14 @@ class ImageFolderDataModule(StepStreamDataModule):
             BatchedImages(self.val_set), sampler=sampler, batch_size=None, generator=own_generator(),
             **self.loader_kwargs,
         )  # fmt: skip
+
+
+@schema("data", "imagenette_schema")
+@dataclass
+class ImagenetteDataConfig(ImageFolderDataConfig):
+    _target_: str = "bnrepro.data.imagenet.ImagenetteDataModule"
+    download: bool = True  # torchvision's Imagenette download when the folder is missing
+    variant: str = MISSING  # torchvision's Imagenette sizes: full | 320px | 160px
 
 
 class ImagenetteDataModule(ImageFolderDataModule):

@@ -13,13 +13,16 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 from torchvision import datasets
 
-from bnrepro.data.tensors import TensorDataModule
+from bnrepro.config.schema import schema
+from bnrepro.data.tensors import TensorDataConfig, TensorDataModule
 
 TORCHVISION_CLASSES = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
 IDX_FILES = (
@@ -106,6 +109,24 @@ class GreyToImages:
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
         x = (x.expand(-1, len(self.mean), -1, -1) - self.mean) / self.std
         return x.reshape(*lead, *x.shape[1:])
+
+
+@schema("data", "mnist_schema")
+@dataclass
+class MNISTDataConfig(TensorDataConfig):
+    _target_: str = "bnrepro.data.mnist.MNISTDataModule"
+    root: str = "data"  # where torchvision's <root>/MNIST (or FashionMNIST) folder lives
+    download: bool = True  # try torchvision's download when no local copy is found
+    # Extra read-only folders searched for the gzipped IDX files (Debian's dataset-fashion-mnist).
+    system_dirs: list[str] = field(default_factory=list)
+    binarize_threshold: float | None = MISSING  # pixel/255 > threshold; null = grey levels
+    # false = the 28x28 one-channel tensors as stored (the MLPs of Sec. 4.1); true = images for an
+    # ImageNet network: resized to image_size, grey replicated to len(mean) channels, normalised by
+    # mean/std, made on the device per batch (experiment=fashion_figure3).
+    to_images: bool = False
+    image_size: int = 64
+    mean: list[float] = field(default_factory=lambda: [0.5])
+    std: list[float] = field(default_factory=lambda: [0.5])
 
 
 class MNISTDataModule(TensorDataModule):

@@ -5,9 +5,20 @@ Nothing to learn and nothing to read: a run measures the training step alone, wi
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
 
-from bnrepro.data.tensors import TensorDataModule
+import torch
+from omegaconf import MISSING
+
+from bnrepro.config.schema import schema
+from bnrepro.data.tensors import TensorDataConfig, TensorDataModule
+
+
+@schema("data", "synthetic_schema")
+@dataclass
+class SyntheticDataConfig(TensorDataConfig):
+    _target_: str = "bnrepro.data.synthetic.SyntheticDataModule"
+    image_size: int = MISSING
 
 
 class SyntheticDataModule(TensorDataModule):

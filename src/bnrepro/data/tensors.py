@@ -7,10 +7,26 @@ evaluation period of `eval_every_steps` optimizer steps, after which the validat
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+from omegaconf import MISSING
 
+from bnrepro.config.schema import DataConfig, schema
 from bnrepro.data.device_loader import StepStreamDataModule, device_loader
+
+
+@schema("data", "tensor_schema")
+@dataclass
+class TensorDataConfig(DataConfig):
+    """Data sets held whole as tensors (TensorDataModule). As a schema of its own (tensor_schema), a YAML
+    names its class in `_target_`: for a new in-memory data set that takes no other arguments."""
+
+    device_resident: bool = True  # keep the whole set on the training device
+    # Several optimizer steps per Lightning batch; see LoopConfig.steps_per_batch.
+    steps_per_batch: int = "${loop.steps_per_batch}"  # type: ignore[assignment]
+    # How many validation examples: made (synthetic) or the first this many test images (MNIST).
+    num_val_examples: int = MISSING
 
 
 class TensorDataModule(StepStreamDataModule):

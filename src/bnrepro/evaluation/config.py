@@ -22,7 +22,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from bnrepro.config import ConfigError
-from bnrepro.config.schema import AugmentConfig, DataConfig, ImageFolderDataConfig, TrainerConfig
+from bnrepro.config.schema import AugmentConfig, DataConfig, TrainerConfig
+from bnrepro.data.imagenet import ImageFolderDataConfig
 from bnrepro.evaluation.crops import PAPER_SCALES
 from bnrepro.evaluation.members import run_dir_of
 
