@@ -90,6 +90,27 @@ def validate(cfg) -> None:
     percentiles = cfg.callbacks.percentiles
     if percentiles is not None and not all(0.0 <= x <= 1.0 for x in percentiles.quantiles):
         raise ConfigError(f"callbacks.percentiles.quantiles={list(percentiles.quantiles)} must lie in [0, 1]")
+    check_bn_group(cfg)
     scale = list(cfg.augment.crop_scale)
     if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
         raise ConfigError(f"augment.crop_scale={scale} must be [low, high] with 0 < low <= high <= 1")
+
+
+def check_bn_group(cfg) -> None:
+    """model.net.bn_group (ghost BN, models/ghost_bn.py) must split the per-device batch into whole groups,
+    and is another definition of the statistics than trainer.sync_batchnorm's (over all devices)."""
+    group = _present(cfg, "model.net.bn_group")
+    if group is None or _present(cfg, "model.net.norm") == "none":
+        return
+    batch = cfg.data.batch_size
+    if batch > group and batch % group:
+        raise ConfigError(
+            f"model.net.bn_group={group} does not divide data.batch_size={batch} (per device): BN would "
+            f"leave a partial group; choose a batch that is a multiple of {group}"
+        )
+    if cfg.trainer.sync_batchnorm:
+        raise ConfigError(
+            f"trainer.sync_batchnorm=true takes BN statistics over every device's batch, model.net.bn_group="
+            f"{group} over groups of {group} examples on each device: choose one (model.net.bn_group=null "
+            f"for synchronized BN)"
+        )

@@ -208,6 +208,7 @@ class BNInception(nn.Module):
         in_chans: int = 3,
         norm: str = "batchnorm",
         act_layer: str = "relu",
+        bn_group: int | None = None,
         channel_plan: str = "literal",
         stem: str = "plain",
         lrn: bool = False,
@@ -224,7 +225,7 @@ class BNInception(nn.Module):
             raise ValueError(f"channel_plan={channel_plan!r}: expected one of {', '.join(CHANNEL_PLANS)}")
         if stem not in ("plain", "separable"):
             raise ValueError(f"stem={stem!r}: expected plain or separable")
-        norm_layer, act = make_norm_layer(norm, dim=2), make_act_layer(act_layer)
+        norm_layer, act = make_norm_layer(norm, dim=2, bn_group=bn_group), make_act_layer(act_layer)
         self.num_classes, self.drop_rate, self.aux_logits = num_classes, drop_rate, aux_logits
 
         def lrn_layer():  # GoogLeNet's LRN: 5 channels, alpha 1e-4, beta 0.75

@@ -38,9 +38,10 @@ class MLP(nn.Module):
         act_layer: str = "sigmoid",
         init_std: float = 0.05,
         init_seed: int = 0,
+        bn_group: int | None = None,
     ):
         super().__init__()
-        norm_layer = make_norm_layer(norm, dim=1)
+        norm_layer = make_norm_layer(norm, dim=1, bn_group=bn_group)
         act = make_act_layer(act_layer)
         widths = [in_features, *hidden]
         self.blocks = nn.Sequential(*(MLPBlock(i, o, norm_layer, act) for i, o in zip(widths, widths[1:])))
