@@ -1,14 +1,15 @@
 """How the processes of a Hydra multirun job are started under DDP.
 
 Lightning starts the other DDP ranks of a one-node run by re-running the command line
-(`_SubprocessScriptLauncher`). In a Hydra multirun the command line is the whole sweep (`-m a=1,2`),
-so rank 1 re-ran every job: a 2-job sweep with 2 processes left four job folders (the trouble spot in
-Lightning's and Hydra's issue trackers). Here a multirun job that would start its own ranks runs as
-one single-run command of its own -- `python src/train.py <the job's overrides>` in a fresh process --
-and Lightning starts that command's ranks as it does for any single run. Every job then also starts
-from a clean process: no environment variables (MASTER_PORT, LOCAL_RANK, ...) or process group left
-over from the previous job. Launchers that start the ranks themselves (torchrun, srun, and so
-hydra-submitit-launcher) are not affected: Lightning does not re-run the command there.
+(`_SubprocessScriptLauncher`; `lightning_compat.starts_ranks_by_rerunning_command` tells when). In a
+Hydra multirun the command line is the whole sweep (`-m a=1,2`), so rank 1 re-ran every job: a 2-job
+sweep with 2 processes left four job folders (the trouble spot in Lightning's and Hydra's issue
+trackers). Here a multirun job that would start its own ranks runs as one single-run command of its
+own -- `python src/train.py <the job's overrides>` in a fresh process -- and Lightning starts that
+command's ranks as it does for any single run. Every job then also starts from a clean process: no
+environment variables (MASTER_PORT, LOCAL_RANK, ...) or process group left over from the previous job.
+Launchers that start the ranks themselves (torchrun, srun, and so hydra-submitit-launcher) are not
+affected: Lightning does not re-run the command there.
 """
 
 from __future__ import annotations
@@ -30,16 +31,6 @@ def in_multirun() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def starts_ranks_by_rerunning_command(trainer) -> bool:
-    """True when Lightning would start this run's other local ranks by re-running sys.argv."""
-    launcher = getattr(trainer.strategy, "launcher", None)
-    return (
-        type(launcher).__name__ == "_SubprocessScriptLauncher"
-        and trainer.num_devices > 1
-        and not trainer.strategy.cluster_environment.creates_processes_externally
-    )
 
 
 def job_command(run_dir: Path) -> list[str]:

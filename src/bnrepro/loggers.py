@@ -19,6 +19,8 @@ from pathlib import Path
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger, Logger
 
+from bnrepro.lightning_compat import continue_csv
+
 
 def has_wandb_api_key() -> bool:
     if os.environ.get("WANDB_API_KEY"):
@@ -40,17 +42,12 @@ def wandb_mode(requested: str) -> str:
 
 def resumed_csv_logger(run_dir: Path, step: int) -> CSVLogger:
     """Lightning's CSVLogger continuing the run folder's metrics.csv up to the resumed checkpoint's `step`
-    (rows logged after it -- a kill after the last checkpoint -- are logged again by the resumed run).
-    Its writer deletes the file when created, so the kept rows go back after."""
+    (rows logged after it -- a kill after the last checkpoint -- are logged again by the resumed run)."""
     logger = CSVLogger(save_dir=str(run_dir), name="", version="")
     if rank_zero_only.rank != 0:
         return logger  # only rank 0 writes metrics.csv
     path = run_dir / "metrics.csv"
-    kept = rows_up_to(path.read_bytes(), step) if path.is_file() else b""
-    writer = logger.experiment  # created here: removes metrics.csv
-    if kept:
-        path.write_bytes(kept)
-        writer.metrics_keys = kept.decode().splitlines()[0].split(",")
+    continue_csv(logger, rows_up_to(path.read_bytes(), step) if path.is_file() else b"")
     return logger
 
 

@@ -33,7 +33,8 @@ from bnrepro.config.checks import validate
 from bnrepro.config.loop import resolve_loop
 from bnrepro.config.resume import differences_from_run, flatten
 from bnrepro.config.schema import SPEED_KEYS
-from bnrepro.launching import in_multirun, run_job_in_own_process, starts_ranks_by_rerunning_command
+from bnrepro.launching import in_multirun, run_job_in_own_process
+from bnrepro.lightning_compat import set_max_steps, starts_ranks_by_rerunning_command
 from bnrepro.lit.classifier import ClassifierModule
 from bnrepro.loggers import build_loggers, close_wandb
 from bnrepro.models import build_net
@@ -207,7 +208,7 @@ def train(cfg, run_dir: Path) -> dict | None:
     module = build_module(cfg, net, speed)
     # Lengths given in examples become steps at this run's global batch (devices x per-device batch).
     max_steps, eval_every = resolve_loop(cfg, cfg.data.batch_size * trainer.world_size)
-    trainer.fit_loop.epoch_loop.max_steps = max_steps
+    set_max_steps(trainer, max_steps)
     summary.info["eval_every_steps"] = eval_every
     dm.eval_every_steps = eval_every  # one Lightning epoch = one evaluation period
     check_input(net, dm.input_shape, cfg)

@@ -21,6 +21,8 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
+from bnrepro.lightning_compat import clear_stop_request, request_stop
+
 
 class Preemption(L.Callback):
     """`checkpoint`: where the preemption save goes; None: <run folder>/checkpoints/last.ckpt (the
@@ -65,7 +67,7 @@ class Preemption(L.Callback):
             self._defer(trainer)
 
     def _defer(self, trainer) -> None:
-        trainer._signal_connector.received_sigterm = False
+        clear_stop_request(trainer)
         self.pending = True
 
     def on_validation_end(self, trainer, pl_module):
@@ -81,7 +83,7 @@ class Preemption(L.Callback):
             trainer.save_checkpoint(self.checkpoint)
         self.saved_at = trainer.global_step
         rank_zero_info(f"preempted: {self.checkpoint} at step {trainer.global_step}; relaunch to resume")
-        trainer._signal_connector.received_sigterm = True  # Lightning stops at its next check
+        request_stop(trainer)  # Lightning stops at its next check, as on SIGTERM
 
     def _requeue(self) -> None:
         """Under SLURM after SIGUSR1, once every checkpoint is written (requeueing kills this job)."""

@@ -20,6 +20,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from bnrepro.lightning_compat import count_optimizer_steps
 from bnrepro.lit.graphed import GraphedSteps
 
 
@@ -179,10 +180,11 @@ class ClassifierModule(L.LightningModule):
             return None
         losses = self.graphed.run(x, y, lr=self.lr * factors.pop())
         if losses is not None:
-            for _ in range(k):  # the bookkeeping LightningOptimizer.step and the scheduler do per step
-                opt._on_before_step()  # Lightning's step counter (trainer.global_step) ...
-                opt._on_after_step()
-                sched.step()  # ... and the schedule's, so checkpoints and resumes see K steps
+            # The bookkeeping LightningOptimizer.step and the scheduler do per step: Lightning's step
+            # counter (trainer.global_step) and the schedule's, so checkpoints and resumes see K steps.
+            count_optimizer_steps(opt, k)
+            for _ in range(k):
+                sched.step()
         return losses
 
     def on_validation_epoch_start(self):

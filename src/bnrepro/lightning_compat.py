@@ -1,0 +1,162 @@
+"""Every use of Lightning's internals, one function each, so a Lightning upgrade fails here and only here.
+
+Written against lightning 2.6 (tested with 2.6.6). Each function says which internal it needs and the
+public alternative, if there is one; each checks that the internal is still there and otherwise raises
+a RuntimeError naming the installed version and this module, instead of silently doing nothing (setting
+an attribute that no longer exists would just create it). tests/test_lightning_compat.py exercises each
+function on a real Trainer: run it first after an upgrade.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning
+
+WRITTEN_AGAINST = "2.6"
+
+
+def _changed(what: str) -> RuntimeError:
+    return RuntimeError(
+        f"lightning {lightning.__version__} changed {what}; bnrepro/lightning_compat.py was written against "
+        f"lightning {WRITTEN_AGAINST}: update bnrepro/lightning_compat.py"
+    )
+
+
+def _signal_connector(trainer):
+    connector = getattr(trainer, "_signal_connector", None)
+    if connector is None or not hasattr(connector, "received_sigterm"):
+        raise _changed(
+            "where the Trainer keeps its SIGTERM flag (trainer._signal_connector.received_sigterm)"
+        )
+    return connector
+
+
+def _set_stop_flag(trainer, value: bool) -> None:
+    _signal_connector(trainer).received_sigterm = value
+    try:
+        seen = trainer.received_sigterm
+    except AttributeError:
+        seen = None
+    if seen is not value:
+        raise _changed(
+            "Trainer.received_sigterm (it no longer reads trainer._signal_connector.received_sigterm)"
+        )
+
+
+def request_stop(trainer) -> None:
+    """Makes Lightning stop as if it had received SIGTERM: at its next check (end of the training batch,
+    or of the epoch after an evaluation) it raises SIGTERMException, which run.py reports as preempted.
+
+    Internal: sets `trainer._signal_connector.received_sigterm` (lightning 2.6; the public
+    `Trainer.received_sigterm`, added in 2.0, only reads it). Public alternative: `trainer.should_stop =
+    True`, but that ends the fit as finished (no SIGTERMException, and it waits for min_steps), which
+    would make a preempted run look finished; the preemption callback needs Lightning's SIGTERM path.
+    """
+    _set_stop_flag(trainer, True)
+
+
+def clear_stop_request(trainer) -> None:
+    """Withdraws a SIGTERM Lightning has received (or request_stop), so it does not abandon the
+    evaluation or the step under way; the preemption callback asks for the stop again afterwards.
+
+    Internal: sets `trainer._signal_connector.received_sigterm = False` (lightning 2.6). Public
+    alternative: none (`Trainer.received_sigterm` is read-only).
+    """
+    _set_stop_flag(trainer, False)
+
+
+def count_optimizer_steps(optimizer, n: int) -> None:
+    """Counts `n` optimizer steps that ran outside Lightning (the CUDA graph of lit/graphed.py replays
+    the torch optimizer's step itself) in Lightning's step counter, so `trainer.global_step`, max_steps,
+    checkpoints and resumes see them. Call it inside `training_step` under manual optimization with the
+    LightningOptimizer from `self.optimizers()`.
+
+    Internal: the hooks `LightningOptimizer._on_before_step` / `_on_after_step`, which the manual
+    optimization loop points at its step-progress counter for the duration of training_step (lightning
+    2.6); `LightningOptimizer.step` calls them around the real step. Public alternative: none --
+    `optimizer.step()` counts a step but also runs one, and the graph has already run it.
+    """
+    from lightning.pytorch.core.optimizer import do_nothing_closure
+
+    before = getattr(optimizer, "_on_before_step", None)
+    after = getattr(optimizer, "_on_after_step", None)
+    if before is None or after is None:
+        raise _changed("LightningOptimizer's step hooks (_on_before_step / _on_after_step)")
+    if before is do_nothing_closure or after is do_nothing_closure:
+        raise _changed(
+            "how LightningOptimizer counts steps (its _on_before_step / _on_after_step hooks are not "
+            "connected to the loop's step counter; this must be called inside training_step under "
+            "manual optimization)"
+        )
+    for _ in range(n):
+        before()
+        after()
+
+
+def set_max_steps(trainer, n: int) -> None:
+    """Sets where `trainer.fit` stops (`trainer.max_steps`) after the Trainer is built: run.py knows the
+    step count only once the Trainer has resolved the world size (lengths given in examples or epochs
+    become steps of the global batch).
+
+    Internal: `trainer.fit_loop.epoch_loop.max_steps` (the attribute `Trainer.max_steps` reads; lightning
+    2.6). Public alternative: `L.Trainer(max_steps=n)`, which would need the world size before the
+    Trainer exists.
+    """
+    if not isinstance(n, int) or n < -1:
+        raise ValueError(f"max_steps must be an integer >= -1, not {n!r}")
+    epoch_loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    if epoch_loop is None or not hasattr(epoch_loop, "max_steps"):
+        raise _changed("where the fit loop keeps max_steps (trainer.fit_loop.epoch_loop.max_steps)")
+    epoch_loop.max_steps = n
+    if trainer.max_steps != n:
+        raise _changed("Trainer.max_steps (it no longer reads trainer.fit_loop.epoch_loop.max_steps)")
+
+
+def starts_ranks_by_rerunning_command(trainer) -> bool:
+    """True when Lightning would start this run's other local ranks by re-running sys.argv (strategy
+    "ddp" and the like with more than one device, ranks not started by torchrun / SLURM); False when
+    it spawns them (ddp_spawn, ddp_notebook: the command line is not re-run), on a single device, or
+    when the ranks are started from outside. launching.py hands a multirun job off to its own process
+    in the first case.
+
+    Internal: the launcher class `lightning.pytorch.strategies.launchers._SubprocessScriptLauncher`
+    (lightning 2.6; Lightning's own trainer/call.py makes the same isinstance check). `Strategy.launcher`,
+    `Trainer.num_devices` and `ClusterEnvironment.creates_processes_externally` are public. Public
+    alternative: none.
+    """
+    try:
+        from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+    except ImportError as e:
+        raise _changed(
+            "the launcher that re-runs the command line (lightning.pytorch.strategies.launchers."
+            "_SubprocessScriptLauncher)"
+        ) from e
+    try:
+        launcher = trainer.strategy.launcher
+    except AttributeError as e:
+        raise _changed("Strategy.launcher") from e
+    return (
+        isinstance(launcher, _SubprocessScriptLauncher)
+        and trainer.num_devices > 1
+        and not trainer.strategy.cluster_environment.creates_processes_externally
+    )
+
+
+def continue_csv(logger, rows: bytes) -> None:
+    """Makes Lightning's CSVLogger continue a metrics.csv that holds `rows` (its header line first; b"":
+    start a fresh file): later rows are appended under the same header, without rewriting the file.
+    Call it on rank 0 (the only rank with a writer).
+
+    Internals (lightning 2.6, since 2.1 for the appending): creating the logger's writer
+    (`logger.experiment`) deletes an existing metrics.csv, so the rows are written back after; the writer
+    appends rows as long as its `metrics_keys` (the columns it has written) cover them, so they are set
+    to the file's header. Public alternative: none; CSVLogger cannot resume a file.
+    """
+    writer = logger.experiment  # created here: removes metrics.csv
+    keys, path = getattr(writer, "metrics_keys", None), getattr(writer, "metrics_file_path", None)
+    if not isinstance(keys, list) or path is None:
+        raise _changed("the CSV logger's writer (its metrics_keys list and metrics_file_path)")
+    if rows:
+        Path(path).write_bytes(rows)
+        writer.metrics_keys = rows.decode().splitlines()[0].split(",")
