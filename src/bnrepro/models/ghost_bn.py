@@ -21,7 +21,12 @@ from torch import nn
 class _GhostBatchNorm:
     """Mixin over nn.BatchNorm1d / 2d: `group` examples per statistic in training mode."""
 
-    group: int
+    def __init__(self, num_features: int, group: int, **kwargs):
+        super().__init__(num_features, **kwargs)  # the BatchNorm class's own arguments (eps, momentum, ...)
+        self.group = group
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, group={self.group}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -64,18 +69,8 @@ class _GhostBatchNorm:
 
 
 class GhostBatchNorm1d(_GhostBatchNorm, nn.BatchNorm1d):
-    def __init__(self, num_features: int, group: int, **kwargs):
-        super().__init__(num_features, **kwargs)
-        self.group = group
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, group={self.group}"
+    """Fully connected features [N, C]."""
 
 
 class GhostBatchNorm2d(_GhostBatchNorm, nn.BatchNorm2d):
-    def __init__(self, num_features: int, group: int, **kwargs):
-        super().__init__(num_features, **kwargs)
-        self.group = group
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, group={self.group}"
+    """Conv feature maps [N, C, H, W]."""
