@@ -1,11 +1,14 @@
 """An unreadable image stops the run on every rank at once, with the file's path.
 
-The DataLoader workers hand a bad batch over as a message instead of raising (data/imagenet.py), and
-this callback turns it into ImageDataError. Under DDP the ranks first agree that some rank holds one
-(one all-reduced flag per training batch; every rank runs the same number of training batches) and
-fetch its message, so all raise together rather than the healthy ranks waiting in the gradient
-all-reduce. Validation shards may differ by one batch between ranks, so there a bad batch is only
-recorded (the module skips it) and the ranks agree once, at the end of the validation epoch.
+Within the Trainer's loops, ImageBatchLoader (data/image_batches.py) keeps an unreadable image's message
+in `loader.unreadable` instead of raising, and this callback alone turns it into ImageDataError. Under
+DDP the ranks first agree that some rank holds one and fetch its message, so all raise together rather
+than the healthy ranks waiting in a collective the failed one never reaches. In training that is one
+all-reduced flag at the start of every batch, before any rank enters the step's gradient all-reduce
+(every rank runs the same number of batches: the loader yields an empty one in place of a bad one,
+which never gets past this hook). Lightning fetches a batch ahead, so the run stops at the bad batch's
+step or the one before, never after it. Validation shards may differ by one batch between ranks, so
+there the loader drops a bad batch and the ranks agree once, at the end of the validation epoch.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from bnrepro.data.imagenet import batch_error
+from bnrepro.data.image_batches import ImageBatchLoader
 from bnrepro.data.images import ImageDataError
 
 
@@ -28,19 +31,33 @@ def _agree(trainer, message: str | None) -> str | None:
     return next(m for m in messages if m is not None)
 
 
+def _image_loaders(loaders) -> list[ImageBatchLoader]:
+    """The ImageBatchLoaders among a Trainer's train_dataloader or val_dataloaders (one or a list)."""
+    loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+    return [dl for dl in loaders if isinstance(dl, ImageBatchLoader)]
+
+
+def _stop_on_any(trainer, loaders) -> None:
+    # Every rank holds the same kinds of loader, so all take part in each agreement or none does
+    # (data sets read from tensors cost no collective).
+    for loader in _image_loaders(loaders):
+        message = _agree(trainer, loader.unreadable)
+        if message is not None:
+            raise ImageDataError(message)
+
+
 class StopOnUnreadableImage(L.Callback):
-    def __init__(self):
-        self.val_error: str | None = None
+    @staticmethod
+    def reads(trainer, loader: ImageBatchLoader) -> bool:
+        """Whether `loader` is one the Trainer's own loops iterate and the Trainer carries this callback:
+        then the loader hands unreadable images over to it rather than raising on its rank alone."""
+        loops = (*_image_loaders(trainer.train_dataloader), *_image_loaders(trainer.val_dataloaders))
+        return any(dl is loader for dl in loops) and any(
+            isinstance(c, StopOnUnreadableImage) for c in trainer.callbacks
+        )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        message = _agree(trainer, batch_error(batch))
-        if message is not None:
-            raise ImageDataError(message)
-
-    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        self.val_error = self.val_error or batch_error(batch)
+        _stop_on_any(trainer, trainer.train_dataloader)
 
     def on_validation_epoch_end(self, trainer, pl_module):
-        message, self.val_error = _agree(trainer, self.val_error), None
-        if message is not None:
-            raise ImageDataError(message)
+        _stop_on_any(trainer, trainer.val_dataloaders)

@@ -19,9 +19,6 @@ import lightning as L
 import torch
 from torch import nn
 
-from bnrepro.data.imagenet import batch_error
-from bnrepro.data.images import ImageDataError
-
 
 def bn_layers(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -60,13 +57,6 @@ def recompute_population_statistics(net: nn.Module, batches, num_batches: int) -
     return used
 
 
-def _batches(loader):
-    for batch in loader:
-        if (error := batch_error(batch)) is not None:
-            raise ImageDataError(error)
-        yield batch
-
-
 def _train_inputs(datamodule, device):
     """Input mini-batches of the training stream, one at a time, over as many evaluation periods as needed.
 
@@ -76,7 +66,7 @@ def _train_inputs(datamodule, device):
     loader.sampler.position = None  # passes numbered by set_epoch, not the (finished) training position
     for epoch in itertools.count():
         loader.sampler.set_epoch(epoch)
-        for x, y in _batches(loader):
+        for x, y in loader:
             x = x.to(device, non_blocking=True)
             yield from (x if y.dim() == 2 else (x,))
 
@@ -121,7 +111,7 @@ class PopulationStatistics(L.Callback):
         was_training = net.training
         net.eval()
         with trainer.precision_plugin.forward_context():
-            for x, y in _batches(trainer.datamodule.val_dataloader()):
+            for x, y in trainer.datamodule.val_dataloader():
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 logits = net(x)
                 for m in metrics.values():

@@ -77,8 +77,7 @@ class RunSummary(L.Callback):
         self.evaluated_here = 0
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        if len(batch) == 2:  # (images, labels); a batch with an unreadable image stops the run
-            self.evaluated_here += len(batch[1])
+        self.evaluated_here += len(batch[1])  # (images, labels)
 
     def _sum_over_ranks(self, trainer, pl_module, count: int) -> int:
         # On the strategy's device (NCCL reduces CUDA tensors only), in int64 (exact at any count).

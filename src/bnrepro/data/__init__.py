@@ -6,6 +6,8 @@
                       per Lightning epoch, each rank its own shard
     tensors.py        sets held whole as tensors (MNIST, Fashion-MNIST, synthetic)
     mnist.py, synthetic.py, imagenet.py   the data sets
+    images.py, image_batches.py           image files: decoding and transforms; mini-batches decoded
+                                          in DataLoader workers (an unreadable file, under DDP too)
 """
 
 import importlib

@@ -5,8 +5,9 @@
 
 Training batches follow the same step stream as every other data set (data/device_loader.py): the
 sampler yields one global step's indices for this rank, a worker decodes and distorts the whole
-mini-batch (data/images.py), and one Lightning epoch is one evaluation period. Evaluation is the
-single-crop protocol (shorter side 256, centre 224); each rank reads a disjoint shard of val.
+mini-batch (data/images.py, data/image_batches.py), and one Lightning epoch is one evaluation period.
+Evaluation is the single-crop protocol (shorter side 256, centre 224); each rank reads a disjoint shard
+of val.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from omegaconf import MISSING
-from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 
 from bnrepro.config.schema import AugmentConfig, DataConfig, schema
 from bnrepro.data.device_loader import StepStreamDataModule, own_generator
+from bnrepro.data.image_batches import ImageBatchLoader
 from bnrepro.data.images import (
     ImageDataError,
     ImageFolderDataset,
@@ -31,33 +31,6 @@ from bnrepro.data.images import (
 )
 
 IMAGENETTE_FOLDERS = {"full": "imagenette2", "320px": "imagenette2-320", "160px": "imagenette2-160"}
-
-
-class BatchedImages(Dataset):
-    """Indexed by a list of indices (one mini-batch, chosen by the sampler); returns stacked tensors.
-
-    An unreadable image does not raise in the worker: the batch comes back as (empty, empty, message),
-    so that under DDP every rank can learn of it before the next collective and stop together
-    (callbacks/data_errors.py) instead of the others waiting forever in the gradient all-reduce.
-    """
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, indices: list[int]):
-        try:
-            images, labels = zip(*(self.dataset[i] for i in indices))
-        except ImageDataError as e:
-            return torch.empty(0), torch.empty(0, dtype=torch.long), str(e)
-        return torch.stack(images), torch.tensor(labels)
-
-
-def batch_error(batch) -> str | None:
-    """The unreadable-image message a batch of BatchedImages carries, if any."""
-    return batch[2] if len(batch) == 3 else None
 
 
 @schema("data", "image_folder_schema")
@@ -144,15 +117,15 @@ class ImageFolderDataModule(StepStreamDataModule):
 
     def train_dataloader(self):
         sampler = self.train_sampler(len(self.train_set), as_list=True)
-        return DataLoader(
-            BatchedImages(self.train_set), sampler=sampler, batch_size=None, generator=own_generator(),
+        return ImageBatchLoader(
+            self.train_set, sampler=sampler, lockstep=True, trainer=self.trainer, generator=own_generator(),
             **self.loader_kwargs,
         )  # fmt: skip
 
     def val_dataloader(self):
         sampler = self.val_sampler(len(self.val_set), as_list=True)
-        return DataLoader(
-            BatchedImages(self.val_set), sampler=sampler, batch_size=None, generator=own_generator(),
+        return ImageBatchLoader(
+            self.val_set, sampler=sampler, lockstep=False, trainer=self.trainer, generator=own_generator(),
             **self.loader_kwargs,
         )  # fmt: skip
 

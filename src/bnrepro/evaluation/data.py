@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from torch.utils.data import DataLoader
-
 from bnrepro.data.device_loader import StepStreamDataModule
-from bnrepro.data.imagenet import BatchedImages, ImageFolderDataModule
+from bnrepro.data.image_batches import ImageBatchLoader
+from bnrepro.data.imagenet import ImageFolderDataModule
 from bnrepro.data.images import ImageDataError, ImageFolderDataset, scan_class_folders
 
 
@@ -69,10 +68,10 @@ class EvalDataModule(StepStreamDataModule):
         self.samples, self.transform = samples, transform
         self.num_workers, self.pin_memory = num_workers, pin_memory
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> ImageBatchLoader:
         dataset = ImageFolderDataset(self.samples, self.transform)
         sampler = self.val_sampler(len(dataset), as_list=True)  # rank and world size from the trainer
-        # BatchedImages: a worker decodes and crops a whole batch; an unreadable image comes back as a
-        # message that StopOnUnreadableImage raises on every rank together.
-        return DataLoader(BatchedImages(dataset), sampler=sampler, batch_size=None,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory)  # fmt: skip
+        # A worker decodes and crops a whole batch; an unreadable image stops every rank together
+        # (StopOnUnreadableImage, which evaluate.py's Trainer carries).
+        return ImageBatchLoader(dataset, sampler=sampler, lockstep=False, trainer=self.trainer,
+                                num_workers=self.num_workers, pin_memory=self.pin_memory)  # fmt: skip

@@ -196,8 +196,6 @@ class ClassifierModule(L.LightningModule):
                 torch.distributed.broadcast(buf, src=0)
 
     def validation_step(self, batch, batch_idx):
-        if len(batch) == 3:  # an unreadable image: reported at the epoch's end (callbacks/data_errors.py)
-            return
         x, y = batch
         logits = self.net(self._input(x))
         self.val_acc.update(logits, y)
