@@ -1,0 +1,54 @@
+"""The ImageNet variants of Figures 2 and 3 are one list (src/bnrepro/variants.py): the experiments sweep
+it, the Figure 3 table and the Figure 2 plot show it. A sixth variant is its conf/model/<name>.yaml plus
+one entry there."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import pytest
+from hydra import compose, initialize_config_dir
+from test_figures import five_runs, write_run
+
+from bnrepro import variants
+from bnrepro.results import figure2, figure3
+from conftest import ROOT
+
+EXPERIMENTS = ["imagenet_figure3", "imagenette_figure3", "fashion_figure3"]
+
+
+def swept_models(conf, experiment: str) -> list[str]:
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    return cfg.hydra.sweeper.params.model.split(",")
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_each_figure3_experiment_sweeps_the_table(experiment):
+    assert swept_models(ROOT / "conf", experiment) == list(variants.FIGURE3)
+
+
+def test_a_sixth_variant_is_its_model_file_and_one_entry_of_the_table(tmp_path, monkeypatch):
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    (conf / "model" / "bn_x5_slow_decay.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - bn_x5\n  - _self_\n\nmodel:\n  name: bn_x5_slow_decay\n\n"
+        "lr_schedule:\n  speedup: 1\n"
+    )
+    # The one edit: an entry of the table (no colour, not in the paper).
+    monkeypatch.setitem(variants.FIGURE3, "bn_x5_slow_decay", variants.Variant("BN-x5-SlowDecay"))
+
+    # Every Figure 3 experiment sweeps it ...
+    for experiment in EXPERIMENTS:
+        assert swept_models(conf, experiment)[-1] == "bn_x5_slow_decay"
+
+    # ... and the table has its row (the paper's columns n/a), the plot its curve.
+    runs, _ = five_runs(tmp_path / "runs")
+    runs.append(write_run(tmp_path / "runs" / "slow", "bn_x5_slow_decay", lambda s: min(0.82, s / 1000))[0])
+    md, out_csv = figure3.render(runs, tmp_path / "results", command="test")
+    assert "| BN-x5-SlowDecay | 1,600 | 1.2x fewer | 82.0% at 1,800 | 1 | n/a | n/a |" in md.read_text()
+    rows = list(csv.DictReader(open(out_csv)))
+    assert [r["model"] for r in rows][-1] == "bn_x5_slow_decay" and rows[-1]["paper_max_acc"] == "n/a"
+    _, svg = figure2.render(runs, tmp_path / "results", command="test")
+    assert "BN-x5-SlowDecay" in svg.read_text()
