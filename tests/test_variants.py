@@ -1,11 +1,12 @@
 """The ImageNet variants of Figures 2 and 3 are one list (src/bnrepro/variants.py): the experiments sweep
-it, the Figure 3 table and the Figure 2 plot show it. A sixth variant is its conf/model/<name>.yaml plus
-one entry there."""
+it, `just reproduce` plans its runs, the Figure 3 table and the Figure 2 plot show it. A sixth variant is
+its conf/model/<name>.yaml plus one entry there."""
 
 from __future__ import annotations
 
 import csv
 import shutil
+import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -42,6 +43,20 @@ def test_a_sixth_variant_is_its_model_file_and_one_entry_of_the_table(tmp_path, 
     # Every Figure 3 experiment sweeps it ...
     for experiment in EXPERIMENTS:
         assert swept_models(conf, experiment)[-1] == "bn_x5_slow_decay"
+
+    # ... so `just reproduce figure3` plans its run, in the folder `python src/train.py` would use ...
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    import reproduce as rp
+
+    monkeypatch.setattr(rp, "CONF", conf)
+    spec, overrides = rp.apply_arguments(
+        rp.load_spec("figure3"), ["data=fashion_mnist", f"runs_root={tmp_path}"]
+    )
+    points = rp.sweep_points(spec)
+    assert points[-1] == ["model=bn_x5_slow_decay"] and len(points) == 6
+    job, run_dir, config = rp.planned_run(spec, points[-1], overrides)
+    assert run_dir == tmp_path / "fashion_figure3" / "bn_x5_slow_decay-fashion_mnist-seed0"
+    assert config["model.name"] == "bn_x5_slow_decay" and config["lr_schedule.speedup"] == 1
 
     # ... and the table has its row (the paper's columns n/a), the plot its curve.
     runs, _ = five_runs(tmp_path / "runs")
