@@ -5,6 +5,7 @@ its conf/model/<name>.yaml plus one entry there."""
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import sys
 
@@ -28,6 +29,17 @@ def swept_models(conf, experiment: str) -> list[str]:
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_each_figure3_experiment_sweeps_the_table(experiment):
     assert swept_models(ROOT / "conf", experiment) == list(variants.FIGURE3)
+
+
+def test_no_other_file_lists_the_variants():
+    """Configs, specs and results code name at most two of the variants (a model file names its parent,
+    Figure 4 names BN-x30); only variants.py lists them."""
+    names = re.compile(r"\b(" + "|".join(variants.FIGURE3) + r")\b")
+    files = [
+        p for d in ("conf", "reproduce", "src") for p in (ROOT / d).rglob("*") if p.suffix in (".py", ".yaml")
+    ]
+    listing = [p.relative_to(ROOT).as_posix() for p in files if len(set(names.findall(p.read_text()))) >= 3]
+    assert listing == ["src/bnrepro/variants.py"]
 
 
 def test_a_sixth_variant_is_its_model_file_and_one_entry_of_the_table(tmp_path, monkeypatch):
