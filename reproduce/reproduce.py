@@ -7,19 +7,34 @@
     python reproduce/reproduce.py --render-only [figure3 ...] [source=wandb_offline | source=wandb
                                   entity=<team> project=<project>] [data=imagenette]   # `just tables`
 
-A spec (reproduce/<name>.yaml) names the experiment config (one per data set) and the sweep. Each sweep
-point is one run folder (runs/<task>/<run_name>, the same folder `python src/train.py` would use); a
-folder whose summary.json says "finished" (or "diverged": a result too) with the same configuration is
-reused; anything else is (re)run. `seed=0,1,2` (any swept key with a comma list) replaces that sweep
-axis. Driver options, not Hydra overrides: target= (figure2/3), source= / entity= / project= (render
-only: read the runs from W&B instead of the run folders, results/sources.py).
+A spec (reproduce/<name>.yaml) names the experiment config (one per data set); the sweep is the
+experiment's own (its hydra.sweeper.params, e.g. the variants of src/bnrepro/variants.py), with the spec's
+`sweep:` and the command line's sweeps over it, expanded by Hydra's BasicSweeper as `python src/train.py
+experiment=<name>` expands it: `seed=0,1,2` adds an axis, `model=bn_x30` replaces one. Each sweep point is
+one run folder (runs/<task>/<run_name>, the same folder `python src/train.py` would use); a folder whose
+summary.json says "finished" (or "diverged": a result too) with the same configuration is reused; anything
+else is (re)run. Driver options, not Hydra overrides: target= (figure2/3), source= / entity= / project=
+(render only: read the runs from W&B instead of the run folders, results/sources.py).
+
+Why the missing jobs run in this script's own pool of processes and not through a Hydra launcher: the
+jobs to run are the sweep's points minus the finished runs, which is not a sweep Hydra can express (a
+launcher would get one one-job multirun per run, as --launcher slurm does), and for the local case
+- hydra/launcher=basic runs the jobs one after another in this one process: no job per CPU core, and a
+  job's sys.exit (src/train.py's exit status 2, bad input) is not caught by Hydra and ends the sweep;
+- hydra/launcher=joblib (hydra-joblib-launcher, a dependency more) runs them in parallel in reused joblib
+  workers: no fresh process per job, every job's output in one stream (no log per job), and no exit
+  status per job (in a multirun a diverged job returns normally; only its summary.json says so).
+The pool starts each job as its own `src/train.py <overrides> hydra.mode=RUN` process (no DDP or CUDA
+state carried over), keeps its whole output in <run folder>.log and echoes its progress and error lines,
+runs one job per CPU core with the cores split between them, and judges each job by its exit status
+(3, diverged, is a result; any other failure is reported once the other jobs are done). On SLURM,
+where a launcher is the way in, each missing run goes through hydra/launcher=slurm.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import itertools
 import os
 import shlex
 import subprocess
@@ -30,9 +45,12 @@ from pathlib import Path
 
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
 sys.path.insert(0, str(ROOT / "src"))
 from bnrepro.config.resume import differences_from_run, flatten  # noqa: E402  (importing registers the schema)
 from bnrepro.results.runs import COMPLETE, load_run  # noqa: E402
@@ -49,37 +67,55 @@ def load_spec(name: str) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def sweep_points(spec: dict) -> list[list[str]]:
-    keys = list(spec["sweep"])
-    return [
-        [f"{k}={v}" for k, v in zip(keys, values)] for values in itertools.product(*spec["sweep"].values())
-    ]
+def experiment_sweep(experiment: str) -> tuple[tuple[str, str], ...]:
+    """hydra.sweeper.params of conf/experiment/<experiment>.yaml: (key, Hydra sweep string) pairs."""
+    params = compose_job([f"experiment={experiment}"], return_hydra_config=True).hydra.sweeper.params
+    return tuple((k, str(v)) for k, v in (params or {}).items())
+
+
+def sweep_points(spec: dict, experiment: str | None = None) -> list[list[str]]:
+    """The jobs of the spec's sweep on its experiment (or `experiment`), each a list of overrides: the
+    experiment's hydra.sweeper.params with the spec's `sweep` over them, expanded by Hydra's BasicSweeper."""
+    axes = {**dict(experiment_sweep(experiment or spec["experiment"])), **spec.get("sweep", {})}
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in axes.items()])
+    (points,) = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    return points
 
 
 def apply_arguments(spec: dict, args: list[str]) -> tuple[dict, list[str]]:
-    """The spec with the command line's driver options and sweep lists applied; the Hydra overrides left.
+    """The spec with the command line's driver options and sweeps applied; the Hydra overrides left.
 
-    data=<name> picks the spec's experiment for that data set (e.g. fashion_figure3 for fashion_mnist);
-    <key>=a,b,c for `seed`, or any value of a swept key, becomes that sweep axis.
+    data=<name> picks the spec's experiment for that data set (e.g. fashion_figure3 for fashion_mnist).
+    The spec's `sweep` (a list is a comma sweep) becomes Hydra sweep strings, and an override that is a
+    sweep (`seed=0,1,2`) or sets a swept key (`model=bn_x30`) joins it as that axis.
     """
-    spec = {**spec, "sweep": dict(spec["sweep"])}
+    spec = dict(spec)
+    sweep = {
+        k: ",".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in spec.get("sweep", {}).items()
+    }
     overrides = []
     for a in args:
         key, value = a.split("=", 1)
         if key in DRIVER_OPTIONS:
             spec[key] = value
-        elif key in spec["sweep"] or (key == "seed" and "," in value):
-            spec["sweep"][key] = value.split(",")  # seed=0,1,2 or model=bn_x30: that sweep axis
+            continue
+        if key == "data" and value in spec.get("experiments", {}):
+            spec["experiment"] = spec["experiments"][value]
+        overrides.append(a)
+    swept = {*dict(experiment_sweep(spec["experiment"])), *sweep}
+    rest = []
+    for a, o in zip(overrides, OverridesParser.create().parse_overrides(overrides)):
+        if o.is_sweep_override() or o.get_key_element() in swept:
+            sweep[o.get_key_element()] = a.split("=", 1)[1]
         else:
-            if key == "data" and value in spec.get("experiments", {}):
-                spec["experiment"] = spec["experiments"][value]
-            overrides.append(a)
-    return spec, overrides
+            rest.append(a)
+    spec["sweep"] = sweep
+    return spec, rest
 
 
 def compose_job(overrides: list[str], return_hydra_config: bool = False):
     """The config `python src/train.py <overrides>` would run."""
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
         return compose("train", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
@@ -220,12 +256,12 @@ def reproduce(
     render(spec, runs, command, results)
 
 
-def planned_names(spec: dict, overrides: list[str], data: str) -> set[tuple[str, str]]:
-    """(task, run_name) of every sweep point of the spec on data set `data`: the runs a table may use."""
+def planned_names(spec: dict, overrides: list[str], data: str) -> dict[tuple[str, str], str]:
+    """(task, run_name) -> model of each sweep point on data set `data`: the runs a table may use."""
     experiment = spec.get("experiments", {}).get(data, spec["experiment"])
     job = [f"experiment={experiment}", *(o for o in overrides if not o.startswith("data=")), f"data={data}"]
-    cfgs = [compose_job([*job, *point]) for point in sweep_points(spec)]
-    return {(c.task, c.run_name) for c in cfgs}
+    cfgs = [compose_job([*job, *point]) for point in sweep_points(spec, experiment)]
+    return {(c.task, c.run_name): c.model.name for c in cfgs}
 
 
 def render_only(name: str, args: list[str], runs_root: Path, results: Path) -> None:
@@ -246,7 +282,7 @@ def render_only(name: str, args: list[str], runs_root: Path, results: Path) -> N
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("data=")]
     default = compose_job([f"experiment={spec['experiment']}", *overrides])
     source, fetched = spec.get("source", "local"), {}
-    models = spec["sweep"]["model"]
+    models: dict[str, list[str]] = {}  # data set -> the models its sweep runs
     by_data: dict[str, dict[tuple, object]] = {}
     try:
         # The data sets to consider: the one asked for; else the spec's, and any the default
@@ -260,6 +296,7 @@ def render_only(name: str, args: list[str], runs_root: Path, results: Path) -> N
         )
         for data in candidates:
             names = planned_names(spec, overrides, data)
+            models[data] = list(dict.fromkeys(names.values()))
             for task in sorted({t for t, _ in names}):
                 if task not in fetched:
                     fetched[task] = read_runs(
@@ -272,11 +309,12 @@ def render_only(name: str, args: list[str], runs_root: Path, results: Path) -> N
     except SourceError as e:
         sys.exit(f"error: {e}")
     newest = {d: max(r.summary["finished_at"] for r in v.values()) for d, v in by_data.items()}
-    whole = [d for d, v in by_data.items() if {m for m, _ in v} >= set(models)]
+    whole = [d for d, v in by_data.items() if {m for m, _ in v} >= set(models[d])]
     pool = whole or (list(by_data) if spec.get("allow_missing") else [])
     if not pool:
+        wanted = next(iter(models.values()), [])
         print(
-            f"{name}: no complete runs of {', '.join(models)} ({source}); `just reproduce {name}` makes them"
+            f"{name}: no complete runs of {', '.join(wanted)} ({source}); `just reproduce {name}` makes them"
         )
         return
     data = max(pool, key=newest.get)

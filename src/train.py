@@ -1,8 +1,9 @@
 """Train one paper variant: `python src/train.py model=bn_x30 [data=imagenette] [trainer.devices=8]`.
 
 Hydra composes conf/train.yaml (docs/design.md lists the groups); `-m` sweeps, e.g.
-`python src/train.py -m model=inception,bn_baseline,bn_x5,bn_x30,bn_x5_sigmoid`. Each run writes one
-folder under runs/.
+`python src/train.py -m model=bn_x5,bn_x30`, and an experiment is a sweep of its own
+(`python src/train.py experiment=imagenet_figure3`: the variants of bnrepro/variants.py). Each run writes
+one folder under runs/.
 
 Exit status: 0 finished, or preempted (SIGTERM / SIGUSR1: last.ckpt saved, relaunch the same command
 to resume); 2 bad input (config, data set, run folder, checkpoint), nothing trained; 3 the run diverged

@@ -15,6 +15,7 @@ import pytest
 from bnrepro.results import figure2, figure3, figure4
 from bnrepro.results.runs import load_run
 from bnrepro.results.sources import read_runs, read_wandb_offline
+from bnrepro.variants import FIGURE3
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -85,7 +86,7 @@ def test_figure3_table_matches_the_committed_golden_table(tmp_path):
     assert table in text and "NOT ImageNet" in text and "just reproduce figure3 data=fashion_mnist" in text
     assert "4 runs" in text and "abc123" in text and "test CPU" in text and "global batch 64" in text
     rows_csv = list(csv.DictReader(open(out_csv)))
-    assert [r["model"] for r in rows_csv] == list(figure3.VARIANTS)
+    assert [r["model"] for r in rows_csv] == list(FIGURE3)
     assert rows_csv[1]["status"] == "missing" and rows_csv[2]["steps_to_target_mean"] == "600.0"
 
 
@@ -253,7 +254,7 @@ def test_tables_use_only_the_sweeps_own_runs_and_prefer_a_whole_data_set(tmp_pat
     """A smoke run under another run_name, and a newer lone run on another data set, stay out."""
     reproduce = _load("reproduce")
     root = tmp_path / "runs"
-    for model in figure3.VARIANTS:
+    for model in FIGURE3:
         run, _, summary = write_run(
             root / "fashion_figure3" / f"{model}-fashion_mnist-seed0", model, lambda s: s / 1000
         )

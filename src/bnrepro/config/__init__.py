@@ -9,17 +9,20 @@ build.py    components from their config nodes (hydra.utils.instantiate, the pro
 slurm.py    the resolvers of conf/hydra/launcher/slurm.yaml
 
 Importing this package registers the schemas and resolvers with Hydra: the top-level TrainConfig, the
-optimizer and LR-schedule kinds (schema.py), and every data module's schema, found by importing each
-module of bnrepro.data (a new data set's file registers itself; nothing lists it).
+optimizer and LR-schedule kinds (schema.py), every data module's schema, found by importing each
+module of bnrepro.data (a new data set's file registers itself; nothing lists it), and
+`${figure3_variants:}`, the sweep of conf/experiment/*_figure3.yaml (bnrepro/variants.py).
 """
 
 from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from bnrepro.config.errors import ConfigError
 from bnrepro.config.schema import TrainConfig
 from bnrepro.config.slurm import register_resolvers
+from bnrepro.variants import figure3_variants
 
 __all__ = ["ConfigError", "register"]
 
@@ -29,6 +32,8 @@ def register() -> None:
 
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
     register_resolvers()
+    if not OmegaConf.has_resolver("figure3_variants"):
+        OmegaConf.register_new_resolver("figure3_variants", figure3_variants)
 
 
 register()

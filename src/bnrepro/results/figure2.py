@@ -1,6 +1,7 @@
-"""Figure 2 of the paper: validation accuracy vs paper-equivalent steps for the five variants, with a
-marker where each first reaches the target (the Inception run's maximum: "steps to match Inception").
-Writes results/figure2.png and .svg from the same runs and target as results/figure3.md.
+"""Figure 2 of the paper: validation accuracy vs paper-equivalent steps for the variants of
+bnrepro/variants.py (in their colours and line styles), with a marker where each first reaches the target
+(the Inception run's maximum: "steps to match Inception"). Writes results/figure2.png and .svg from the
+same runs and target as results/figure3.md.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from bnrepro.results.figure3 import (  # noqa: E402
     DATA_NAMES,
-    LABELS,
-    VARIANTS,
     accuracy_curve,
     by_model,
     fmt_steps,
@@ -24,9 +23,7 @@ from bnrepro.results.figure3 import (  # noqa: E402
     steps_to,
 )
 from bnrepro.results.runs import Run, provenance  # noqa: E402
-
-STYLES = {"inception": ("k", "--"), "bn_baseline": ("tab:blue", "-"), "bn_x5": ("tab:green", "-"),
-          "bn_x30": ("tab:red", "-"), "bn_x5_sigmoid": ("tab:purple", "-.")}  # fmt: skip
+from bnrepro.variants import FIGURE3, REFERENCE  # noqa: E402  (the variants, their labels and styles)
 
 
 def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None = None) -> list[Path]:
@@ -34,15 +31,16 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     grouped = by_model(runs)
-    target, origin = resolve_target(spec.get("target", "inception"), grouped)
+    target, origin = resolve_target(spec.get("target", REFERENCE), grouped)
     prov = provenance(runs, command, DATA_NAMES)
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for model in VARIANTS:
-        color, style = STYLES[model]
+    for model, v in FIGURE3.items():
+        color = v.color
         for i, run in enumerate(grouped.get(model, [])):
             steps, acc = accuracy_curve(run)
-            ax.plot(steps, acc, style, color=color, lw=1.2, label=LABELS[model] if i == 0 else None)
+            (line,) = ax.plot(steps, acc, v.line, color=color, lw=1.2, label=v.label if i == 0 else None)
+            color = line.get_color()  # a variant without a colour: its first curve's, for its other seeds
             hit = steps_to(run, target) if target is not None else None
             if hit is not None:
                 ax.plot([hit], [target], "o", color=color, ms=6, mec="k")
@@ -52,7 +50,7 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         ax.axhline(target, color="0.5", lw=0.8, ls=":")
         ax.text(ax.get_xlim()[1], target, f" target {100 * target:.1f}%", va="bottom", ha="right",
                 fontsize=7, color="0.3")  # fmt: skip
-    missing = [LABELS[m] for m in VARIANTS if not grouped.get(m)]
+    missing = [v.label for m, v in FIGURE3.items() if not grouped.get(m)]
     ax.set(xlabel="paper-equivalent steps (examples seen / 32)", ylabel="single-crop top-1 accuracy")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: fmt_steps(x) if x else "0"))
     ax.legend(loc="lower right", fontsize=8, title="o: reaches target; x: diverged", title_fontsize=7)

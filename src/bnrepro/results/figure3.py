@@ -1,6 +1,7 @@
 """Figure 3 of the paper from the five variants' runs: results/figure3.{md,csv}.
 
-Per variant: paper-equivalent steps (examples seen / 32) until single-crop top-1 first reaches the
+Per variant (bnrepro/variants.py: which, in what order, their labels and the paper's numbers):
+paper-equivalent steps (examples seen / 32) until single-crop top-1 first reaches the
 target -- the Inception run's maximum by default, as the paper's 72.2% is Inception's maximum on
 ImageNet -- the maximum accuracy and the step where it was reached, the paper's numbers beside them.
 "never", "diverged" and "missing" are written where they are the truth. With several seeds per
@@ -17,18 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from bnrepro.results.runs import Run, provenance
+from bnrepro.variants import FIGURE3, REFERENCE, Variant
 
-VARIANTS = ("inception", "bn_baseline", "bn_x5", "bn_x30", "bn_x5_sigmoid")
-LABELS = {"inception": "Inception", "bn_baseline": "BN-Baseline", "bn_x5": "BN-x5", "bn_x30": "BN-x30",
-          "bn_x5_sigmoid": "BN-x5-Sigmoid"}  # fmt: skip
-# Figure 3 of the paper (ImageNet, single crop): steps to 72.2% (None: never) and max accuracy.
-PAPER = {
-    "inception": (31.0e6, 0.722, ""),
-    "bn_baseline": (13.3e6, 0.727, ""),
-    "bn_x5": (2.1e6, 0.730, ""),
-    "bn_x30": (2.7e6, 0.748, "max at about 6e6 steps"),
-    "bn_x5_sigmoid": (None, 0.698, ""),
-}
 DATA_NAMES = {
     "imagenet": "ImageNet (ILSVRC-2012), single-crop top-1 on the 50k validation images",
     "imagenette": "Imagenette (10 ImageNet classes) -- a proxy; the paper's numbers are on ImageNet",
@@ -65,12 +56,13 @@ def best(run: Run) -> tuple[float, float]:
 
 def resolve_target(target, runs: dict[str, list[Run]]) -> tuple[float | None, str]:
     """The accuracy to reach and where it comes from: a number, or the Inception runs' (mean) max."""
-    if target not in (None, "inception"):
+    if target not in (None, REFERENCE):
         return float(target), "given (target=...)"
-    finished = [r for r in runs.get("inception", []) if r.finished]
+    label = FIGURE3[REFERENCE].label
+    finished = [r for r in runs.get(REFERENCE, []) if r.finished]
     if not finished:
-        return None, "unknown: no finished Inception run; pass target=<accuracy>"
-    return float(np.mean([best(r)[0] for r in finished])), "the Inception run's max (as the paper's 72.2%)"
+        return None, f"unknown: no finished {label} run; pass target=<accuracy>"
+    return float(np.mean([best(r)[0] for r in finished])), f"the {label} run's max (as the paper's 72.2%)"
 
 
 @dataclass
@@ -161,30 +153,38 @@ def max_cell(r: Row) -> str:
 
 def table_rows(runs: dict[str, list[Run]], target) -> tuple[list[Row], float | None, str]:
     value, origin = resolve_target(target, runs)
-    return [row(m, runs.get(m, []), value) for m in VARIANTS], value, origin
+    return [row(m, runs.get(m, []), value) for m in FIGURE3], value, origin
 
 
 def markdown_table(rows: list[Row], target: float | None) -> list[str]:
     """The table itself: identical for the same runs whatever the source (tests compare it)."""
-    inception = next((r for r in rows if r.model == "inception"), None)
+    reference = next((r for r in rows if r.model == REFERENCE), None)
     lines = [
-        f"| model | steps to {_pct(target) if target is not None else 'target'} | vs Inception | "
-        "max accuracy (at step) | runs | paper: steps to 72.2% | paper: max |",
+        f"| model | steps to {_pct(target) if target is not None else 'target'} | "
+        f"vs {FIGURE3[REFERENCE].label} | max accuracy (at step) | runs | paper: steps to 72.2% | paper: max |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = "n/a"
-        if r.model == "inception":
+        if r.model == REFERENCE:
             ratio = "reference"
-        elif inception and r.reached and inception.reached:
-            ratio = f"{inception.steps_mean / r.steps_mean:.1f}x fewer"
-        paper_steps, paper_max, note = PAPER[r.model]
+        elif reference and r.reached and reference.reached:
+            ratio = f"{reference.steps_mean / r.steps_mean:.1f}x fewer"
+        v = FIGURE3[r.model]
         lines.append(
-            f"| {LABELS[r.model]} | {steps_cell(r, target)} | {ratio} | {max_cell(r)} | {r.runs} | "
-            f"{fmt_steps(paper_steps) if paper_steps else 'never'} | {_pct(paper_max)}"
-            f"{f' ({note})' if note else ''} |"
+            f"| {v.label} | {steps_cell(r, target)} | {ratio} | {max_cell(r)} | {r.runs} | "
+            f"{paper_steps_cell(v)} | {_pct(v.paper_max) if v.paper_max else 'n/a'}"
+            f"{f' ({v.note})' if v.note else ''} |"
         )
     return lines
+
+
+def paper_steps_cell(v: Variant) -> str:
+    """The paper's steps to 72.2%: `never` for a variant of the paper that did not get there, `n/a` for one
+    that is not in the paper."""
+    if v.paper_max is None:
+        return "n/a"
+    return fmt_steps(v.paper_steps) if v.paper_steps else "never"
 
 
 def provenance_lines(prov: dict, source: str) -> list[str]:
@@ -215,7 +215,7 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     grouped = by_model(runs)
-    rows, target, origin = table_rows(grouped, spec.get("target", "inception"))
+    rows, target, origin = table_rows(grouped, spec.get("target", REFERENCE))
     prov = provenance(runs, command, DATA_NAMES)
     md = out_dir / "figure3.md"
     md.write_text("\n".join([
@@ -238,8 +238,8 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
                     "max_acc_mean", "max_acc_std", "max_acc_step_mean", "diverged", "diverged_at_step",
                     "status", "paper_steps_to_72.2", "paper_max_acc"])  # fmt: skip
         for r in rows:
-            paper_steps, paper_max, _ = PAPER[r.model]
+            v = FIGURE3[r.model]
             w.writerow([r.model, r.runs, target, r.reached, r.steps_mean, r.steps_std, r.max_mean, r.max_std,
-                        r.max_step, r.diverged, r.diverged_at, r.statuses or "missing", paper_steps or "never",
-                        paper_max])  # fmt: skip
+                        r.max_step, r.diverged, r.diverged_at, r.statuses or "missing",
+                        v.paper_steps or ("never" if v.paper_max else "n/a"), v.paper_max or "n/a"])  # fmt: skip
     return [md, out_csv]
