@@ -16,12 +16,26 @@ def test_bench_mnist_tiny_mode_reports_both_loops():
 def test_bench_inception_tiny_mode_reports_both_loops():
     from bnrepro.bench.inception import main as inception
 
-    result = inception(["--tiny", "--device", "cpu"])
-    fp32 = result["modes"]["fp32"]
-    assert result["batch"] == 4 and result["image_size"] == 64 and result["hardware"].startswith("CPU")
-    assert fp32["plain_images_per_s"] > 0 and fp32["lightning_images_per_s"] > 0
-    ratio = fp32["lightning_images_per_s"] / fp32["plain_images_per_s"]
-    assert fp32["lightning_over_plain"] == pytest.approx(ratio, rel=0.1)  # the printed values are rounded
+    result = inception(["--tiny", "--device", "cpu", "--profile"])
+    assert result["batch"] == 8 and result["image_size"] == 64 and result["hardware"].startswith("CPU")
+    assert set(result["modes"]) == {"fp32/bn_group=4", "fp32/bn_group=none"}  # ghost BN on and off
+    for row in result["modes"].values():
+        assert row["plain_images_per_s"] > 0 and row["lightning_images_per_s"] > 0
+        ratio = row["lightning_images_per_s"] / row["plain_images_per_s"]
+        assert row["lightning_over_plain"] == pytest.approx(ratio, rel=0.1)  # the printed values are rounded
+        shares = row["profile_percent"]
+        assert sum(shares.values()) == pytest.approx(100, abs=1) and shares["convolution"] > 10
+
+
+def test_profile_categories_name_the_kernels_that_matter():
+    from bnrepro.bench.inception import categorise
+
+    assert categorise("aten::cudnn_convolution") == "convolution"
+    assert categorise("aten::native_batch_norm") == "batch norm"
+    assert categorise("aten::var_mean") == "batch norm"  # ghost BN's statistics
+    assert categorise("aten::relu_") == "elementwise"
+    assert categorise("aten::max_pool2d_with_indices") == "pooling"
+    assert categorise("aten::embedding") == "other"
 
 
 def test_bench_inception_refuses_a_run_without_warm_up_steps(capsys):
