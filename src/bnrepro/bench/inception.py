@@ -44,7 +44,11 @@ MODES = {
 def compose_cfg(model: str, batch: int, image_size: int, bn_group: str | None = None):
     group = [] if bn_group is None else [f"model.net.bn_group={'null' if bn_group == 'none' else bn_group}"]
     return compose_train(
-        f"model={model}", "data=synthetic", f"data.batch_size={batch}", f"data.image_size={image_size}", *group
+        f"model={model}",
+        "data=synthetic",
+        f"data.batch_size={batch}",
+        f"data.image_size={image_size}",
+        *group,
     )
 
 
