@@ -217,3 +217,29 @@ def test_an_unreachable_wandb_server_falls_back_to_offline_and_the_run_completes
     run_dir = tmp_path / "runs" / "mnist" / "w"
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
     assert list((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_a_sigterm_after_the_periods_checkpoint_is_reported_as_saved_there(
+    mnist_root, tmp_path, monkeypatch, capsys
+):
+    """Lightning checks for SIGTERM after the checkpoint callbacks: a signal that lands after the period's
+    last.ckpt was written stops the run at a step that checkpoint holds (found under load by a real
+    SIGTERM above). Simulated in-process: a callback after the checkpoints asks for the stop."""
+    import lightning as L
+
+    import bnrepro.run as run
+    from bnrepro.lightning_compat import request_stop
+
+    class LateSigterm(L.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            if trainer.global_step == 10:
+                request_stop(trainer)
+
+    build = run.build_callbacks
+    monkeypatch.setattr(run, "build_callbacks", lambda *a: [*build(*a), LateSigterm()])
+    run_dir = tmp_path / "runs" / "r"
+    train(compose_train("model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "run_name=r",
+                        "loop.steps_per_batch=1"), run_dir)  # fmt: skip
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 10
+    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 10
+    assert f"{run_dir} saved at step 10; relaunch the same command to resume" in capsys.readouterr().out

@@ -26,7 +26,7 @@ from bnrepro.callbacks.data_errors import StopOnUnreadableImage
 from bnrepro.callbacks.preemption import Preemption
 from bnrepro.callbacks.rng_state import RNGState
 from bnrepro.callbacks.summary import RunSummary
-from bnrepro.checkpointing import AtomicCheckpointIO, ResumeError, select_resume
+from bnrepro.checkpointing import AtomicCheckpointIO, ResumeError, checkpoint_step, select_resume
 from bnrepro.config import ConfigError
 from bnrepro.config.build import build
 from bnrepro.config.checks import validate
@@ -228,6 +228,11 @@ def train(cfg, run_dir: Path) -> dict | None:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     except SIGTERMException:  # preempted: summary.json says so; callbacks/preemption.py saved last.ckpt
         saved = next((c.saved_at for c in callbacks if isinstance(c, Preemption)), None)
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if saved is None and last.is_file() and checkpoint_step(last) == trainer.global_step:
+            # The signal came after the period's own last.ckpt was written (Lightning checks for it after
+            # the checkpoint callbacks): that checkpoint is where the run stopped.
+            saved = trainer.global_step
         if rank_zero_only.rank == 0:
             where = (
                 f"saved at step {saved}"
