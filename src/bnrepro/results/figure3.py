@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnrepro.results.runs import Run, provenance
+from bnrepro.results.runs import RUNS_ROOT, Run, provenance
 
 VARIANTS = ("inception", "bn_baseline", "bn_x5", "bn_x30", "bn_x5_sigmoid")
 LABELS = {"inception": "Inception", "bn_baseline": "BN-Baseline", "bn_x5": "BN-x5", "bn_x30": "BN-x30",
@@ -196,8 +196,10 @@ def provenance_lines(prov: dict, source: str) -> list[str]:
         *[f"- runs trained with: `{c}`" for c in prov["run_commands"]],
         f"- source: {source}",
         f"- hardware: {prov['hardware']}; world size {prov['world_size']}; global batch {prov['global_batch']}",
-        f"- git SHA: {prov['git_sha']}",
+        f"- runs trained at: {prov['git_sha']}",
+        f"- rendered at: {prov['rendered_sha']}",
         f"- {prov['num_runs']} runs: {prov['runs']}",
+        f"- paths: relative to the repository; `{RUNS_ROOT}`: the runs folder read, where it lies outside it",
         f"- rendered: {prov['rendered']}",
         "",
     ]
@@ -218,9 +220,10 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
     rows, target, origin = table_rows(grouped, spec.get("target", "inception"))
     prov = provenance(runs, command, DATA_NAMES)
     md = out_dir / "figure3.md"
-    md.write_text("\n".join([
+    md.write_text(prov["paths"]("\n".join([
         "# Figure 3 (Sec. 4.2.2): steps to match Inception, and maximum accuracy",
         "",
+        *[line for w in prov["warnings"] for line in (w, "")],
         f"**Data: {prov['data']}**",
         "",
         f"Target: {_pct(target) if target is not None else 'n/a'} single-crop top-1 = {origin}. Steps are "
@@ -230,7 +233,7 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         *markdown_table(rows, target),
         "",
         *provenance_lines(prov, spec.get("source", "local run folders")),
-    ]))  # fmt: skip
+    ])))  # fmt: skip
     out_csv = out_dir / "figure3.csv"
     with open(out_csv, "w", newline="") as f:
         w = csv.writer(f)

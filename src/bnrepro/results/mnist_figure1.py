@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bnrepro.results.runs import Run, provenance  # noqa: E402
+from bnrepro.results.runs import RUNS_ROOT, Run, provenance, short_sha  # noqa: E402
 
 TABLE_STEPS = (10_000, 20_000, 30_000, 40_000, 50_000)
 DATA_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
@@ -69,17 +69,22 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
     for ax in axes:
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
     note = f"Data: {prov['data']}" + (" (stand-in for MNIST)" if substitute else "")
-    fig.suptitle(f"Figure 1 (Ioffe & Szegedy 2015, Sec. 4.1) regenerated. {note}", fontsize=10)
-    fig.text(
-        0.01, 0.005, f"{command}   git {prov['git_sha'][:12]}   {prov['hardware']}", fontsize=6, color="0.4"
-    )
-    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+    title = f"Figure 1 (Ioffe & Szegedy 2015, Sec. 4.1) regenerated. {note}"
+    warnings = [w.strip("*") for w in prov["warnings"]]
+    fig.suptitle(title, fontsize=10)
+    if warnings:  # in bold above everything else, as at the top of the table
+        fig.text(0.5, 0.999, "\n".join(warnings), ha="center", va="top", fontsize=6, fontweight="bold",
+                 color="darkred")  # fmt: skip
+    footer = (f"{prov['command']}   trained at git {short_sha(prov['git_sha'])}, rendered at git "
+              f"{short_sha(prov['rendered_sha'])}   {prov['hardware']}")  # fmt: skip
+    fig.text(0.01, 0.005, footer, fontsize=6, color="0.4")
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95 - 0.03 * len(warnings)))
     png = out_dir / "mnist_figure1.png"
     fig.savefig(png, dpi=130)
     plt.close(fig)
 
     md = out_dir / "mnist_figure1.md"
-    md.write_text(table(baseline, bn, prov, substitute))
+    md.write_text(prov["paths"](table(baseline, bn, prov, substitute)))
     return [png, md]
 
 
@@ -110,6 +115,7 @@ def table(baseline: Run, bn: Run, prov: dict, substitute: bool) -> str:
         [
             "# Figure 1 (Sec. 4.1): MNIST, with and without BN",
             "",
+            *[line for w in prov["warnings"] for line in (w, "")],
             data_line,
             "",
             "Test accuracy on the full 10k test set (binarized inputs, 3x100 sigmoid MLP, SGD, batch 60). "
@@ -130,9 +136,11 @@ def table(baseline: Run, bn: Run, prov: dict, substitute: bool) -> str:
             "Provenance:",
             "",
             f"- command: `{prov['command']}`",
-            f"- git SHA: {prov['git_sha']}",
+            f"- runs trained at: {prov['git_sha']}",
+            f"- rendered at: {prov['rendered_sha']}",
             f"- hardware: {prov['hardware']}; world size {prov['world_size']}, global batch {prov['global_batch']}",
             f"- runs: {prov['runs']}",
+            f"- paths: relative to the repository; `{RUNS_ROOT}`: the runs folder read, where it lies outside it",
             f"- rendered: {prov['rendered']}",
             "",
         ]
