@@ -1,0 +1,60 @@
+"""Figures 2-4's tables on hand-made runs: the defects of issue 13, each pinned by a test."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from test_figures import write_run
+
+from bnrepro.results import figure3
+from bnrepro.results.sources import read_runs
+
+
+def _log_wandb(wandb, run_dir, rows, summary, run_id=None):
+    w = wandb.init(project="t", dir=str(run_dir), id=run_id, resume="allow" if run_id else None)
+    for row in rows:  # Lightning's WandbLogger logs `step` as trainer/global_step
+        w.log({("trainer/global_step" if k == "step" else k): v for k, v in row.items()})
+    w.summary["run_summary"] = summary  # what callbacks/summary.py writes
+    w.finish()
+
+
+def test_a_preempted_and_resumed_wandb_offline_run_is_one_run(tmp_path, monkeypatch):
+    """A relaunch resumes the same W&B id into a new offline-run-* folder: both folders are one run,
+    merged in step order, rows logged after the resumed checkpoint taken from the later folder."""
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    root = tmp_path / "runs"
+    local = []
+    for model, acc in (
+        ("inception", lambda s: 0.8 * s / 1000),
+        ("bn_x5", lambda s: min(0.85, 0.3 + s / 600)),
+    ):
+        run, rows, summary = write_run(root / model, model, acc)
+        local.append(run)
+        if model == "inception":
+            _log_wandb(wandb, run.path, rows, summary)
+            continue
+        # Preempted after logging step 600, resumed from the checkpoint at step 500: 600 is logged twice,
+        # the first time with a value the resumed run replaced (metrics.csv keeps only the second).
+        first = [dict(r, **({"val/acc": 0.01} if r.get("step") == 600 and "val/acc" in r else {}))
+                 for r in rows if r["step"] <= 600]  # fmt: skip
+        _log_wandb(wandb, run.path, first, {**summary, "status": "preempted"}, run_id="resumed1")
+        time.sleep(1.1 - time.time() % 1)  # W&B names the folder by the second it started
+        _log_wandb(wandb, run.path, [r for r in rows if r["step"] > 500], summary, run_id="resumed1")
+    assert len(list((root / "bn_x5" / "wandb").glob("offline-run-*"))) == 2
+
+    offline = read_runs("wandb_offline", tmp_path, "runs")
+    assert sorted(r.summary["model"] for r in offline) == ["bn_x5", "inception"]
+    merged = next(r for r in offline if r.summary["model"] == "bn_x5")
+    assert merged.summary["status"] == "finished"
+    for key in ("step", "paper_step", "val/acc"):
+        np.testing.assert_array_equal(merged.curve(key)[1], local[1].curve(key)[1])
+
+    def table(rs):
+        rows, target, _ = figure3.table_rows(figure3.by_model(rs), "inception")
+        return figure3.markdown_table(rows, target)
+
+    assert table(offline) == table(local)
