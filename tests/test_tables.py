@@ -58,3 +58,27 @@ def test_a_preempted_and_resumed_wandb_offline_run_is_one_run(tmp_path, monkeypa
         return figure3.markdown_table(rows, target)
 
     assert table(offline) == table(local)
+
+
+def test_inception_seeds_that_reach_the_mean_of_their_maxima_exactly_count_as_reaching_it(tmp_path):
+    """Three Inception seeds all peak at 0.8 (at different steps): the target, their mean, is 0.8 up to
+    float rounding (0.8000000000000002), and every seed reaches it."""
+    runs = [write_run(tmp_path / f"i{k}", "inception", lambda s, k=k: min(0.8, s / (500 + 100 * k)), seed=k)[0]
+            for k in range(3)]  # fmt: skip
+    rows, target, origin = figure3.table_rows(figure3.by_model(runs), "inception")
+    inception = rows[0]
+    assert inception.reached == 3 and inception.never == 0
+    assert target == pytest.approx(0.8) and "mean of the 3 Inception runs' maxima" in origin
+    assert inception.steps_mean == pytest.approx(np.mean([400, 500, 600]) * 2)
+    assert figure3.steps_cell(inception, target).endswith("(mean of 3 runs)")
+
+
+def test_a_steps_cell_says_how_many_runs_its_mean_is_over(tmp_path):
+    """Seeds peaking at 0.80, 0.80 and 0.74: the target is their mean, 0.78, which one seed never reaches;
+    the reference cell averages the other two and says so."""
+    runs = [write_run(tmp_path / f"i{k}", "inception", lambda s, m=m: m * s / 1000, seed=k)[0]
+            for k, m in enumerate((0.80, 0.80, 0.74))]  # fmt: skip
+    rows, target, _ = figure3.table_rows(figure3.by_model(runs), "inception")
+    assert target == pytest.approx(0.78)
+    cell = figure3.steps_cell(rows[0], target)
+    assert rows[0].reached == 2 and "(mean of the 2 of 3 runs that reach it; 1 never)" in cell
