@@ -82,3 +82,14 @@ def test_a_steps_cell_says_how_many_runs_its_mean_is_over(tmp_path):
     assert target == pytest.approx(0.78)
     cell = figure3.steps_cell(rows[0], target)
     assert rows[0].reached == 2 and "(mean of the 2 of 3 runs that reach it; 1 never)" in cell
+
+
+def test_a_mean_and_its_spread_share_one_unit(tmp_path):
+    """Seeds reaching the target at 2.0e6 and 2.1e6 steps: `2.05e6 ± 0.07e6`, not `2.05e6 ± 70,711`."""
+    steps = range(100_000, 3_000_001, 100_000)
+    runs = [write_run(tmp_path / "i", "inception", lambda s: 0.8 * s / 3e6, steps=steps, global_batch=32)[0]]
+    runs += [write_run(tmp_path / f"x{k}", "bn_x5", lambda s, e=e: min(0.85, 0.8 * s / e), steps=steps, seed=k,
+                       global_batch=32)[0] for k, e in enumerate((2.0e6, 2.1e6))]  # fmt: skip
+    rows, target, _ = figure3.table_rows(figure3.by_model(runs), "inception")
+    cell = figure3.steps_cell(rows[2], target)
+    assert cell.startswith("2.05e6 ± 0.07e6"), cell

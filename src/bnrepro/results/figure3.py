@@ -127,10 +127,12 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
 
 
-def fmt_steps(x: float | None) -> str:
+def fmt_steps(x: float | None, like: float | None = None) -> str:
+    """Steps in e6 from 1e5 on, else in full; `like`: take the unit of that value (a spread takes its
+    mean's, so one cell has one unit)."""
     if x is None or math.isnan(x):
         return "n/a"
-    return f"{x / 1e6:.2f}e6" if x >= 1e5 else f"{x:,.0f}"
+    return f"{x / 1e6:.2f}e6" if (x if like is None else like) >= 1e5 else f"{x:,.0f}"
 
 
 def _pm(mean: float, std: float, fmt) -> str:
@@ -148,7 +150,7 @@ def steps_cell(r: Row, target: float | None) -> str:
         return "n/a (no target)"
     if r.reached == 0:
         return f"diverged at {fmt_steps(r.diverged_at)}" if r.diverged == r.runs else "never"
-    cell = _pm(r.steps_mean, r.steps_std, fmt_steps)
+    cell = _pm(r.steps_mean, r.steps_std, lambda x: fmt_steps(x, like=r.steps_mean))
     if r.reached == r.runs:  # how many runs the mean is over
         return cell if r.runs == 1 else f"{cell} (mean of {r.runs} runs)"
     others = [
