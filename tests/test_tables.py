@@ -93,3 +93,21 @@ def test_a_mean_and_its_spread_share_one_unit(tmp_path):
     rows, target, _ = figure3.table_rows(figure3.by_model(runs), "inception")
     cell = figure3.steps_cell(rows[2], target)
     assert cell.startswith("2.05e6 ± 0.07e6"), cell
+
+
+def test_figure2_draws_the_divergence_cross_at_the_step_it_diverged(tmp_path, monkeypatch):
+    """BN-x30 is evaluated at steps 100..500 and diverges at step 520 (global batch 64): the cross sits at
+    paper step 1040, not at the last evaluation (1000)."""
+    from test_figures import five_runs
+
+    from bnrepro.results import figure2
+
+    figures = []
+    monkeypatch.setattr(figure2.plt, "close", figures.append)
+    runs, _ = five_runs(tmp_path / "runs")
+    figure2.render(runs, tmp_path / "results", command="x")
+    (ax,) = figures[0].axes
+    crosses = [line for line in ax.lines if line.get_marker() == "x"]
+    assert len(crosses) == 1
+    assert list(crosses[0].get_xdata()) == [1040.0]
+    assert list(crosses[0].get_ydata()) == [pytest.approx(0.5 + 500 / 1000)]  # its last accuracy

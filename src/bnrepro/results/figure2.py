@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from bnrepro.results.figure3 import (  # noqa: E402
     DATA_NAMES,
     LABELS,
+    REFERENCE_BATCH,
     VARIANTS,
     accuracy_curve,
     by_model,
@@ -46,8 +47,13 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
             hit = steps_to(run, target) if target is not None else None
             if hit is not None:
                 ax.plot([hit], [target], "o", color=color, ms=6, mec="k")
-            if run.summary.get("status") == "diverged" and len(steps):
-                ax.plot([steps[-1]], [acc[-1]], "x", color=color, ms=8)
+            if run.summary.get("status") == "diverged":
+                # At the step the loss became non-finite (paper-equivalent), at its last accuracy (0 if it
+                # diverged before its first evaluation); the last evaluation may be long before.
+                at = run.summary.get("diverged_at_step")
+                batch = run.summary.get("global_batch", REFERENCE_BATCH)
+                x = at * batch / REFERENCE_BATCH if at is not None else (steps[-1] if len(steps) else 0.0)
+                ax.plot([x], [acc[-1] if len(acc) else 0.0], "x", color=color, ms=8)
     if target is not None:
         ax.axhline(target, color="0.5", lw=0.8, ls=":")
         ax.text(ax.get_xlim()[1], target, f" target {100 * target:.1f}%", va="bottom", ha="right",
