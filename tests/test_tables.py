@@ -111,3 +111,30 @@ def test_figure2_draws_the_divergence_cross_at_the_step_it_diverged(tmp_path, mo
     assert len(crosses) == 1
     assert list(crosses[0].get_xdata()) == [1040.0]
     assert list(crosses[0].get_ydata()) == [pytest.approx(0.5 + 500 / 1000)]  # its last accuracy
+
+
+def test_figure4_names_the_training_data_and_calls_only_imagenet_nets_comparable(tmp_path):
+    import json
+
+    from bnrepro.results import figure4
+
+    evals = []
+    for data in ("imagenet", "synthetic"):
+        run_dir = tmp_path / "runs" / "t" / f"bn_x30-{data}"
+        (run_dir / "checkpoints").mkdir(parents=True)
+        summary = {"data": data, "hardware": "GPU", "world_size": 1, "global_batch": 32, "git_sha": "abc"}
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        evals.append({"data": "imagenet", "num_images": 50_000, "world_size": 1, "hardware": "GPU", "git_sha": "abc",
+                      "checkpoints": [str(run_dir / "checkpoints" / "best.ckpt")], "model": f"bn_x30-{data}",
+                      "weights": "run", "members": 1, "crops": 1, "protocol": "single crop", "top1_err": 0.25,
+                      "top5_err": 0.08, "finished_at": data})  # fmt: skip
+    (md,) = figure4.render(evals, tmp_path / "results", command="x")
+    rows = {
+        line.split(" | ")[0].strip("| "): line for line in md.read_text().splitlines() if "| bn_x30-" in line
+    }
+    assert (
+        "trained on synthetic" in rows["bn_x30-synthetic"]
+        and "trained on imagenet" in rows["bn_x30-imagenet"]
+    )
+    assert rows["bn_x30-synthetic"].endswith("| no: trained on synthetic |")
+    assert rows["bn_x30-imagenet"].endswith("| yes |")

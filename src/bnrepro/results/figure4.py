@@ -44,13 +44,26 @@ def summaries(e: dict) -> list[dict]:
 def training(e: dict) -> str:
     """How the evaluated networks were trained, from their runs' summary.json (beside checkpoints/)."""
     if e.get("weights") == "caffe_port":
-        return "published (Caffe)"
+        return "published (Caffe), trained on imagenet"
     facts = {
-        f"{s.get('hardware', '?')}, world size {s.get('world_size')}, global batch {s.get('global_batch')}, "
-        f"git {short_sha(str(s.get('git_sha', '?')))}"
+        f"trained on {s.get('data', '?')}: {s.get('hardware', '?')}, world size {s.get('world_size')}, "
+        f"global batch {s.get('global_batch')}, git {short_sha(str(s.get('git_sha', '?')))}"
         for s in summaries(e)
     }
     return "; ".join(sorted(facts)) or "unknown (run folders not here)"
+
+
+def comparable(e: dict) -> str:
+    """Whether a row compares with the paper's: networks trained on ImageNet, evaluated on ImageNet."""
+    if e.get("data") != "imagenet":
+        return f"no: evaluated on {e.get('data')}"
+    if e.get("weights") == "caffe_port":
+        return "yes"
+    trained = sorted({str(s.get("data")) for s in summaries(e)})
+    if len(summaries(e)) < len(e.get("checkpoints", [])) or not trained:
+        return "unknown: run folders not here"
+    others = [d for d in trained if d != "imagenet"]
+    return f"no: trained on {', '.join(others)}" if others else "yes"
 
 
 def _err(x: float | None) -> str:
@@ -72,17 +85,18 @@ def render(evals: list[dict], out_dir: str | Path, command: str, spec: dict | No
     rows = sorted(
         newest.values(), key=lambda e: (e.get("weights") != "caffe_port", e.get("members", 1), e.get("crops"))
     )
-    lines = ["| network | protocol | data | images | top-1 error | top-5 error | evaluated on (world size), git | trained on |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| network | protocol | data | images | top-1 error | top-5 error | evaluated on (world size), git | "
+             "trained on | comparable to the paper |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for e in rows:
         lines.append(
             f"| {network(e)} | {e['protocol']} | {e['data']} | {e['num_images']} | {_err(e['top1_err'])} | "
             f"{_err(e.get('top5_err'))} | {e.get('hardware', '?')} ({e.get('world_size', '?')}), "
-            f"{short_sha(str(e.get('git_sha', '?')))} | {training(e)} |"
+            f"{short_sha(str(e.get('git_sha', '?')))} | {training(e)} | {comparable(e)} |"
         )
     if not rows:
         lines.append(
-            "| (no evaluation yet: `python src/eval.py ...` or `just reproduce figure4`) | | | | | | | |"
+            "| (no evaluation yet: `python src/eval.py ...` or `just reproduce figure4`) | | | | | | | | |"
         )
     paper = ["| network | protocol | top-1 error | top-5 error |", "|---|---|---|---|"]
     paper += [f"| {n} | {p} | {t1} | {t5} |" for n, p, t1, t5 in PAPER]
@@ -102,8 +116,9 @@ def render(evals: list[dict], out_dir: str | Path, command: str, spec: dict | No
         *[line for w in commit_warnings(trained + evaluated, rendered, "networks were trained or evaluated")
           for line in (w, "")],
         "This repository's evaluations (src/eval.py; 144 crops = 4 scales x 3 squares x 6 crops x mirror, "
-        "docs/paper.md Sec. 5; ensembles average class probabilities). Only rows on `imagenet` are comparable to "
-        f"the paper's. Published weights for checking the protocols: {PUBLISHED}.",
+        "docs/paper.md Sec. 5; ensembles average class probabilities). `data`: the set evaluated on; only rows "
+        "whose networks were also trained on `imagenet` (`comparable to the paper`: yes) compare with the "
+        f"paper's. Published weights for checking the protocols: {PUBLISHED}.",
         "",
         *lines,
         "",
