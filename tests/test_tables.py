@@ -138,3 +138,28 @@ def test_figure4_names_the_training_data_and_calls_only_imagenet_nets_comparable
     )
     assert rows["bn_x30-synthetic"].endswith("| no: trained on synthetic |")
     assert rows["bn_x30-imagenet"].endswith("| yes |")
+
+
+def test_figure3_shows_final_and_alg2_accuracy_beside_the_max_and_defines_the_spread(tmp_path):
+    import csv
+
+    runs = [write_run(tmp_path / "i", "inception", lambda s: 0.8 * s / 1000)[0]]
+    runs[0].summary["final_acc"] = 0.8
+    for k, (final, population) in enumerate(((0.83, 0.84), (0.81, 0.80))):
+        run = write_run(tmp_path / f"x{k}", "bn_x5", lambda s: min(0.85, 0.3 + s / 600), seed=k)[0]
+        run.summary.update(final_acc=final, population_acc=population)
+        runs.append(run)
+    rows, target, _ = figure3.table_rows(figure3.by_model(runs), "inception")
+    table = figure3.markdown_table(rows, target)
+    assert "| final accuracy | Alg. 2 accuracy |" in table[0]
+    line = {r.split(" | ")[0].strip("| "): r for r in table[2:]}
+    assert "| 82.0% ± 1.4% | 82.0% ± 2.8% |" in line["BN-x5"]
+    assert "| 80.0% | n/a (not recorded) |" in line["Inception"]
+    assert "| missing | missing |" in line["BN-Baseline"]
+
+    md, out_csv = figure3.render(runs, tmp_path / "results", command="x")
+    text = md.read_text()
+    assert "`±`: mean ± sample standard deviation (ddof=1) over the runs of the row" in text
+    assert "biased upward" in text
+    csv_rows = {r["model"]: r for r in csv.DictReader(open(out_csv))}
+    assert float(csv_rows["bn_x5"]["population_acc_mean"]) == pytest.approx(0.82)

@@ -96,6 +96,13 @@ class Row:
     never: int = 0  # runs that ended (finished) below the target
     diverged_early: int = 0  # runs that diverged before reaching the target
     statuses: str = ""
+    # The last evaluation (BN with its moving averages) and Alg. 2's (population statistics), finished runs.
+    final_mean: float = math.nan
+    final_std: float = math.nan
+    population_mean: float = math.nan
+    population_std: float = math.nan
+    finished: int = 0
+    with_population: int = 0  # finished runs with an Alg. 2 accuracy (BN nets)
 
 
 def row(model: str, runs: list[Run], target: float | None) -> Row:
@@ -112,6 +119,15 @@ def row(model: str, runs: list[Run], target: float | None) -> Row:
     if maxima:
         out.max_mean, out.max_std = _mean_std([m for m, _ in maxima])
         out.max_step = float(np.mean([s for _, s in maxima]))
+    finished = [r for r in runs if r.finished]
+    out.finished = len(finished)
+    finals = [f for f in map(final_accuracy, finished) if not math.isnan(f)]
+    if finals:
+        out.final_mean, out.final_std = _mean_std(finals)
+    populations = [p for p in map(population_accuracy, finished) if not math.isnan(p)]
+    out.with_population = len(populations)
+    if populations:
+        out.population_mean, out.population_std = _mean_std(populations)
     if target is not None:
         hits = [(r, steps_to(r, target)) for r in runs]
         reached = [s for _, s in hits if s is not None]
@@ -121,6 +137,24 @@ def row(model: str, runs: list[Run], target: float | None) -> Row:
         if reached:
             out.steps_mean, out.steps_std = _mean_std(reached)
     return out
+
+
+def final_accuracy(run: Run) -> float:
+    """Top-1 at the last evaluation (summary.json's final_acc; else the curve's last value)."""
+    value = run.summary.get("final_acc")
+    if value is None:
+        acc = accuracy_curve(run)[1]
+        return float(acc[-1]) if len(acc) else math.nan
+    return float(value)
+
+
+def population_accuracy(run: Run) -> float:
+    """Top-1 with Alg. 2's population statistics after the last step (BN nets); NaN without BN."""
+    value = run.summary.get("population_acc")
+    if value is None and "population/acc" in run.metrics:
+        logged = run.curve("population/acc")[1]
+        value = logged[-1] if len(logged) else None
+    return math.nan if value is None else float(value)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -169,6 +203,26 @@ def max_cell(r: Row) -> str:
     return cell
 
 
+def final_cell(r: Row) -> str:
+    if r.runs == 0:
+        return "missing"
+    if r.finished == 0:
+        return "n/a (no finished run)"
+    cell = _pm(r.final_mean, r.final_std, _pct)
+    return cell if r.finished == r.runs else f"{cell} ({r.finished} of {r.runs} runs finished)"
+
+
+def population_cell(r: Row) -> str:
+    if r.runs == 0:
+        return "missing"
+    if r.finished == 0:
+        return "n/a (no finished run)"
+    if r.with_population == 0:
+        return "n/a (not recorded)"
+    cell = _pm(r.population_mean, r.population_std, _pct)
+    return cell if r.with_population == r.runs else f"{cell} ({r.with_population} of {r.runs} runs)"
+
+
 def table_rows(runs: dict[str, list[Run]], target) -> tuple[list[Row], float | None, str]:
     value, origin = resolve_target(target, runs)
     return [row(m, runs.get(m, []), value) for m in VARIANTS], value, origin
@@ -179,8 +233,8 @@ def markdown_table(rows: list[Row], target: float | None) -> list[str]:
     inception = next((r for r in rows if r.model == "inception"), None)
     lines = [
         f"| model | steps to {_pct(target) if target is not None else 'target'} | vs Inception | "
-        "max accuracy (at step) | runs | paper: steps to 72.2% | paper: max |",
-        "|---|---|---|---|---|---|---|",
+        "max accuracy (at step) | final accuracy | Alg. 2 accuracy | runs | paper: steps to 72.2% | paper: max |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = "n/a"
@@ -190,7 +244,8 @@ def markdown_table(rows: list[Row], target: float | None) -> list[str]:
             ratio = f"{inception.steps_mean / r.steps_mean:.1f}x fewer"
         paper_steps, paper_max, note = PAPER[r.model]
         lines.append(
-            f"| {LABELS[r.model]} | {steps_cell(r, target)} | {ratio} | {max_cell(r)} | {r.runs} | "
+            f"| {LABELS[r.model]} | {steps_cell(r, target)} | {ratio} | {max_cell(r)} | {final_cell(r)} | "
+            f"{population_cell(r)} | {r.runs} | "
             f"{fmt_steps(paper_steps) if paper_steps else 'never'} | {_pct(paper_max)}"
             f"{f' ({note})' if note else ''} |"
         )
@@ -240,6 +295,13 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         "paper-equivalent (examples seen / 32, the paper's mini-batch), counted at the evaluations "
         "(first evaluation at or above the target, to within 1e-6). `never`: never reached; `missing`: no run.",
         "",
+        "`max accuracy` is the highest of the evaluations during training, which is biased upward by their "
+        "noise; `final accuracy` is the last evaluation (BN nets with their moving averages) and `Alg. 2 "
+        "accuracy` the same network with population statistics (paper Alg. 2, after the last step), both over "
+        "the finished runs (`n/a (not recorded)`: a net without BN, as Inception, or one trained with "
+        "`callbacks.population_stats.enabled=false`). `±`: mean ± sample standard deviation (ddof=1) over the runs of the row, in the "
+        "mean's unit (percentage points for accuracies); a cell without it is one run.",
+        "",
         *markdown_table(rows, target),
         "",
         *provenance_lines(prov, spec.get("source", "local run folders")),
@@ -249,10 +311,11 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         w = csv.writer(f)
         w.writerow(["model", "runs", "target", "reached", "steps_to_target_mean", "steps_to_target_std",
                     "max_acc_mean", "max_acc_std", "max_acc_step_mean", "diverged", "diverged_at_step",
-                    "status", "paper_steps_to_72.2", "paper_max_acc"])  # fmt: skip
+                    "status", "paper_steps_to_72.2", "paper_max_acc", "final_acc_mean", "final_acc_std",
+                    "population_acc_mean", "population_acc_std"])  # fmt: skip
         for r in rows:
             paper_steps, paper_max, _ = PAPER[r.model]
             w.writerow([r.model, r.runs, target, r.reached, r.steps_mean, r.steps_std, r.max_mean, r.max_std,
                         r.max_step, r.diverged, r.diverged_at, r.statuses or "missing", paper_steps or "never",
-                        paper_max])  # fmt: skip
+                        paper_max, r.final_mean, r.final_std, r.population_mean, r.population_std])  # fmt: skip
     return [md, out_csv]
