@@ -122,3 +122,20 @@ def test_synthetic_data_is_made_on_the_device_and_sharded_by_rank():
     again = build_data(cfg, eval_every_steps=5)
     again.setup()
     assert torch.equal(again.train_x, dm.train_x)  # same seed, same data
+
+
+def test_an_mnist_training_set_of_another_size_is_warned_about(mnist_root):
+    """The tiny set holds 240 training images; data.num_train_examples (60,000 for MNIST) is the epoch that
+    lengths in epochs and LR decay count, so a mismatch is said, as the ImageNet loader does."""
+    import warnings
+
+    from conftest import build_data, compose_train
+
+    overrides = ("data=mnist", f"data.root={mnist_root}", "data.download=false")
+    dm = build_data(compose_train(*overrides), eval_every_steps=5)
+    with pytest.warns(UserWarning, match="holds 240 training examples but data.num_train_examples=60000"):
+        dm.setup()
+    dm = build_data(compose_train(*overrides, "data.num_train_examples=240"), eval_every_steps=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dm.setup()
