@@ -86,7 +86,7 @@ def test_device_loader_gathers_chunks_and_slices_exactly():
 
 
 def test_shard_shuffling_keeps_examples_within_their_shard_and_thorough_does_not():
-    """Sec. 4.2.1: the baseline's shard-local shuffle vs the BN variants' full permutation per pass."""
+    """Sec. 4.2.1: the baseline's shards (fixed order within) vs the BN variants' full permutation per pass."""
     from bnrepro.data.device_loader import shard_order, shuffled_pass
 
     n, shard = 1000, 96  # the last shard is partial (40 examples)
@@ -102,8 +102,9 @@ def test_shard_shuffling_keeps_examples_within_their_shard_and_thorough_does_not
         len({tuple(torch.unique_consecutive(shard_of[p]).tolist()) for p in passes}) == 4
     )  # shard order varies
     assert not torch.equal(passes[0], passes[1])
-    # A pass's last, incomplete global batch is dropped: over a few passes that is not always the same shard.
-    assert {int(shard_of[p[-1]]) for p in passes} != {10}
+    # The short shard is read last (full shards keep their batch boundaries) and rotated each pass, so the
+    # examples dropped with a pass's last, incomplete global batch are not always the same.
+    assert {int(shard_of[p[-1]]) for p in passes} == {10} and len({int(p[-1]) for p in passes}) > 1
     a, b = shuffled_pass(n, 0, seed=0), shuffled_pass(n, 1, seed=0)
     assert set(a[:shard].tolist()) != set(b[:shard].tolist())  # thorough: neighbours change every pass
 
@@ -122,3 +123,47 @@ def test_synthetic_data_is_made_on_the_device_and_sharded_by_rank():
     again = build_data(cfg, eval_every_steps=5)
     again.setup()
     assert torch.equal(again.train_x, dm.train_x)  # same seed, same data
+
+
+def test_an_mnist_training_set_of_another_size_is_warned_about(mnist_root):
+    """The tiny set holds 240 training images; data.num_train_examples (60,000 for MNIST) is the epoch that
+    lengths in epochs and LR decay count, so a mismatch is said, as the ImageNet loader does."""
+    import warnings
+
+    from conftest import build_data, compose_train
+
+    overrides = ("data=mnist", f"data.root={mnist_root}", "data.download=false")
+    dm = build_data(compose_train(*overrides), eval_every_steps=5)
+    with pytest.warns(UserWarning, match="holds 240 training examples but data.num_train_examples=60000"):
+        dm.setup()
+    dm = build_data(compose_train(*overrides, "data.num_train_examples=240"), eval_every_steps=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dm.setup()
+
+
+def _batches(
+    shuffle: str, data_pass: int, n: int = 4136, batch: int = 32, shard: int = 1024
+) -> list[frozenset]:
+    """The mini-batches (as sets of examples) of one pass of the step stream."""
+    s = StepChunkSampler(n, batch, steps_per_epoch=1, seed=0, shuffle=shuffle, shard_size=shard)
+    return [frozenset(b.tolist()) for b in s.step_indices(data_pass * s.steps_per_pass, s.steps_per_pass)]
+
+
+def _pairs(batches: list[frozenset]) -> set[tuple[int, int]]:
+    return {(a, b) for batch in batches for a in batch for b in batch if a < b}
+
+
+def test_shard_shuffling_repeats_the_same_mini_batches_every_pass_and_thorough_does_not():
+    """docs/paper.md Sec. 4: the paper's baseline had no within-shard shuffling, so each shard's order is
+    fixed and the same mini-batches recur pass after pass (only the order of the shards changes); thorough
+    shuffling mixes the whole set anew every pass. 4136 examples: 4 shards of 1024 and a short one of 40."""
+    for shuffle, low, high in (("shard", 0.95, 1.0), ("thorough", 0.0, 0.05)):
+        passes = [_batches(shuffle, p) for p in range(3)]
+        for a, b in zip(passes, passes[1:]):
+            repeated = len(set(a) & set(b)) / len(b)  # mini-batches of this pass seen in the previous one
+            pairs_a, pairs_b = _pairs(a), _pairs(b)
+            together_again = len(pairs_a & pairs_b) / len(pairs_b)  # pairs of examples that meet again
+            seen = (shuffle, repeated, together_again)
+            assert low <= repeated <= high and low <= together_again <= high, seen
+    assert _batches("shard", 0) != _batches("shard", 1)  # the same batches, in another order

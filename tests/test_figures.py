@@ -115,7 +115,7 @@ def test_seeds_give_mean_and_spread_and_partial_success(tmp_path):
     assert r.steps_mean == pytest.approx(np.mean([800, 800, 1000]))
     assert r.steps_std == pytest.approx(np.std([800, 800, 1000], ddof=1))
     cell = figure3.steps_cell(r, target)
-    assert "(3/5 runs; 1 never, 1 diverged)" in cell and " ± " in cell
+    assert "(mean of the 3 of 5 runs that reach it; 1 never, 1 diverged)" in cell and " ± " in cell
 
 
 def test_figure2_plots_every_variant_with_markers(tmp_path):

@@ -144,8 +144,9 @@ class DataConfig:
     batch_size: int = MISSING  # per device; global batch = devices x batch_size
     eval_batch_size: int = MISSING
     # Sec. 4.2.1 "shuffle training examples more thoroughly". thorough: a fresh permutation of the whole
-    # set every epoch. shard: one fixed permutation cut into shards of shard_size examples, shuffled
-    # only within each shard every epoch -- the same examples keep meeting in mini-batches.
+    # set every epoch. shard: one fixed permutation cut into shards of shard_size examples, each read in
+    # its fixed order, the shards visited in a new order every epoch -- the same mini-batches recur (the
+    # paper's baseline had no within-shard shuffling, docs/paper.md Sec. 4).
     shuffle: str = "thorough"
     shard_size: int = 1024
 

@@ -12,6 +12,7 @@ is needed and the ranks' mini-batches are disjoint. Lightning's own DistributedS
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import lightning as L
@@ -29,20 +30,26 @@ def shuffled_pass(
 ):
     """The order of one pass over the data (Sec. 4.2.1 "shuffle training examples more thoroughly").
 
-    thorough: a fresh permutation of the whole set each pass. shard: the fixed `shard_order` cut into
-    shards of `shard_size` examples; each pass reads the shards in a new order, each shard shuffled only
-    internally, so an example's mini-batch neighbours always come from its own shard (a sharded file
-    reader with a per-shard shuffle buffer).
+    thorough: a fresh permutation of the whole set each pass. shard: the paper's baseline, which had no
+    within-shard shuffling (docs/paper.md Sec. 4): the fixed `shard_order` cut into shards of
+    `shard_size` examples, each read in the same order every pass; only the order in which the full
+    shards are visited changes. The short last shard (num_examples % shard_size examples, if any) is read
+    last, so every full shard starts at a multiple of shard_size and, when the global batch divides
+    shard_size, the same mini-batches recur every pass. That short shard's order is rotated each pass,
+    so the examples of the pass's last, incomplete global batch (dropped) are not always the same.
     """
     gen = torch.Generator().manual_seed(seed * 1_000_003 + data_pass)
     if shuffle == "thorough":
         return torch.randperm(num_examples, generator=gen)
     if shuffle != "shard":
         raise ValueError(f"shuffle={shuffle!r}: expected thorough or shard")
-    shard = torch.arange(num_examples) // shard_size
-    shard_rank = torch.randperm(int(shard[-1]) + 1, generator=gen).double()  # this pass's order of shards
-    within = torch.rand(num_examples, generator=gen, dtype=torch.double)  # < 1: stays inside its shard
-    return shard_order(num_examples, seed)[torch.argsort(shard_rank[shard] + within)]
+    order, full = shard_order(num_examples, seed), num_examples // shard_size
+    visit = torch.randperm(full, generator=gen)  # this pass's order of the full shards
+    parts = [order[: full * shard_size].view(full, shard_size)[visit].reshape(-1)]
+    tail = order[full * shard_size :]
+    if len(tail):
+        parts.append(tail.roll(int(torch.randint(len(tail), (1,), generator=gen))))
+    return torch.cat(parts)
 
 
 class StepChunkSampler(Sampler):
@@ -76,6 +83,13 @@ class StepChunkSampler(Sampler):
         if self.steps_per_pass == 0:
             raise ValueError(
                 f"{num_examples} examples are fewer than one global batch of {self.global_batch}"
+            )
+        if shuffle == "shard" and shard_size % self.global_batch:
+            warnings.warn(
+                f"data.shuffle=shard with a global batch of {self.global_batch}, which does not divide "
+                f"data.shard_size={shard_size}: mini-batches straddle shards and do not recur from pass to "
+                f"pass as the paper's baseline's did (docs/paper.md Sec. 4)",
+                stacklevel=2,
             )
         self.num_examples, self.batch_size = num_examples, batch_size
         self.steps_per_epoch, self.steps_per_batch = steps_per_epoch, steps_per_batch

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +152,14 @@ class MNISTDataModule(TensorDataModule):
 
     def load(self, device):
         train = load_tensors(self.name, self.root, True, self.binarize_threshold)
+        if len(train[1]) != self.num_train_examples:  # as the ImageNet loader does (data/imagenet.py)
+            warnings.warn(
+                f"{_raw_dir(self.name, self.root)} holds {len(train[1])} training examples but "
+                f"data.num_train_examples={self.num_train_examples} (MNIST and Fashion-MNIST have 60,000), "
+                f"the epoch that LR decay and lengths in epochs count; set data.num_train_examples="
+                f"{len(train[1])} if this is the set you mean to train on",
+                stacklevel=2,
+            )
         test = load_tensors(self.name, self.root, False, self.binarize_threshold)
         test = tuple(t[: self.num_val_examples] for t in test)  # the first N test images (default: all)
         return tuple(t.to(device) for t in (*train, *test))

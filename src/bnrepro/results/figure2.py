@@ -16,13 +16,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from bnrepro.results.figure3 import (  # noqa: E402
     DATA_NAMES,
+    REFERENCE_BATCH,
     accuracy_curve,
     by_model,
     fmt_steps,
     resolve_target,
     steps_to,
 )
-from bnrepro.results.runs import Run, provenance  # noqa: E402
+from bnrepro.results.runs import Run, provenance, short_sha  # noqa: E402
 from bnrepro.variants import FIGURE3, REFERENCE  # noqa: E402  (the variants, their labels and styles)
 
 
@@ -44,8 +45,13 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
             hit = steps_to(run, target) if target is not None else None
             if hit is not None:
                 ax.plot([hit], [target], "o", color=color, ms=6, mec="k")
-            if run.summary.get("status") == "diverged" and len(steps):
-                ax.plot([steps[-1]], [acc[-1]], "x", color=color, ms=8)
+            if run.summary.get("status") == "diverged":
+                # At the step the loss became non-finite (paper-equivalent), at its last accuracy (0 if it
+                # diverged before its first evaluation); the last evaluation may be long before.
+                at = run.summary.get("diverged_at_step")
+                batch = run.summary.get("global_batch", REFERENCE_BATCH)
+                x = at * batch / REFERENCE_BATCH if at is not None else (steps[-1] if len(steps) else 0.0)
+                ax.plot([x], [acc[-1] if len(acc) else 0.0], "x", color=color, ms=8)
     if target is not None:
         ax.axhline(target, color="0.5", lw=0.8, ls=":")
         ax.text(ax.get_xlim()[1], target, f" target {100 * target:.1f}%", va="bottom", ha="right",
@@ -59,11 +65,16 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
     if missing:
         title += f"\nmissing: {', '.join(missing)}"
     ax.set_title(title, fontsize=8)
-    fig.text(0.01, 0.005,
-             f"{command}   target: {origin}   git {prov['git_sha'][:12]}   {prov['hardware']}   "
-             f"world size {prov['world_size']}, global batch {prov['global_batch']}, {prov['num_runs']} runs",
+    warnings = [textwrap.fill(w.strip("*"), 150) for w in prov["warnings"]]
+    if warnings:  # in bold above everything else, as at the top of the tables
+        fig.text(0.5, 0.995, "\n".join(warnings), ha="center", va="top", fontsize=6, fontweight="bold",
+                 color="darkred")  # fmt: skip
+    fig.text(0.01, 0.005, prov["paths"](
+             f"{command}   target: {origin}   trained at git {short_sha(prov['git_sha'])}, rendered at git "
+             f"{short_sha(prov['rendered_sha'])}   {prov['hardware']}   world size {prov['world_size']}, "
+             f"global batch {prov['global_batch']}, {prov['num_runs']} runs"),
              fontsize=5, color="0.4")  # fmt: skip
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.tight_layout(rect=(0, 0.03, 1, 1 - 0.03 * sum(w.count("\n") + 1 for w in warnings)))
     paths = [out_dir / "figure2.png", out_dir / "figure2.svg"]
     for p in paths:
         fig.savefig(p, dpi=130, metadata={"Date": None} if p.suffix == ".svg" else None)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnrepro.results.runs import Run, provenance
+from bnrepro.results.runs import RUNS_ROOT, Run, provenance
 from bnrepro.variants import FIGURE3, REFERENCE, Variant
 
 DATA_NAMES = {
@@ -29,6 +29,9 @@ DATA_NAMES = {
 }
 METRIC = "val/acc"
 REFERENCE_BATCH = 32  # the paper's mini-batch: paper-equivalent steps = examples seen / 32
+# Accuracies are compared with this tolerance: the target is a mean of maxima, and the mean of equal
+# floats can differ from them in the last bit; 1e-6 is below one example in a million.
+TOLERANCE = 1e-6
 
 
 def accuracy_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
@@ -39,9 +42,9 @@ def accuracy_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
 
 
 def steps_to(run: Run, target: float) -> float | None:
-    """First paper-equivalent step with accuracy >= target; None if the run never got there."""
+    """First paper-equivalent step with accuracy >= target (up to TOLERANCE); None if never."""
     steps, acc = accuracy_curve(run)
-    hit = np.flatnonzero(acc >= target)
+    hit = np.flatnonzero(acc >= target - TOLERANCE)
     return float(steps[hit[0]]) if len(hit) else None
 
 
@@ -62,7 +65,12 @@ def resolve_target(target, runs: dict[str, list[Run]]) -> tuple[float | None, st
     finished = [r for r in runs.get(REFERENCE, []) if r.finished]
     if not finished:
         return None, f"unknown: no finished {label} run; pass target=<accuracy>"
-    return float(np.mean([best(r)[0] for r in finished])), f"the {label} run's max (as the paper's 72.2%)"
+    if len(finished) == 1:
+        return best(finished[0])[0], f"the {label} run's max (as the paper's 72.2%)"
+    return float(np.mean([best(r)[0] for r in finished])), (
+        f"the mean of the {len(finished)} {label} runs' maxima (as the paper's 72.2%, Inception's max); "
+        "a seed whose max is below the mean never reaches it"
+    )
 
 
 @dataclass
@@ -80,6 +88,13 @@ class Row:
     never: int = 0  # runs that ended (finished) below the target
     diverged_early: int = 0  # runs that diverged before reaching the target
     statuses: str = ""
+    # The last evaluation (BN with its moving averages) and Alg. 2's (population statistics), finished runs.
+    final_mean: float = math.nan
+    final_std: float = math.nan
+    population_mean: float = math.nan
+    population_std: float = math.nan
+    finished: int = 0
+    with_population: int = 0  # finished runs with an Alg. 2 accuracy (BN nets)
 
 
 def row(model: str, runs: list[Run], target: float | None) -> Row:
@@ -96,6 +111,15 @@ def row(model: str, runs: list[Run], target: float | None) -> Row:
     if maxima:
         out.max_mean, out.max_std = _mean_std([m for m, _ in maxima])
         out.max_step = float(np.mean([s for _, s in maxima]))
+    finished = [r for r in runs if r.finished]
+    out.finished = len(finished)
+    finals = [f for f in map(final_accuracy, finished) if not math.isnan(f)]
+    if finals:
+        out.final_mean, out.final_std = _mean_std(finals)
+    populations = [p for p in map(population_accuracy, finished) if not math.isnan(p)]
+    out.with_population = len(populations)
+    if populations:
+        out.population_mean, out.population_std = _mean_std(populations)
     if target is not None:
         hits = [(r, steps_to(r, target)) for r in runs]
         reached = [s for _, s in hits if s is not None]
@@ -107,14 +131,34 @@ def row(model: str, runs: list[Run], target: float | None) -> Row:
     return out
 
 
+def final_accuracy(run: Run) -> float:
+    """Top-1 at the last evaluation (summary.json's final_acc; else the curve's last value)."""
+    value = run.summary.get("final_acc")
+    if value is None:
+        acc = accuracy_curve(run)[1]
+        return float(acc[-1]) if len(acc) else math.nan
+    return float(value)
+
+
+def population_accuracy(run: Run) -> float:
+    """Top-1 with Alg. 2's population statistics after the last step (BN nets); NaN without BN."""
+    value = run.summary.get("population_acc")
+    if value is None and "population/acc" in run.metrics:
+        logged = run.curve("population/acc")[1]
+        value = logged[-1] if len(logged) else None
+    return math.nan if value is None else float(value)
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
 
 
-def fmt_steps(x: float | None) -> str:
+def fmt_steps(x: float | None, like: float | None = None) -> str:
+    """Steps in e6 from 1e5 on, else in full; `like`: take the unit of that value (a spread takes its
+    mean's, so one cell has one unit)."""
     if x is None or math.isnan(x):
         return "n/a"
-    return f"{x / 1e6:.2f}e6" if x >= 1e5 else f"{x:,.0f}"
+    return f"{x / 1e6:.2f}e6" if (x if like is None else like) >= 1e5 else f"{x:,.0f}"
 
 
 def _pm(mean: float, std: float, fmt) -> str:
@@ -132,14 +176,14 @@ def steps_cell(r: Row, target: float | None) -> str:
         return "n/a (no target)"
     if r.reached == 0:
         return f"diverged at {fmt_steps(r.diverged_at)}" if r.diverged == r.runs else "never"
-    cell = _pm(r.steps_mean, r.steps_std, fmt_steps)
-    if r.reached == r.runs:
-        return cell
+    cell = _pm(r.steps_mean, r.steps_std, lambda x: fmt_steps(x, like=r.steps_mean))
+    if r.reached == r.runs:  # how many runs the mean is over
+        return cell if r.runs == 1 else f"{cell} (mean of {r.runs} runs)"
     others = [
         f"{r.never} never" if r.never else "",
         f"{r.diverged_early} diverged" if r.diverged_early else "",
     ]
-    return f"{cell} ({r.reached}/{r.runs} runs; {', '.join(o for o in others if o)})"
+    return f"{cell} (mean of the {r.reached} of {r.runs} runs that reach it; {', '.join(o for o in others if o)})"
 
 
 def max_cell(r: Row) -> str:
@@ -149,6 +193,26 @@ def max_cell(r: Row) -> str:
     if r.diverged:
         cell += f"; diverged ({r.diverged}/{r.runs}) at {fmt_steps(r.diverged_at)}"
     return cell
+
+
+def final_cell(r: Row) -> str:
+    if r.runs == 0:
+        return "missing"
+    if r.finished == 0:
+        return "n/a (no finished run)"
+    cell = _pm(r.final_mean, r.final_std, _pct)
+    return cell if r.finished == r.runs else f"{cell} ({r.finished} of {r.runs} runs finished)"
+
+
+def population_cell(r: Row) -> str:
+    if r.runs == 0:
+        return "missing"
+    if r.finished == 0:
+        return "n/a (no finished run)"
+    if r.with_population == 0:
+        return "n/a (not recorded)"
+    cell = _pm(r.population_mean, r.population_std, _pct)
+    return cell if r.with_population == r.runs else f"{cell} ({r.with_population} of {r.runs} runs)"
 
 
 def table_rows(runs: dict[str, list[Run]], target) -> tuple[list[Row], float | None, str]:
@@ -161,8 +225,9 @@ def markdown_table(rows: list[Row], target: float | None) -> list[str]:
     reference = next((r for r in rows if r.model == REFERENCE), None)
     lines = [
         f"| model | steps to {_pct(target) if target is not None else 'target'} | "
-        f"vs {FIGURE3[REFERENCE].label} | max accuracy (at step) | runs | paper: steps to 72.2% | paper: max |",
-        "|---|---|---|---|---|---|---|",
+        f"vs {FIGURE3[REFERENCE].label} | max accuracy (at step) | final accuracy | Alg. 2 accuracy | runs | "
+        "paper: steps to 72.2% | paper: max |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = "n/a"
@@ -172,7 +237,8 @@ def markdown_table(rows: list[Row], target: float | None) -> list[str]:
             ratio = f"{reference.steps_mean / r.steps_mean:.1f}x fewer"
         v = FIGURE3[r.model]
         lines.append(
-            f"| {v.label} | {steps_cell(r, target)} | {ratio} | {max_cell(r)} | {r.runs} | "
+            f"| {v.label} | {steps_cell(r, target)} | {ratio} | {max_cell(r)} | {final_cell(r)} | "
+            f"{population_cell(r)} | {r.runs} | "
             f"{paper_steps_cell(v)} | {_pct(v.paper_max) if v.paper_max else 'n/a'}"
             f"{f' ({v.note})' if v.note else ''} |"
         )
@@ -196,8 +262,10 @@ def provenance_lines(prov: dict, source: str) -> list[str]:
         *[f"- runs trained with: `{c}`" for c in prov["run_commands"]],
         f"- source: {source}",
         f"- hardware: {prov['hardware']}; world size {prov['world_size']}; global batch {prov['global_batch']}",
-        f"- git SHA: {prov['git_sha']}",
+        f"- runs trained at: {prov['git_sha']}",
+        f"- rendered at: {prov['rendered_sha']}",
         f"- {prov['num_runs']} runs: {prov['runs']}",
+        f"- paths: relative to the repository; `{RUNS_ROOT}`: the runs folder read, where it lies outside it",
         f"- rendered: {prov['rendered']}",
         "",
     ]
@@ -218,28 +286,38 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
     rows, target, origin = table_rows(grouped, spec.get("target", REFERENCE))
     prov = provenance(runs, command, DATA_NAMES)
     md = out_dir / "figure3.md"
-    md.write_text("\n".join([
+    md.write_text(prov["paths"]("\n".join([
         "# Figure 3 (Sec. 4.2.2): steps to match Inception, and maximum accuracy",
         "",
+        *[line for w in prov["warnings"] for line in (w, "")],
         f"**Data: {prov['data']}**",
         "",
         f"Target: {_pct(target) if target is not None else 'n/a'} single-crop top-1 = {origin}. Steps are "
         "paper-equivalent (examples seen / 32, the paper's mini-batch), counted at the evaluations "
-        "(first evaluation at or above the target). `never`: never reached; `missing`: no run.",
+        "(first evaluation at or above the target, to within 1e-6). `never`: never reached; `missing`: no run.",
+        "",
+        "`max accuracy` is the highest of the evaluations during training, which is biased upward by their "
+        "noise; `final accuracy` is the last evaluation (BN nets with their moving averages) and `Alg. 2 "
+        "accuracy` the same network with population statistics (paper Alg. 2, after the last step), both over "
+        "the finished runs (`n/a (not recorded)`: a net without BN, as Inception, or one trained with "
+        "`callbacks.population_stats.enabled=false`). `±`: mean ± sample standard deviation (ddof=1) over the runs of the row, in the "
+        "mean's unit (percentage points for accuracies); a cell without it is one run.",
         "",
         *markdown_table(rows, target),
         "",
         *provenance_lines(prov, spec.get("source", "local run folders")),
-    ]))  # fmt: skip
+    ])))  # fmt: skip
     out_csv = out_dir / "figure3.csv"
     with open(out_csv, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["model", "runs", "target", "reached", "steps_to_target_mean", "steps_to_target_std",
                     "max_acc_mean", "max_acc_std", "max_acc_step_mean", "diverged", "diverged_at_step",
-                    "status", "paper_steps_to_72.2", "paper_max_acc"])  # fmt: skip
+                    "status", "paper_steps_to_72.2", "paper_max_acc", "final_acc_mean", "final_acc_std",
+                    "population_acc_mean", "population_acc_std"])  # fmt: skip
         for r in rows:
             v = FIGURE3[r.model]
             w.writerow([r.model, r.runs, target, r.reached, r.steps_mean, r.steps_std, r.max_mean, r.max_std,
                         r.max_step, r.diverged, r.diverged_at, r.statuses or "missing",
-                        v.paper_steps or ("never" if v.paper_max else "n/a"), v.paper_max or "n/a"])  # fmt: skip
+                        v.paper_steps or ("never" if v.paper_max else "n/a"), v.paper_max or "n/a",
+                        r.final_mean, r.final_std, r.population_mean, r.population_std])  # fmt: skip
     return [md, out_csv]

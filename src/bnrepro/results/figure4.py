@@ -10,6 +10,9 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bnrepro.results import runs as _runs
+from bnrepro.results.runs import RUNS_ROOT, RelativePaths, commit_warnings, short_sha
+
 # Figure 4 of the paper, ImageNet validation (top-5 of the ensemble: 4.82% on the test server).
 PAPER = [
     ("BN-Inception", "single crop", "25.2%", "7.82%"),
@@ -28,20 +31,39 @@ def _key(e: dict) -> tuple:
     return (e.get("weights"), tuple(e.get("checkpoints", [])), e.get("crops"), e.get("data"))
 
 
-def training(e: dict) -> str:
-    """How the evaluated networks were trained, from their runs' summary.json (beside checkpoints/)."""
-    if e.get("weights") == "caffe_port":
-        return "published (Caffe)"
-    facts = set()
+def summaries(e: dict) -> list[dict]:
+    """The summary.json of each evaluated network's run (beside its checkpoints/), where it is here."""
+    out = []
     for ckpt in e.get("checkpoints", []):
         summary = Path(ckpt).parent.parent / "summary.json"
         if summary.is_file():
-            s = json.loads(summary.read_text())
-            facts.add(
-                f"{s.get('hardware', '?')}, world size {s.get('world_size')}, global batch {s.get('global_batch')}, "
-                f"git {str(s.get('git_sha', '?'))[:12]}"
-            )
+            out.append(json.loads(summary.read_text()))
+    return out
+
+
+def training(e: dict) -> str:
+    """How the evaluated networks were trained, from their runs' summary.json (beside checkpoints/)."""
+    if e.get("weights") == "caffe_port":
+        return "published (Caffe), trained on imagenet"
+    facts = {
+        f"trained on {s.get('data', '?')}: {s.get('hardware', '?')}, world size {s.get('world_size')}, "
+        f"global batch {s.get('global_batch')}, git {short_sha(str(s.get('git_sha', '?')))}"
+        for s in summaries(e)
+    }
     return "; ".join(sorted(facts)) or "unknown (run folders not here)"
+
+
+def comparable(e: dict) -> str:
+    """Whether a row compares with the paper's: networks trained on ImageNet, evaluated on ImageNet."""
+    if e.get("data") != "imagenet":
+        return f"no: evaluated on {e.get('data')}"
+    if e.get("weights") == "caffe_port":
+        return "yes"
+    trained = sorted({str(s.get("data")) for s in summaries(e)})
+    if len(summaries(e)) < len(e.get("checkpoints", [])) or not trained:
+        return "unknown: run folders not here"
+    others = [d for d in trained if d != "imagenet"]
+    return f"no: trained on {', '.join(others)}" if others else "yes"
 
 
 def _err(x: float | None) -> str:
@@ -63,27 +85,40 @@ def render(evals: list[dict], out_dir: str | Path, command: str, spec: dict | No
     rows = sorted(
         newest.values(), key=lambda e: (e.get("weights") != "caffe_port", e.get("members", 1), e.get("crops"))
     )
-    lines = ["| network | protocol | data | images | top-1 error | top-5 error | evaluated on (world size), git | trained on |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| network | protocol | data | images | top-1 error | top-5 error | evaluated on (world size), git | "
+             "trained on | comparable to the paper |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for e in rows:
         lines.append(
             f"| {network(e)} | {e['protocol']} | {e['data']} | {e['num_images']} | {_err(e['top1_err'])} | "
             f"{_err(e.get('top5_err'))} | {e.get('hardware', '?')} ({e.get('world_size', '?')}), "
-            f"{str(e.get('git_sha', '?'))[:12]} | {training(e)} |"
+            f"{short_sha(str(e.get('git_sha', '?')))} | {training(e)} | {comparable(e)} |"
         )
     if not rows:
         lines.append(
-            "| (no evaluation yet: `python src/eval.py ...` or `just reproduce figure4`) | | | | | | | |"
+            "| (no evaluation yet: `python src/eval.py ...` or `just reproduce figure4`) | | | | | | | | |"
         )
     paper = ["| network | protocol | top-1 error | top-5 error |", "|---|---|---|---|"]
     paper += [f"| {n} | {p} | {t1} | {t5} |" for n, p, t1, t5 in PAPER]
+    trained = sorted({str(s.get("git_sha") or "unknown") for e in rows for s in summaries(e)})
+    evaluated = sorted({str(e.get("git_sha") or "unknown") for e in rows})
+    rendered = _runs.git_sha()  # looked up at call time: tests set the commit there
+    paths = RelativePaths.of(
+        [e.get("path", "") for e in rows]
+        + [Path(c).parent.parent for e in rows for c in e.get("checkpoints", [])],
+        [str(e.get("command", "")) for e in rows],
+        marker="eval",
+    )
     md = out_dir / "figure4.md"
-    md.write_text("\n".join([
+    md.write_text(paths("\n".join([
         "# Figure 4 (Sec. 4.2.3): single crop, 144 crops and ensembles, top-1 / top-5 error",
         "",
+        *[line for w in commit_warnings(trained + evaluated, rendered, "networks were trained or evaluated")
+          for line in (w, "")],
         "This repository's evaluations (src/eval.py; 144 crops = 4 scales x 3 squares x 6 crops x mirror, "
-        "docs/paper.md Sec. 5; ensembles average class probabilities). Only rows on `imagenet` are comparable to "
-        f"the paper's. Published weights for checking the protocols: {PUBLISHED}.",
+        "docs/paper.md Sec. 5; ensembles average class probabilities). `data`: the set evaluated on; only rows "
+        "whose networks were also trained on `imagenet` (`comparable to the paper`: yes) compare with the "
+        f"paper's. Published weights for checking the protocols: {PUBLISHED}.",
         "",
         *lines,
         "",
@@ -96,7 +131,11 @@ def render(evals: list[dict], out_dir: str | Path, command: str, spec: dict | No
         f"- command: `{command}`",
         f"- {len(rows)} evaluations: " + ", ".join(f"{e.get('path', '?')} ({', '.join(e.get('checkpoints', []))})"
                                                   for e in rows),
+        f"- networks trained at: {', '.join(trained) or 'n/a'}",
+        f"- evaluated at: {', '.join(evaluated) or 'n/a'}",
+        f"- rendered at: {rendered}",
+        f"- paths: relative to the repository; `{RUNS_ROOT}`: the runs folder read, where it lies outside it",
         f"- rendered: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         "",
-    ]))  # fmt: skip
+    ])))  # fmt: skip
     return [md]

@@ -2,7 +2,9 @@
 
     source=local          runs/<task>/*/summary.json + metrics.csv (the default; always complete)
     source=wandb_offline  the .wandb logs under runs/<task>/*/wandb/, read by W&B's own reader
-                          (`wandb leet inspect --json <run dir>` prints every record as one JSON line)
+                          (`wandb leet inspect --json <run dir>` prints every record as one JSON line);
+                          the offline-run-* folders of one W&B run id (one per launch of a resumed
+                          run) are merged into one run
     source=wandb          entity=... project=...: W&B's public API, the full history via scan_history
                           (run.history() would return a 500-point sample)
 
@@ -54,22 +56,58 @@ def _leet(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
-def read_wandb_offline(run_dir: str | Path) -> Run | None:
-    """One W&B run folder (offline-run-* or run-*, holding a .wandb log) read through `wandb leet`."""
-    history, summary = [], {}
-    for record in _leet(Path(run_dir)):
+def _read_leg(run_dir: Path) -> tuple[str, str, list[dict], dict]:
+    """One offline-run-* folder: (W&B run id, start time, history rows, summary updates)."""
+    run_id, started, history, summary = run_dir.name.rsplit("-", 1)[-1], "", [], {}
+    for record in _leet(run_dir):
         kind = record.get("type")
-        if kind == "history":
+        if kind == "run":
+            run_id = record["run"].get("run_id", run_id)
+            started = record["run"].get("start_time", "")
+        elif kind == "history":
             history.append(record["history"]["item"])
         elif kind == "summary":
             summary.update(record["summary"].get("update", {}))
+    return run_id, started or run_dir.name, history, summary
+
+
+def read_wandb_offline(run_dir: str | Path) -> Run | None:
+    """One W&B run folder (offline-run-* or run-*, holding a .wandb log) read through `wandb leet`."""
+    _, _, history, summary = _read_leg(Path(run_dir))
     return wandb_run(str(run_dir), history, summary.get("run_summary"))
 
 
+def merge_legs(legs: list[tuple[list[dict], dict]]) -> tuple[list[dict], dict]:
+    """The folders of one W&B run id (a run preempted and resumed: W&B writes a new offline-run-* folder
+    per launch), oldest first, as one history and one summary. A resumed launch redoes the steps after
+    its checkpoint, so an earlier folder's rows from the first step the later one logged onwards are
+    dropped (as metrics.csv drops the rows after the checkpoint); the summary is the latest run_summary."""
+    rows: list[dict] = []
+    summary: dict = {}
+    for history, updates in legs:
+        steps = [r[WANDB_STEP] for r in history if r.get(WANDB_STEP) is not None]
+        if steps:
+            first = min(steps)
+            rows = [r for r in rows if r.get(WANDB_STEP) is None or r[WANDB_STEP] < first]
+        rows += history
+        summary.update(updates)
+    return rows, summary
+
+
 def wandb_offline_runs(root: str | Path) -> list[Run]:
-    """Every W&B run folder below `root` with a finished run_summary, oldest first."""
+    """Every W&B run below `root` with a finished run_summary, oldest first; the folders of one run id
+    (one per launch of a resumed run) are merged into one run (merge_legs)."""
     dirs = sorted({p.parent for p in Path(root).glob("**/wandb/*run-*/*.wandb")})
-    runs = [r for r in map(read_wandb_offline, dirs) if r is not None]
+    by_id: dict[tuple[Path, str], list[tuple[str, list[dict], dict]]] = {}
+    for d in dirs:
+        run_id, started, history, summary = _read_leg(d)
+        by_id.setdefault((d.parent.parent, run_id), []).append((started, history, summary))
+    runs = []
+    for (run_folder, _), legs in sorted(by_id.items()):
+        history, summary = merge_legs([(h, s) for _, h, s in sorted(legs, key=lambda leg: leg[0])])
+        run = wandb_run(str(run_folder), history, summary.get("run_summary"))
+        if run is not None:
+            runs.append(run)
     return sorted(runs, key=lambda r: r.summary.get("finished_at", ""))
 
 

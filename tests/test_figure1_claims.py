@@ -1,0 +1,115 @@
+"""Figure 1's two claims decided robustly on hand-made curves: each decision holds where the curves say so
+and fails where they do not; the table, the test-set size and several seeds."""
+
+from __future__ import annotations
+
+import csv
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from bnrepro.results import mnist_figure1
+from bnrepro.results.mnist_figure1 import render
+from bnrepro.results.runs import load_run
+
+STEPS = np.arange(500, 50_001, 500)
+
+
+def write(
+    path: Path, model: str, acc, pct, seed: int = 0, val_examples: int | None = 10_000, noise: float = 0.0
+):
+    """A run folder with val/acc = acc(step) and percentiles pct(step) -> (p15, p50, p85), plus noise."""
+    rng = np.random.default_rng([zlib.crc32(model.encode()), seed])  # the same noise in every process
+    path.mkdir(parents=True)
+    with open(path / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["act/p15", "act/p50", "act/p85", "step", "val/acc"])
+        for s in STEPS:
+            w.writerow([*pct(s), s, acc(s) + noise * rng.standard_normal()])
+    summary = {"status": "finished", "model": model, "data": "mnist", "seed": seed, "max_steps": 50_000,
+               "best_acc": float(max(acc(s) for s in STEPS)), "best_step": 50_000, "git_sha": "abc",
+               "hardware": "test CPU", "world_size": 1, "global_batch": 60, "val_examples": val_examples,
+               "finished_at": f"2026-01-01T00:00:0{seed}+00:00"}  # fmt: skip
+    (path / "summary.json").write_text(json.dumps(summary))
+    return load_run(path)
+
+
+def steady(s):
+    return (-1.0, 0.0, 1.0)
+
+
+def claims(tmp_path: Path, base_acc, bn_acc, base_pct=steady, bn_pct=steady, seeds=(0,), **kw) -> dict:
+    """Renders two nets (and seeds) and returns {claim number: its line}."""
+    runs = [write(tmp_path / f"{m}-{k}", m, acc, pct, seed=k, **kw)
+            for m, acc, pct in (("mnist_mlp", base_acc, base_pct), ("mnist_mlp_bn", bn_acc, bn_pct))
+            for k in seeds]  # fmt: skip
+    _, md = render(runs, out_dir=tmp_path / "results", command="x")
+    text = md.read_text()
+    lines = [line for line in text.splitlines() if line.startswith("- ") and "->" in line]
+    keys = {"trains faster": "1a", "ends higher": "1b", "input steady": "2"}
+    return {k: line for line in lines for phrase, k in keys.items() if phrase in line} | {"text": text}
+
+
+def rising(start: float, end: float):
+    return lambda s: start + (end - start) * s / 50_000
+
+
+def verdict(line: str) -> str:
+    return line.rsplit("->", 1)[1].strip().rstrip(".")
+
+
+def test_all_three_decisions_hold_on_curves_that_show_them(tmp_path):
+    base = lambda s: 0.5 + 0.35 * (1 - np.exp(-s / 15_000))  # noqa: E731
+    bn = lambda s: 0.6 + 0.3 * (1 - np.exp(-s / 3_000))  # noqa: E731
+    drifting = lambda s: (-1 - s / 20_000, -s / 20_000, 1 - s / 20_000)  # noqa: E731
+    c = claims(tmp_path, base, bn, base_pct=drifting, noise=0.005)
+    assert [verdict(c[k]) for k in ("1a", "1b", "2")] == ["holds"] * 3
+
+
+def test_one_lucky_evaluation_does_not_make_bn_faster(tmp_path):
+    """BN is behind at every evaluation of the first fifth except the one at 10k steps."""
+    bn = lambda s: 0.75 if s == 10_000 else 0.6  # noqa: E731
+    c = claims(tmp_path, lambda s: 0.7, bn)
+    assert verdict(c["1a"]) == "does NOT hold"
+
+
+def test_bn_ahead_early_but_behind_at_the_end_fails_the_second_part(tmp_path):
+    c = claims(tmp_path, rising(0.5, 0.9), rising(0.7, 0.85), noise=0.003)
+    assert verdict(c["1a"]) == "holds" and verdict(c["1b"]) == "does NOT hold"
+
+
+def test_the_baselines_collapsed_start_does_not_count_as_movement(tmp_path):
+    """Without BN the N(0, 0.05^2) init puts every input near 0 at first; the percentiles then spread out
+    and stay. That spreading is not the baseline's distribution moving during training; BN's drift is."""
+    collapsed = lambda s: (0.0, 0.0, 0.0) if s <= 2_500 else (-1.0, 0.0, 1.0)  # noqa: E731
+    drifting = lambda s: (-1 + s / 100_000, s / 100_000, 1 + s / 100_000)  # noqa: E731
+    c = claims(tmp_path, rising(0.5, 0.9), rising(0.7, 0.95), base_pct=collapsed, bn_pct=drifting)
+    assert verdict(c["2"]) == "does NOT hold"
+
+
+def test_the_table_starts_where_the_effect_is_largest(tmp_path):
+    c = claims(tmp_path, rising(0.5, 0.9), rising(0.7, 0.95))
+    assert "| model | 500 | 1k | 2k | 5k | 10k | 20k | 50k | best (step) |" in c["text"]
+    assert (
+        "| Without BN (mnist_mlp) | 0.5040 | 0.5080 | 0.5160 | 0.5400 | 0.5800 | 0.6600 | 0.9000 |"
+        in c["text"]
+    )
+
+
+def test_the_test_set_size_comes_from_the_runs(tmp_path):
+    c = claims(tmp_path, rising(0.5, 0.9), rising(0.7, 0.95), val_examples=1_000)
+    assert "1,000 test images" in c["text"] and "10k" not in c["text"].split("|")[0]
+
+
+def test_several_seeds_give_mean_and_spread_and_bands(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(mnist_figure1.plt, "close", figures.append)
+    c = claims(tmp_path, rising(0.5, 0.9), rising(0.7, 0.95), seeds=(0, 1, 2), noise=0.01)
+    text = c["text"]
+    assert "mean ± sample standard deviation over 3 seeds" in text
+    row = next(line for line in text.splitlines() if line.startswith("| With BN"))
+    assert row.count(" ± ") >= 7
+    ax = figures[0].axes[0]
+    assert len(ax.collections) >= 2  # a band per net
