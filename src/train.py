@@ -5,9 +5,9 @@ Hydra composes conf/train.yaml (docs/design.md lists the groups); `-m` sweeps, e
 folder under runs/.
 
 Exit status: 0 finished, or preempted (SIGTERM / SIGUSR1: last.ckpt saved, relaunch the same command
-to resume); 2 bad input (config, data set, run folder, checkpoint), nothing trained; 3 the run diverged
-(a result: summary.json says diverged=true and the step). In a multirun a diverged job is reported and
-the sweep goes on with its other jobs.
+to resume); 2 bad input (config, data set, run folder, checkpoint) or a run folder in use by another
+launch, nothing trained; 3 the run diverged (a result: summary.json says diverged=true and the step).
+In a multirun a diverged job is reported and the sweep goes on with its other jobs.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from bnrepro.config import ConfigError
 from bnrepro.data.images import ImageDataError
 from bnrepro.data.mnist import DatasetNotFoundError
 from bnrepro.run import RunExistsError, train
+from bnrepro.runlock import RunFolderNotWritable, RunLockedError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
@@ -36,7 +37,15 @@ def main(cfg) -> None:
     hydra_cfg = HydraConfig.get()
     try:
         summary = train(cfg, Path(hydra_cfg.runtime.output_dir))
-    except (ConfigError, DatasetNotFoundError, ImageDataError, RunExistsError, TrainingDiverged) as e:
+    except (
+        ConfigError,
+        DatasetNotFoundError,
+        ImageDataError,
+        RunExistsError,
+        RunLockedError,
+        RunFolderNotWritable,
+        TrainingDiverged,
+    ) as e:
         if rank_zero_only.rank != 0:
             # Raised on every rank together (data_errors.py, divergence.py): rank 0 reports it and owns
             # the exit status. Another rank exiting non-zero would make Lightning's child-process

@@ -40,6 +40,7 @@ from bnrepro.loggers import build_loggers, close_wandb
 from bnrepro.models import build_net
 from bnrepro.provenance import write_text_atomic
 from bnrepro.results.runs import COMPLETE
+from bnrepro.runlock import RunLock
 from bnrepro.speed import Speed, apply_to_net, is_convolutional, resolve_speed
 from bnrepro.speed import trainer_args as speed_trainer_args
 
@@ -182,7 +183,6 @@ def train(cfg, run_dir: Path) -> dict | None:
     info = {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed, "task": cfg.task,
             "run_name": cfg.run_name, "lr_multiplier": cfg.lr_multiplier.factor}  # fmt: skip
     callbacks = build_callbacks(cfg, run_dir, info)
-    summary = callbacks[0]
     # precision / cudnn benchmark with "auto" resolved
     trainer_kwargs.update(speed_trainer_args(cfg, convolutional=is_convolutional(net)))
     plugins = [AtomicCheckpointIO()]
@@ -198,6 +198,20 @@ def train(cfg, run_dir: Path) -> dict | None:
         callbacks=callbacks,
         plugins=plugins,
     )
+    # One launch at a time per run folder (runlock.py): taken before the folder's state is read, by global
+    # rank 0 only (the other ranks are this launch's own), and held until this launch ends.
+    lock = RunLock(run_dir) if trainer.global_rank == 0 else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train(cfg, run_dir, resolved, trainer, net, dm, callbacks)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg, run_dir: Path, resolved: dict, trainer: L.Trainer, net, dm, callbacks) -> dict | None:
+    summary = callbacks[0]
     speed = resolve_speed(cfg, trainer, data_on_device=dm.holds_data_on_device)
     summary.info["speed"] = speed.asdict()
     # config.yaml stores what "auto" became on this machine, so a resume on other hardware that would
