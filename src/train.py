@@ -25,6 +25,7 @@ from bnrepro.callbacks.divergence import TrainingDiverged
 from bnrepro.config import ConfigError
 from bnrepro.data.images import ImageDataError
 from bnrepro.data.mnist import DatasetNotFoundError
+from bnrepro.launch_record import remove_new_folders
 from bnrepro.run import RunExistsError, train
 from bnrepro.runlock import RunFolderNotWritable, RunLockedError
 
@@ -35,8 +36,17 @@ EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg) -> None:
     hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    new = not any(run_dir.iterdir())  # Hydra has just created it: a refused launch removes it again
     try:
-        summary = train(cfg, Path(hydra_cfg.runtime.output_dir))
+        run(cfg, run_dir, hydra_cfg)
+    finally:
+        remove_new_folders(run_dir, new)
+
+
+def run(cfg, run_dir: Path, hydra_cfg) -> None:
+    try:
+        summary = train(cfg, run_dir)
     except (
         ConfigError,
         DatasetNotFoundError,

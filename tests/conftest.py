@@ -91,3 +91,25 @@ def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.C
     env = {k: v for k, v in env.items() if v is not None}  # None: unset the variable
     return subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def train_main(*args: str) -> int:
+    """`python src/train.py *args` in this process (Hydra's main included): its exit status. For the
+    refusals, which end before anything trains; cli() runs the real command."""
+    import importlib.util
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "src" / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    argv = sys.argv
+    sys.argv = [str(ROOT / "src" / "train.py"), *args]
+    try:
+        script.main()
+        return 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()

@@ -13,7 +13,7 @@ import pytest
 
 from bnrepro.run import train
 from bnrepro.runlock import LOCK_NAME, STALE_AFTER_S, RunLock, RunLockedError
-from conftest import ROOT, cli, compose_train, fast_overrides
+from conftest import ROOT, cli, compose_train, fast_overrides, train_main
 
 HOLD = (
     "import sys; from pathlib import Path; from bnrepro.runlock import RunLock\n"
@@ -78,7 +78,7 @@ def test_a_second_launch_is_refused_while_the_first_holds_the_run_folder(partial
     r = cli(*overrides)
     assert r.returncode == 2, r.stderr[-2000:]
     assert f"error: {run_dir} is in use by another launch of this run (pid {owner.pid}" in r.stderr
-    assert {k: v for k, v in files(run_dir).items() if k in kept} == kept
+    assert files(run_dir) == kept  # not even Hydra's record of the launch or its log file
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over_and_released_at_the_end(partial_run, capfd):
@@ -135,3 +135,23 @@ def test_a_lock_refused_launch_creates_no_folder_and_a_new_folder_is_removed_aga
     lock.acquire()
     lock.release()  # nothing was written beside the lock: the folders it made go with it
     assert not (tmp_path / "other").exists()
+
+
+def test_a_refused_launch_writes_nothing_and_an_accepted_one_its_record_and_log(partial_run, tmp_path):
+    overrides, run_dir = partial_run
+    kept = files(run_dir)
+    assert train_main(*overrides, f"data.root={tmp_path / 'nowhere'}") == 2  # refused at start-up
+    assert files(run_dir) == kept  # no .hydra/<time>/, no train.log line
+    # A new run refused: no folder is left, nor the task's folder Hydra made for it.
+    assert train_main(*overrides, f"data.root={tmp_path / 'nowhere'}", "run_name=new", "task=t") == 2
+    assert sorted(p.name for p in run_dir.parent.parent.iterdir()) == ["mnist"]
+    assert train_main(*overrides, f"data.root={tmp_path / 'nowhere'}", f"runs_root={tmp_path / 'new'}") == 2
+    assert not (tmp_path / "new").exists()
+
+    assert train_main(*overrides) == 0  # accepted: resumes, and records the launch as Hydra would
+    records = [p for p in (run_dir / ".hydra").iterdir() if p.is_dir()]
+    assert len(records) == 1 and {p.name for p in records[0].iterdir()} == {"config.yaml", "hydra.yaml",
+                                                                            "overrides.yaml"}  # fmt: skip
+    assert "- run_name=r" in (records[0] / "overrides.yaml").read_text()
+    assert (run_dir / "train.log").is_file()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"

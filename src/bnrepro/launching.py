@@ -43,7 +43,7 @@ def job_command(run_dir: Path) -> list[str]:
     hc = HydraConfig.get()
     script = to_absolute_path(sys.argv[0]) if __main__.__spec__ is None else None
     command = [sys.executable, script] if script else [sys.executable, "-m", __main__.__spec__.name]
-    # The job's record (.hydra/<time>/) was written by the sweep's process already.
+    # The job writes its own record (.hydra/<time>/) once accepted (launch_record.py), as every run does.
     # hydra.mode=RUN: an experiment file may set MULTIRUN itself (experiment=mnist_figure1), which would
     # make the child a one-job sweep that hands itself off again.
     return [*command, *hc.overrides.task, f'hydra.run.dir="{run_dir}"', "hydra.output_subdir=null",

@@ -33,6 +33,7 @@ from bnrepro.config.checks import validate
 from bnrepro.config.loop import resolve_loop
 from bnrepro.config.resume import differences_from_run, flatten
 from bnrepro.config.schema import SPEED_KEYS
+from bnrepro.launch_record import run_log, write_record
 from bnrepro.launching import in_multirun, run_job_in_own_process
 from bnrepro.lightning_compat import set_max_steps, starts_ranks_by_rerunning_command
 from bnrepro.lit.classifier import ClassifierModule
@@ -237,18 +238,20 @@ def _train(cfg, run_dir: Path, resolved: dict, trainer: L.Trainer, net, dm, call
     apply_plan(run_dir, plan)
     if rank_zero_only.rank == 0:
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    trainer.loggers = build_loggers(cfg, run_dir, resolved, resume_step=plan.resume_step)
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
-    except SIGTERMException:  # preempted: summary.json says so; callbacks/preemption.py saved last.ckpt
-        saved = next((c.saved_at for c in callbacks if isinstance(c, Preemption)), None)
-        if rank_zero_only.rank == 0:
-            where = (
-                f"saved at step {saved}"
-                if saved is not None
-                else "stopped before its checkpoint (last.ckpt is older)"
-            )
-            print(f"preempted: {run_dir} {where}; relaunch the same command to resume")
-    finally:
-        close_wandb(failed=summary.written is None or summary.written["status"] != "finished")
+        write_record(run_dir, cfg)  # Hydra's record of this launch, .hydra/<time>/
+    with run_log(run_dir):  # train.log, Hydra's job log, from here on
+        trainer.loggers = build_loggers(cfg, run_dir, resolved, resume_step=plan.resume_step)
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+        except SIGTERMException:  # preempted: summary.json says so; callbacks/preemption.py saved last.ckpt
+            saved = next((c.saved_at for c in callbacks if isinstance(c, Preemption)), None)
+            if rank_zero_only.rank == 0:
+                where = (
+                    f"saved at step {saved}"
+                    if saved is not None
+                    else "stopped before its checkpoint (last.ckpt is older)"
+                )
+                print(f"preempted: {run_dir} {where}; relaunch the same command to resume")
+        finally:
+            close_wandb(failed=summary.written is None or summary.written["status"] != "finished")
     return summary.written
