@@ -17,6 +17,7 @@ from test_train import synthetic_overrides
 
 from bnrepro.checkpointing import ResumeError, checkpoint_step
 from bnrepro.lit.classifier import ClassifierModule
+from bnrepro.loggers import MetricsFileError, rows_up_to
 from bnrepro.run import train
 from conftest import ROOT, cli, compose_train, fast_overrides
 
@@ -217,3 +218,39 @@ def test_an_unreachable_wandb_server_falls_back_to_offline_and_the_run_completes
     run_dir = tmp_path / "runs" / "mnist" / "w"
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
     assert list((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_a_torn_last_row_of_metrics_csv_is_dropped_and_other_damage_is_refused(mnist_root, tmp_path):
+    """A kill while Lightning appends a row leaves a last line without its newline; the resumed run's next
+    row must not be glued to it."""
+    overrides = CASES["mnist_mlp_bn"](mnist_root, tmp_path / "runs")
+    straight = tmp_path / "runs" / "mnist" / "straight"
+    train(compose_train(*overrides, "run_name=straight"), straight)
+    run_dir = tmp_path / "runs" / "mnist" / "r"
+    train(compose_train(*overrides, "run_name=r", "testing.stop_at_step=10"), run_dir)
+    metrics = run_dir / "metrics.csv"
+    good = metrics.read_bytes()
+    header, row = good.decode().splitlines()[:2]
+
+    metrics.write_bytes(good + ",".join(row.split(",")[:-1]).encode() + b"\r\n")  # a field too few
+    kept = written(run_dir)
+    with pytest.raises(
+        MetricsFileError, match=f"{metrics}, line 3 .* has {len(header.split(',')) - 1} fields"
+    ):
+        train(compose_train(*overrides, "run_name=r"), run_dir)
+    assert written(run_dir) == kept
+
+    metrics.write_bytes(good + b"2")  # killed while writing the row of step 20: "2" of "20,..."
+    assert train(compose_train(*overrides, "run_name=r"), run_dir)["status"] == "finished"
+    assert metrics.read_bytes() == (straight / "metrics.csv").read_bytes()
+
+
+def test_rows_up_to_keeps_complete_rows_and_drops_a_torn_tail():
+    text = b"step,val/acc\r\n10,0.5\r\n20,0.6\r\n"
+    assert rows_up_to(text, 20) == text  # unchanged, byte for byte
+    assert rows_up_to(text, 10) == b"step,val/acc\r\n10,0.5\r\n"
+    assert rows_up_to(text + b"30,0.", 20) == text  # torn after the step
+    assert rows_up_to(text + b"3", 20) == text  # torn inside the step: "3" is not step 3
+    assert rows_up_to(b"step,val/a", 0) == b""  # not even the header whole
+    with pytest.raises(MetricsFileError, match="line 3 \\('x,0.6'\\): step 'x' is not a number"):
+        rows_up_to(text.replace(b"20,", b"x,"), 20)

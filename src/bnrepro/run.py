@@ -37,7 +37,7 @@ from bnrepro.launch_record import run_log, write_record
 from bnrepro.launching import in_multirun, run_job_in_own_process
 from bnrepro.lightning_compat import set_max_steps, starts_ranks_by_rerunning_command
 from bnrepro.lit.classifier import ClassifierModule
-from bnrepro.loggers import build_loggers, close_wandb
+from bnrepro.loggers import build_loggers, close_wandb, rows_up_to
 from bnrepro.models import build_net
 from bnrepro.provenance import write_text_atomic
 from bnrepro.results.runs import COMPLETE
@@ -119,6 +119,9 @@ def plan_run_dir(cfg, run_dir: Path, resolved: dict) -> RunDirPlan:
             f"Choose another folder with run_name=<name>, or pass overwrite=true to train it again."
         )
     ckpt, step, corrupt = select_resume(run_dir, cfg.resume, cfg.resume_fallback)
+    metrics = run_dir / "metrics.csv"
+    if ckpt is not None and metrics.is_file():  # damage a torn write cannot explain is refused here
+        rows_up_to(metrics.read_bytes(), step, metrics)
     if ckpt is not None and (run_dir / "config.yaml").is_file():
         diff = differences_from_run(run_dir, flatten(resolved))
         if diff:
