@@ -254,3 +254,18 @@ def test_rows_up_to_keeps_complete_rows_and_drops_a_torn_tail():
     assert rows_up_to(b"step,val/a", 0) == b""  # not even the header whole
     with pytest.raises(MetricsFileError, match="line 3 \\('x,0.6'\\): step 'x' is not a number"):
         rows_up_to(text.replace(b"20,", b"x,"), 20)
+
+
+def test_without_config_yaml_a_resume_is_checked_against_the_checkpoints_copy(mnist_root, tmp_path):
+    overrides = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "run_name=r"]
+    run_dir = tmp_path / "runs" / "mnist" / "r"
+    train(compose_train(*overrides, "testing.stop_at_step=10"), run_dir)
+    (run_dir / "config.yaml").unlink()
+    kept = written(run_dir)
+    with pytest.raises(
+        ResumeError, match=r"optimizer.lr: 0.1 there, 0.05 now\).*last.ckpt: config.yaml is missing"
+    ):
+        train(compose_train(*overrides, "optimizer.lr=0.05"), run_dir)
+    assert written(run_dir) == kept
+    assert train(compose_train(*overrides), run_dir)["status"] == "finished"  # its own config: resumed
+    assert (run_dir / "config.yaml").is_file()  # written again

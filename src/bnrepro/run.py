@@ -26,12 +26,12 @@ from bnrepro.callbacks.data_errors import StopOnUnreadableImage
 from bnrepro.callbacks.preemption import Preemption
 from bnrepro.callbacks.rng_state import RNGState
 from bnrepro.callbacks.summary import RunSummary
-from bnrepro.checkpointing import AtomicCheckpointIO, ResumeError, select_resume
+from bnrepro.checkpointing import AtomicCheckpointIO, ConfigInCheckpoint, ResumeError, select_resume
 from bnrepro.config import ConfigError
 from bnrepro.config.build import build
 from bnrepro.config.checks import validate
 from bnrepro.config.loop import resolve_loop
-from bnrepro.config.resume import differences_from_run, flatten
+from bnrepro.config.resume import config_differences, differences_from_run, flatten
 from bnrepro.config.schema import SPEED_KEYS
 from bnrepro.launch_record import run_log, write_record
 from bnrepro.launching import in_multirun, run_job_in_own_process
@@ -118,18 +118,31 @@ def plan_run_dir(cfg, run_dir: Path, resolved: dict) -> RunDirPlan:
             f"{run_dir} already holds a run ({summary}). Nothing was changed. "
             f"Choose another folder with run_name=<name>, or pass overwrite=true to train it again."
         )
-    ckpt, step, corrupt = select_resume(run_dir, cfg.resume, cfg.resume_fallback)
+    ckpt, step, corrupt, in_checkpoint = select_resume(run_dir, cfg.resume, cfg.resume_fallback)
     metrics = run_dir / "metrics.csv"
     if ckpt is not None and metrics.is_file():  # damage a torn write cannot explain is refused here
         rows_up_to(metrics.read_bytes(), step, metrics)
-    if ckpt is not None and (run_dir / "config.yaml").is_file():
-        diff = differences_from_run(run_dir, flatten(resolved))
-        if diff:
-            raise ResumeError(
-                f"{run_dir} holds a partial run of another configuration ({'; '.join(diff[:5])}). Nothing was "
-                f"changed. Resume it with its own settings, or pass overwrite=true or run_name=<name>."
-            )
+    if ckpt is not None:
+        check_same_config(run_dir, ckpt, in_checkpoint, resolved)
     return RunDirPlan(ckpt, step, corrupt)
+
+
+def check_same_config(run_dir: Path, ckpt: Path, in_checkpoint: dict | None, resolved: dict) -> None:
+    """A resumed run must have the configuration it was started with: the one in config.yaml, or, when
+    config.yaml is gone, the copy its checkpoint holds (checkpointing.ConfigInCheckpoint)."""
+    if (run_dir / "config.yaml").is_file():
+        diff, where = differences_from_run(run_dir, flatten(resolved)), ""
+    elif in_checkpoint is not None:
+        diff = config_differences(flatten(in_checkpoint), flatten(resolved))
+        where = f" (compared with the copy of its config in {ckpt}: config.yaml is missing)"
+    else:
+        return  # a checkpoint from before configs were kept in checkpoints: nothing to compare with
+    if diff:
+        raise ResumeError(
+            f"{run_dir} holds a partial run of another configuration ({'; '.join(diff[:5])}){where}. "
+            f"Nothing was changed. Resume it with its own settings, or pass overwrite=true or "
+            f"run_name=<name>."
+        )
 
 
 def apply_plan(run_dir: Path, plan: RunDirPlan) -> None:
@@ -186,7 +199,8 @@ def train(cfg, run_dir: Path) -> dict | None:
 
     info = {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed, "task": cfg.task,
             "run_name": cfg.run_name, "lr_multiplier": cfg.lr_multiplier.factor}  # fmt: skip
-    callbacks = build_callbacks(cfg, run_dir, info)
+    # The config goes into every checkpoint; `resolved` gets what "auto" became below, before any is saved.
+    callbacks = [*build_callbacks(cfg, run_dir, info), ConfigInCheckpoint(resolved)]
     # precision / cudnn benchmark with "auto" resolved
     trainer_kwargs.update(speed_trainer_args(cfg, convolutional=is_convolutional(net)))
     plugins = [AtomicCheckpointIO()]
