@@ -25,16 +25,17 @@ from bnrepro.callbacks.divergence import TrainingDiverged
 from bnrepro.config import ConfigError
 from bnrepro.data.images import ImageDataError
 from bnrepro.data.mnist import DatasetNotFoundError
+from bnrepro.entry import EXIT_BAD_INPUT, EXIT_DIVERGED, run_command, task_started
 from bnrepro.launch_record import remove_new_folders
 from bnrepro.run import RunExistsError, train
 from bnrepro.runlock import RunFolderNotWritable, RunLockedError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg) -> None:
+    task_started()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     new = not any(run_dir.iterdir())  # Hydra has just created it: a refused launch removes it again
@@ -73,4 +74,4 @@ def run(cfg, run_dir: Path, hydra_cfg) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)  # Hydra's composition errors (a misspelled key, ...) exit 2, as bad input

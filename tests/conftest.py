@@ -86,6 +86,22 @@ def fast_overrides(root: Path, runs: Path, steps: int = 20, every: int = 10) -> 
     ]
 
 
+@pytest.fixture
+def partial_run(mnist_root, tmp_path):
+    """A run preempted at step 10 of 20: (its overrides, its folder)."""
+    from bnrepro.run import train
+
+    overrides = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "run_name=r"]
+    run_dir = tmp_path / "runs" / "mnist" / "r"
+    assert train(compose_train(*overrides, "testing.stop_at_step=10"), run_dir)["status"] == "preempted"
+    return overrides, run_dir
+
+
+def files(run_dir) -> dict:
+    """Every file of a run folder and its bytes."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+
 def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     env = {k: v for k, v in env.items() if v is not None}  # None: unset the variable
@@ -106,7 +122,7 @@ def train_main(*args: str) -> int:
     argv = sys.argv
     sys.argv = [str(ROOT / "src" / "train.py"), *args]
     try:
-        script.main()
+        script.run_command(script.main)
         return 0
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

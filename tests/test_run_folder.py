@@ -13,17 +13,12 @@ import pytest
 
 from bnrepro.run import train
 from bnrepro.runlock import LOCK_NAME, STALE_AFTER_S, RunLock, RunLockedError
-from conftest import ROOT, cli, compose_train, fast_overrides, train_main
+from conftest import ROOT, cli, compose_train, files, train_main
 
 HOLD = (
     "import sys; from pathlib import Path; from bnrepro.runlock import RunLock\n"
     "lock = RunLock(Path(sys.argv[1])); lock.acquire(); print('held', flush=True); sys.stdin.read()\n"
 )
-
-
-def files(run_dir) -> dict:
-    """Every file of the run folder and its bytes."""
-    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
 
 
 @pytest.fixture
@@ -55,15 +50,6 @@ def write_record(run_dir, **record):
     base = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": None, "since": "then",
             "command": "python src/train.py", "slurm_job_id": None, "slurm_restart_count": 0}  # fmt: skip
     (run_dir / LOCK_NAME).write_text(json.dumps({**base, **record}))
-
-
-@pytest.fixture
-def partial_run(mnist_root, tmp_path):
-    """A preempted run at step 10 of 20: (its overrides, its folder)."""
-    overrides = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "run_name=r"]
-    run_dir = tmp_path / "runs" / "mnist" / "r"
-    assert train(compose_train(*overrides, "testing.stop_at_step=10"), run_dir)["status"] == "preempted"
-    return overrides, run_dir
 
 
 def test_a_second_launch_is_refused_while_the_first_holds_the_run_folder(partial_run, holder):

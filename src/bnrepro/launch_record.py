@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -71,11 +72,25 @@ class NewFolders(Callback):
 def _note_missing(config, key: str) -> None:
     from omegaconf import OmegaConf
 
+    from bnrepro.entry import EXIT_BAD_INPUT
+    from bnrepro.runlock import NOT_WRITABLE, not_writable
+
     try:
         folder = Path(str(OmegaConf.select(config, key))).absolute()
     except Exception:  # an interpolation Hydra resolves only later: nothing noted, nothing removed
         return
-    _new_folders.update(p for p in (folder, *folder.parents) if not p.exists())
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    _new_folders.update(missing)
+    try:  # as Hydra will a moment later, but with a message for a folder that cannot be written
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        for p in missing:
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        if e.errno not in NOT_WRITABLE:
+            raise
+        print(f"error: {not_writable(Path(e.filename or folder), e)}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def remove_new_folders(run_dir: Path, new: bool) -> None:

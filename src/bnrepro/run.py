@@ -19,7 +19,7 @@ import yaml
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import OmegaConf
 
 from bnrepro.callbacks.data_errors import StopOnUnreadableImage
@@ -87,6 +87,23 @@ def check_input(net, input_shape: tuple[int, ...], cfg) -> None:
         net.train(was_training)
 
 
+def make_trainer(**kwargs) -> L.Trainer:
+    """L.Trainer(**kwargs). What Lightning refuses in the trainer settings -- accelerator=gpu without a GPU,
+    a device count, strategy or precision it does not know -- is a ConfigError naming the keys."""
+    try:
+        return L.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, TypeError, ImportError) as e:
+        accelerator = str(kwargs.get("accelerator"))
+        if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.accelerator={accelerator}, but no CUDA GPU is visible here (torch.cuda.is_available() "
+                f"is False). Run it on a GPU machine, or on the CPU with trainer=cpu."
+            ) from e
+        keys = ("accelerator", "devices", "num_nodes", "strategy", "precision")
+        settings = ", ".join(f"trainer.{k}={kwargs[k]}" for k in keys if k in kwargs)
+        raise ConfigError(f"Lightning refuses these trainer settings ({settings}): {e}") from e
+
+
 @dataclass
 class RunDirPlan:
     """What a launch will do to its run folder; decided first, done only after every start-up check."""
@@ -95,6 +112,19 @@ class RunDirPlan:
     resume_step: int | None = None  # its global step (metrics.csv keeps the rows up to it)
     corrupt: list[Path] = field(default_factory=list)  # unreadable checkpoints to set aside (resume_fallback)
     clear: bool = False  # overwrite=true: remove the previous run's outputs
+
+
+def summary_status(path: Path) -> str | None:
+    """The status a run folder's summary.json records; ResumeError naming a damaged file."""
+    try:
+        status = json.loads(path.read_text()).get("status")
+    except (ValueError, AttributeError) as e:  # truncated, not JSON, not an object
+        raise ResumeError(
+            f"{path} is damaged ({type(e).__name__}: {e}). Nothing was changed. If the run had finished, "
+            f"restore the file, or train it again with overwrite=true; if it had not, delete the file to "
+            f"resume the run from its checkpoints."
+        ) from e
+    return status
 
 
 def plan_run_dir(cfg, run_dir: Path, resolved: dict) -> RunDirPlan:
@@ -106,14 +136,13 @@ def plan_run_dir(cfg, run_dir: Path, resolved: dict) -> RunDirPlan:
     (checkpointing.select_resume); a resumed run must have the configuration it was started with.
     """
     summary = run_dir / "summary.json"
-    done = summary.is_file() and json.loads(summary.read_text()).get("status") in COMPLETE
     if cfg.overwrite:
         if str(cfg.resume).lower() not in ("auto", "false"):
             raise ConfigError(
                 f"overwrite=true starts {run_dir} again; it cannot be combined with resume={cfg.resume}"
             )
         return RunDirPlan(clear=True)
-    if done:
+    if summary.is_file() and summary_status(summary) in COMPLETE:
         raise RunExistsError(
             f"{run_dir} already holds a run ({summary}). Nothing was changed. "
             f"Choose another folder with run_name=<name>, or pass overwrite=true to train it again."
@@ -189,8 +218,8 @@ def train(cfg, run_dir: Path) -> dict | None:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     trainer_kwargs = {k: v for k, v in resolved["trainer"].items() if k not in ("max_steps", *SPEED_KEYS)}
     if in_multirun():  # decided before "auto" is resolved: checking bf16 support would start CUDA here
-        probe = L.Trainer(**{k: trainer_kwargs[k] for k in ("accelerator", "devices", "num_nodes", "strategy")},
-                          logger=False, enable_checkpointing=False)  # fmt: skip
+        probe = make_trainer(**{k: trainer_kwargs[k] for k in ("accelerator", "devices", "num_nodes", "strategy")},
+                             logger=False, enable_checkpointing=False)  # fmt: skip
         if starts_ranks_by_rerunning_command(probe):
             return run_job_in_own_process(run_dir)  # see launching.py: rank 1 would re-run the whole sweep
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -206,7 +235,7 @@ def train(cfg, run_dir: Path) -> dict | None:
     plugins = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # requeue on SIGUSR1 is callbacks/preemption.py's, at a step boundary
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    trainer = L.Trainer(
+    trainer = make_trainer(
         **trainer_kwargs,
         max_epochs=-1,  # training length: max_steps, set below once the world size is known
         check_val_every_n_epoch=1,  # one Lightning epoch = one evaluation period (see data/)

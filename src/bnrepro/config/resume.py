@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from bnrepro.config.errors import ConfigError
 from bnrepro.config.schema import SPEED_KEYS
 
 
@@ -59,8 +60,23 @@ def config_differences(stored: dict, current: dict) -> list[str]:
     return [f"{k}: {stored.get(k)!r} there, {current.get(k)!r} now" for k in keys if differs(k)]
 
 
-def differences_from_run(run_dir, current: dict) -> list[str]:
-    """config_differences between the config.yaml a run folder holds and `current` (flat dotted keys)."""
+def read_stored_config(path) -> dict:
+    """A run folder's config.yaml as a dict; ConfigError naming the file when it is not one."""
     import yaml
 
-    return config_differences(flatten(yaml.safe_load((run_dir / "config.yaml").read_text())), current)
+    try:
+        stored = yaml.safe_load(path.read_text())
+        problem = None if isinstance(stored, dict) else f"a {type(stored).__name__}, not a mapping of keys"
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        problem = " ".join(str(e).split())
+    if problem is not None:
+        raise ConfigError(
+            f"{path} is not a readable config ({problem}). Nothing was changed. Restore it, or delete it: a "
+            f"resume is then checked against the copy of the config in the run's checkpoint."
+        )
+    return stored
+
+
+def differences_from_run(run_dir, current: dict) -> list[str]:
+    """config_differences between the config.yaml a run folder holds and `current` (flat dotted keys)."""
+    return config_differences(flatten(read_stored_config(run_dir / "config.yaml")), current)
