@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -269,3 +270,12 @@ def test_without_config_yaml_a_resume_is_checked_against_the_checkpoints_copy(mn
     assert written(run_dir) == kept
     assert train(compose_train(*overrides), run_dir)["status"] == "finished"  # its own config: resumed
     assert (run_dir / "config.yaml").is_file()  # written again
+
+
+def test_a_runs_folder_copied_elsewhere_resumes_there(partial_run, tmp_path):
+    overrides, run_dir = partial_run
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "runs", elsewhere, symlinks=True)  # cp -a runs /elsewhere
+    moved = [o for o in overrides if not o.startswith("runs_root=")] + [f"runs_root={elsewhere}"]
+    summary = train(compose_train(*moved), elsewhere / "mnist" / "r")
+    assert summary["status"] == "finished" and summary["resumed_at_steps"] == [10]

@@ -18,9 +18,11 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-# Keys that do not change what a run computes: how it is launched, resumed, shown and mirrored, and
-# where the data set is read from (a moved data set does not stop a run from resuming).
+# Keys that do not change what a run computes: how it is launched, resumed, shown and mirrored, where
+# the data set is read from and where the run folder is (a moved data set, or a runs folder copied
+# elsewhere and resumed with runs_root=<there>, does not stop a run from resuming).
 NOT_COMPUTED = ("overwrite", "resume", "resume_fallback", "trainer.enable_progress_bar", "logger.",
+                "runs_root", "task", "run_name",
                 # how the step runs, not what it computes (a crashed compile may resume without it)
                 "trainer.benchmark", *(f"trainer.{k}" for k in SPEED_KEYS),
                 "callbacks.preemption.", "testing.stop_at_step", "data.root", "data.system_dirs",
