@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
@@ -279,3 +280,20 @@ def test_a_runs_folder_copied_elsewhere_resumes_there(partial_run, tmp_path):
     moved = [o for o in overrides if not o.startswith("runs_root=")] + [f"runs_root={elsewhere}"]
     summary = train(compose_train(*moved), elsewhere / "mnist" / "r")
     assert summary["status"] == "finished" and summary["resumed_at_steps"] == [10]
+
+
+def test_a_resume_at_a_period_end_warns_of_nothing_and_keeps_the_best_checkpoints_state(partial_run):
+    """The fixture stopped at step 10, its evaluation's end: Lightning ends that period again on resume."""
+    from lightning.pytorch.callbacks.model_checkpoint import warning_cache
+
+    overrides, run_dir = partial_run
+    warning_cache.clear()  # Lightning warns once per process
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert train(compose_train(*overrides), run_dir)["status"] == "finished"
+    assert not [w for w in caught if "could not find the monitored key" in str(w.message)]
+    state = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)[
+        "callbacks"
+    ]
+    best = next(v for k, v in state.items() if k.startswith("ModelCheckpoint{'monitor': 'val/acc'"))
+    assert best["best_model_path"].endswith("best.ckpt")  # Lightning's own key: older checkpoints restore

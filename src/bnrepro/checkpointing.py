@@ -17,6 +17,7 @@ from typing import NamedTuple
 import lightning as L
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from bnrepro.config import ConfigError
@@ -41,6 +42,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+class EvaluationCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, saving only after an evaluation of this launch.
+
+    It saves at the end of each training epoch (one evaluation period; the evaluation runs just
+    before). A run resumed from a checkpoint written there ends that epoch again without evaluating:
+    ModelCheckpoint would warn that `val/acc` is missing from the metrics and rewrite last.ckpt. Its
+    state (best score, best path) keeps ModelCheckpoint's key, so checkpoints written before restore.
+    """
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._evaluated = False
+        super().on_train_start(trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._evaluated = not trainer.sanity_checking
+        super().on_validation_end(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if getattr(self, "_evaluated", True):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    @property
+    def state_key(self) -> str:
+        return "ModelCheckpoint" + super().state_key.removeprefix(type(self).__qualname__)
 
 
 # The run's resolved config (what config.yaml holds) in every checkpoint: a resume is checked against it

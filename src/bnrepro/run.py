@@ -17,7 +17,6 @@ import lightning as L
 import torch
 import yaml
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import OmegaConf
@@ -26,7 +25,13 @@ from bnrepro.callbacks.data_errors import StopOnUnreadableImage
 from bnrepro.callbacks.preemption import Preemption
 from bnrepro.callbacks.rng_state import RNGState
 from bnrepro.callbacks.summary import RunSummary
-from bnrepro.checkpointing import AtomicCheckpointIO, ConfigInCheckpoint, ResumeError, select_resume
+from bnrepro.checkpointing import (
+    AtomicCheckpointIO,
+    ConfigInCheckpoint,
+    EvaluationCheckpoint,
+    ResumeError,
+    select_resume,
+)
 from bnrepro.config import ConfigError
 from bnrepro.config.build import build
 from bnrepro.config.checks import validate
@@ -202,10 +207,10 @@ def build_callbacks(cfg, run_dir: Path, info: dict) -> list[L.Callback]:
         # Before the checkpoints: a batch that diverged stops the run as diverged and is never
         # checkpointed (DivergenceStop), a preempted one saves first (Preemption).
         *optional,
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max"),
+        EvaluationCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max"),
         # last.ckpt after every evaluation period. Not `save_last=True` of the checkpoint above: Lightning
         # 2.6 refreshes that one only at steps where `best` improved.
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
+        EvaluationCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
     ]  # fmt: skip
 
 
