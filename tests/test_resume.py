@@ -297,3 +297,22 @@ def test_a_resume_at_a_period_end_warns_of_nothing_and_keeps_the_best_checkpoint
     ]
     best = next(v for k, v in state.items() if k.startswith("ModelCheckpoint{'monitor': 'val/acc'"))
     assert best["best_model_path"].endswith("best.ckpt")  # Lightning's own key: older checkpoints restore
+
+
+def test_a_failed_wandb_online_attempt_leaves_only_the_offline_run(tmp_path, monkeypatch):
+    from lightning.pytorch.loggers import WandbLogger
+
+    from bnrepro.loggers import wandb_logger
+
+    def unreachable(self):  # what wandb.init does when the server cannot be reached: a folder, then an error
+        (tmp_path / "wandb" / "run-20260101_000000-abcd1234" / "files").mkdir(parents=True)
+        raise ConnectionError("cannot reach W&B")
+
+    monkeypatch.setattr(WandbLogger, "experiment", property(unreachable))
+    (tmp_path / "wandb" / "run-20250101_000000-earlier1").mkdir(parents=True)  # an earlier launch's: kept
+    with pytest.warns(
+        UserWarning, match="W&B online failed .ConnectionError: cannot reach W&B.; logging offline"
+    ):
+        wandb_logger(mode="online", project="p", entity=None, group=None, tags=[], run_dir=tmp_path, name="r",
+                     run_config={})  # fmt: skip
+    assert [p.name for p in (tmp_path / "wandb").iterdir()] == ["run-20250101_000000-earlier1"]

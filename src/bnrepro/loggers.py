@@ -12,6 +12,7 @@ import io
 import netrc
 import os
 import secrets
+import shutil
 import string
 import warnings
 from pathlib import Path
@@ -146,6 +147,7 @@ def wandb_logger(*, mode: str, project: str, entity: str | None, group: str | No
     logger = make(mode)
     if mode != "online" or rank_zero_only.rank != 0:
         return logger
+    earlier = set((run_dir / "wandb").glob("run-*"))  # online runs of earlier launches: kept
     try:
         logger.experiment  # noqa: B018  (wandb.init happens here: connect now, not mid-training)
     except Exception as e:  # network down, server error, key refused: wandb raises many kinds
@@ -154,6 +156,10 @@ def wandb_logger(*, mode: str, project: str, entity: str | None, group: str | No
         import wandb
 
         wandb.teardown()
+        # The failed attempt's local folder (run-<time>-<id>) holds nothing the offline run will not: only
+        # the offline-run-* folder is left beside the earlier launches', the one `wandb sync` uploads.
+        for folder in set((run_dir / "wandb").glob("run-*")) - earlier:
+            shutil.rmtree(folder, ignore_errors=True)
         # W&B's service may still hold the failed attempt's id: the offline run takes a new one (kept in
         # wandb_id, so the next launch resumes it; `wandb sync` uploads it).
         (run_dir / "wandb_id").unlink(missing_ok=True)
