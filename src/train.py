@@ -6,7 +6,8 @@ folder under runs/.
 
 Exit status: 0 finished, or preempted (SIGTERM / SIGUSR1: last.ckpt saved, relaunch the same command
 to resume); 2 bad input (config, data set, run folder, checkpoint) or a run folder in use by another
-launch, nothing trained; 3 the run diverged (a result: summary.json says diverged=true and the step).
+launch, nothing trained; 3 the run diverged (a result: summary.json says diverged=true and the step);
+4 out of disk space (relaunch to resume once there is space); 1 the run failed otherwise.
 In a multirun a diverged job is reported and the sweep goes on with its other jobs.
 """
 
@@ -25,7 +26,7 @@ from bnrepro.callbacks.divergence import TrainingDiverged
 from bnrepro.config import ConfigError
 from bnrepro.data.images import ImageDataError
 from bnrepro.data.mnist import DatasetNotFoundError
-from bnrepro.entry import EXIT_BAD_INPUT, EXIT_DIVERGED, run_command, task_started
+from bnrepro.entry import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_NO_SPACE, NO_SPACE, run_command, task_started
 from bnrepro.launch_record import remove_new_folders
 from bnrepro.run import RunExistsError, train
 from bnrepro.runlock import RunFolderNotWritable, RunLockedError
@@ -69,6 +70,14 @@ def run(cfg, run_dir: Path, hydra_cfg) -> None:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(EXIT_DIVERGED)
         return
+    except OSError as e:
+        if e.errno not in NO_SPACE:
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"error: out of disk space{where} ({e.strerror}). {run_dir} keeps its last checkpoint (every "
+              f"file is written whole or not at all; metrics.csv's last row may be torn, and is dropped on "
+              f"resume): free space, then relaunch the same command to resume.", file=sys.stderr)  # fmt: skip
+        sys.exit(EXIT_NO_SPACE)
     if summary and summary.get("status") == "preempted":
         sys.exit(0)  # a multirun stops too: the machine is going away, the relaunch resumes every job
 

@@ -4,6 +4,10 @@ test_train.py::test_bad_override_fails_at_start_with_the_key_named)."""
 
 from __future__ import annotations
 
+import errno
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -79,3 +83,24 @@ def test_a_damaged_file_of_the_run_folder_is_named(name, damage, message, partia
     err = capsys.readouterr().err
     assert f"error: {run_dir / name}" in err and message in err and "Nothing was changed" in err, err
     assert files(run_dir) == kept
+
+
+def test_a_full_disk_is_reported_as_such_and_leaves_no_partial_file(partial_run, monkeypatch, capsys):
+    overrides, run_dir = partial_run
+    real = Path.write_text
+
+    def full(self, *args, **kwargs):  # the file is created, then its write fails: a full disk
+        if self.name.startswith(".summary.json"):
+            self.touch()
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    assert train_main(*overrides) == 4
+    err = capsys.readouterr().err
+    assert f"error: out of disk space writing {run_dir / 'summary.json'} (No space left on device)" in err
+    assert "relaunch the same command to resume" in err and "Traceback" not in err
+    assert not [p.name for p in run_dir.rglob("*") if "partial" in p.name or p.name == ".lock"]
+    monkeypatch.setattr(Path, "write_text", real)  # space again: the relaunch finishes the run
+    assert train_main(*overrides) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"

@@ -11,9 +11,11 @@ not foresee; train.py's summary.json then says `failed` with the error).
 
 from __future__ import annotations
 
+import errno
 import sys
 
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_DIVERGED = 1, 2, 3
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_NO_SPACE = 1, 2, 3, 4
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, an exhausted quota
 
 _task_started = False
 

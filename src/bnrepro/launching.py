@@ -14,6 +14,7 @@ affected: Lightning does not re-run the command there.
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import subprocess
@@ -83,6 +84,8 @@ def run_job_in_own_process(run_dir: Path) -> dict | None:
         )
     if rc == 2:
         raise ConfigError(f"the job {run_dir.name} was refused at start-up (its message is above)")
+    if rc == 4:  # src/train.py's status for a full disk
+        raise OSError(errno.ENOSPC, f"the job {run_dir.name} ran out of disk space (its message is above)")
     raise RuntimeError(f"the job {run_dir.name} ({' '.join(command)}) exited with status {rc}")
 
 

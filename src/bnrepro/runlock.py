@@ -188,10 +188,13 @@ class RunLock:
                 f"took over {self.path} of pid {record.get('pid')} on {record.get('host')}: {why}"
             )
             print(f"warning: {self.took_over}", file=sys.stderr)
-        data = json.dumps(owner_record()).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(owner_record()).encode(), 0)
+            os.fsync(fd)
+        except OSError:  # a full disk: no empty or half-written lock left behind (this launch holds it)
+            self.path.unlink(missing_ok=True)
+            raise
         self.fd = fd
         return True
 
