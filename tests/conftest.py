@@ -109,20 +109,21 @@ def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.C
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
-def train_main(*args: str) -> int:
-    """`python src/train.py *args` in this process (Hydra's main included): its exit status. For the
-    refusals, which end before anything trains; cli() runs the real command."""
+def train_main(*args: str, script: str = "train.py") -> int:
+    """`python src/train.py *args` (or src/eval.py) in this process, Hydra's main included: its exit
+    status. For the refusals, which end before anything trains; cli() runs the real command."""
     import importlib.util
 
     from hydra.core.global_hydra import GlobalHydra
 
-    spec = importlib.util.spec_from_file_location("train_script", ROOT / "src" / "train.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    path = ROOT / "src" / script
+    spec = importlib.util.spec_from_file_location(f"{path.stem}_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     argv = sys.argv
-    sys.argv = [str(ROOT / "src" / "train.py"), *args]
+    sys.argv = [str(path), *args]
     try:
-        script.run_command(script.main)
+        module.run_command(module.main)
         return 0
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

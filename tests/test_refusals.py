@@ -41,6 +41,11 @@ def test_bad_input_exits_2_with_the_key_named_and_leaves_no_folder(override, mni
     assert not runs.exists()
 
 
+def test_eval_refuses_a_misspelled_key_with_the_status_of_bad_input(tmp_path, capsys):
+    assert train_main("eval.crop=1", f"out={tmp_path / 'out'}", script="eval.py") == 2
+    assert "Key 'crop' not in 'EvalOptions'" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_a_gpu_run_without_a_gpu_says_so(mnist_root, tmp_path, capsys):
     runs = tmp_path / "runs"

@@ -241,13 +241,14 @@ def test_population_statistics_use_the_batches_asked_for_across_evaluation_perio
 
 
 def test_weights_that_blow_up_on_a_finite_loss_never_reach_a_checkpoint(tmp_path):
-    """Step 1's loss is finite but its update (LR inf) makes the weights inf; step 1 is evaluated next."""
+    """Step 1's loss is finite but its update (LR 1e38; inf itself is refused at start-up) makes the
+    weights inf; step 1 is evaluated next."""
     import torch
 
     from bnrepro.callbacks.divergence import TrainingDiverged
 
     cfg = compose_train("model=bn_x30", *synthetic_overrides(tmp_path, steps=4, every=1), "run_name=r",
-                        "optimizer.lr=inf")  # fmt: skip
+                        "optimizer.lr=1e38")  # fmt: skip
     with pytest.raises(TrainingDiverged, match="weights became non-finite by step 1"):
         train(cfg, tmp_path / "r")
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["diverged_at_step"] == 1
