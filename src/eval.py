@@ -21,15 +21,16 @@ from hydra.core.hydra_config import HydraConfig
 import bnrepro.evaluation.config  # noqa: F401  (registers `eval_schema` and the `eval_name` resolver)
 from bnrepro.config import ConfigError
 from bnrepro.data.images import ImageDataError
+from bnrepro.entry import EXIT_BAD_INPUT, run_command, task_started
 from bnrepro.evaluation.evaluate import evaluate
 from bnrepro.evaluation.members import CheckpointError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-EXIT_BAD_INPUT = 2
 
 
 @hydra.main(config_path=CONF_DIR, config_name="eval", version_base="1.3")
 def main(cfg) -> None:
+    task_started()
     try:
         evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
     except (ConfigError, CheckpointError, ImageDataError) as e:
@@ -38,4 +39,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)  # Hydra's composition errors (a misspelled key, ...) exit 2, as bad input

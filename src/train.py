@@ -6,9 +6,10 @@ Hydra composes conf/train.yaml (docs/design.md lists the groups); `-m` sweeps, e
 one folder under runs/.
 
 Exit status: 0 finished, or preempted (SIGTERM / SIGUSR1: last.ckpt saved, relaunch the same command
-to resume); 2 bad input (config, data set, run folder, checkpoint), nothing trained; 3 the run diverged
-(a result: summary.json says diverged=true and the step). In a multirun a diverged job is reported and
-the sweep goes on with its other jobs.
+to resume); 2 bad input (config, data set, run folder, checkpoint) or a run folder in use by another
+launch, nothing trained; 3 the run diverged (a result: summary.json says diverged=true and the step);
+4 out of disk space (relaunch to resume once there is space); 1 the run failed otherwise.
+In a multirun a diverged job is reported and the sweep goes on with its other jobs.
 """
 
 from __future__ import annotations
@@ -26,18 +27,38 @@ from bnrepro.callbacks.divergence import TrainingDiverged
 from bnrepro.config import ConfigError
 from bnrepro.data.images import ImageDataError
 from bnrepro.data.mnist import DatasetNotFoundError
+from bnrepro.entry import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_NO_SPACE, NO_SPACE, run_command, task_started
+from bnrepro.launch_record import remove_new_folders
 from bnrepro.run import RunExistsError, train
+from bnrepro.runlock import RunFolderNotWritable, RunLockedError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg) -> None:
+    task_started()
     hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    new = not any(run_dir.iterdir())  # Hydra has just created it: a refused launch removes it again
     try:
-        summary = train(cfg, Path(hydra_cfg.runtime.output_dir))
-    except (ConfigError, DatasetNotFoundError, ImageDataError, RunExistsError, TrainingDiverged) as e:
+        run(cfg, run_dir, hydra_cfg)
+    finally:
+        remove_new_folders(run_dir, new)
+
+
+def run(cfg, run_dir: Path, hydra_cfg) -> None:
+    try:
+        summary = train(cfg, run_dir)
+    except (
+        ConfigError,
+        DatasetNotFoundError,
+        ImageDataError,
+        RunExistsError,
+        RunLockedError,
+        RunFolderNotWritable,
+        TrainingDiverged,
+    ) as e:
         if rank_zero_only.rank != 0:
             # Raised on every rank together (data_errors.py, divergence.py): rank 0 reports it and owns
             # the exit status. Another rank exiting non-zero would make Lightning's child-process
@@ -50,9 +71,17 @@ def main(cfg) -> None:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(EXIT_DIVERGED)
         return
+    except OSError as e:
+        if e.errno not in NO_SPACE:
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"error: out of disk space{where} ({e.strerror}). {run_dir} keeps its last checkpoint (every "
+              f"file is written whole or not at all; metrics.csv's last row may be torn, and is dropped on "
+              f"resume): free space, then relaunch the same command to resume.", file=sys.stderr)  # fmt: skip
+        sys.exit(EXIT_NO_SPACE)
     if summary and summary.get("status") == "preempted":
         sys.exit(0)  # a multirun stops too: the machine is going away, the relaunch resumes every job
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)  # Hydra's composition errors (a misspelled key, ...) exit 2, as bad input

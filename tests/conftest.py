@@ -86,8 +86,47 @@ def fast_overrides(root: Path, runs: Path, steps: int = 20, every: int = 10) -> 
     ]
 
 
+@pytest.fixture
+def partial_run(mnist_root, tmp_path):
+    """A run preempted at step 10 of 20: (its overrides, its folder)."""
+    from bnrepro.run import train
+
+    overrides = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "run_name=r"]
+    run_dir = tmp_path / "runs" / "mnist" / "r"
+    assert train(compose_train(*overrides, "testing.stop_at_step=10"), run_dir)["status"] == "preempted"
+    return overrides, run_dir
+
+
+def files(run_dir) -> dict:
+    """Every file of a run folder and its bytes."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+
 def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     env = {k: v for k, v in env.items() if v is not None}  # None: unset the variable
     return subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def train_main(*args: str, script: str = "train.py") -> int:
+    """`python src/train.py *args` (or src/eval.py) in this process, Hydra's main included: its exit
+    status. For the refusals, which end before anything trains; cli() runs the real command."""
+    import importlib.util
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    path = ROOT / "src" / script
+    spec = importlib.util.spec_from_file_location(f"{path.stem}_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = sys.argv
+    sys.argv = [str(path), *args]
+    try:
+        module.run_command(module.main)
+        return 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from test_train import synthetic_overrides
 
 from bnrepro.checkpointing import ResumeError, checkpoint_step
 from bnrepro.lit.classifier import ClassifierModule
+from bnrepro.loggers import MetricsFileError, rows_up_to
 from bnrepro.run import train
 from conftest import ROOT, cli, compose_train, fast_overrides
 
@@ -243,3 +246,99 @@ def test_a_sigterm_after_the_periods_checkpoint_is_reported_as_saved_there(
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 10
     assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 10
     assert f"{run_dir} saved at step 10; relaunch the same command to resume" in capsys.readouterr().out
+
+
+def test_a_torn_last_row_of_metrics_csv_is_dropped_and_other_damage_is_refused(mnist_root, tmp_path):
+    """A kill while Lightning appends a row leaves a last line without its newline; the resumed run's next
+    row must not be glued to it."""
+    overrides = CASES["mnist_mlp_bn"](mnist_root, tmp_path / "runs")
+    straight = tmp_path / "runs" / "mnist" / "straight"
+    train(compose_train(*overrides, "run_name=straight"), straight)
+    run_dir = tmp_path / "runs" / "mnist" / "r"
+    train(compose_train(*overrides, "run_name=r", "testing.stop_at_step=10"), run_dir)
+    metrics = run_dir / "metrics.csv"
+    good = metrics.read_bytes()
+    header, row = good.decode().splitlines()[:2]
+
+    metrics.write_bytes(good + ",".join(row.split(",")[:-1]).encode() + b"\r\n")  # a field too few
+    kept = written(run_dir)
+    with pytest.raises(
+        MetricsFileError, match=f"{metrics}, line 3 .* has {len(header.split(',')) - 1} fields"
+    ):
+        train(compose_train(*overrides, "run_name=r"), run_dir)
+    assert written(run_dir) == kept
+
+    metrics.write_bytes(good + b"2")  # killed while writing the row of step 20: "2" of "20,..."
+    assert train(compose_train(*overrides, "run_name=r"), run_dir)["status"] == "finished"
+    assert metrics.read_bytes() == (straight / "metrics.csv").read_bytes()
+
+
+def test_rows_up_to_keeps_complete_rows_and_drops_a_torn_tail():
+    text = b"step,val/acc\r\n10,0.5\r\n20,0.6\r\n"
+    assert rows_up_to(text, 20) == text  # unchanged, byte for byte
+    assert rows_up_to(text, 10) == b"step,val/acc\r\n10,0.5\r\n"
+    assert rows_up_to(text + b"30,0.", 20) == text  # torn after the step
+    assert rows_up_to(text + b"3", 20) == text  # torn inside the step: "3" is not step 3
+    assert rows_up_to(b"step,val/a", 0) == b""  # not even the header whole
+    with pytest.raises(MetricsFileError, match="line 3 \\('x,0.6'\\): step 'x' is not a number"):
+        rows_up_to(text.replace(b"20,", b"x,"), 20)
+
+
+def test_without_config_yaml_a_resume_is_checked_against_the_checkpoints_copy(mnist_root, tmp_path):
+    overrides = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "run_name=r"]
+    run_dir = tmp_path / "runs" / "mnist" / "r"
+    train(compose_train(*overrides, "testing.stop_at_step=10"), run_dir)
+    (run_dir / "config.yaml").unlink()
+    kept = written(run_dir)
+    with pytest.raises(
+        ResumeError, match=r"optimizer.lr: 0.1 there, 0.05 now\).*last.ckpt: config.yaml is missing"
+    ):
+        train(compose_train(*overrides, "optimizer.lr=0.05"), run_dir)
+    assert written(run_dir) == kept
+    assert train(compose_train(*overrides), run_dir)["status"] == "finished"  # its own config: resumed
+    assert (run_dir / "config.yaml").is_file()  # written again
+
+
+def test_a_runs_folder_copied_elsewhere_resumes_there(partial_run, tmp_path):
+    overrides, run_dir = partial_run
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "runs", elsewhere, symlinks=True)  # cp -a runs /elsewhere
+    moved = [o for o in overrides if not o.startswith("runs_root=")] + [f"runs_root={elsewhere}"]
+    summary = train(compose_train(*moved), elsewhere / "mnist" / "r")
+    assert summary["status"] == "finished" and summary["resumed_at_steps"] == [10]
+
+
+def test_a_resume_at_a_period_end_warns_of_nothing_and_keeps_the_best_checkpoints_state(partial_run):
+    """The fixture stopped at step 10, its evaluation's end: Lightning ends that period again on resume."""
+    from lightning.pytorch.callbacks.model_checkpoint import warning_cache
+
+    overrides, run_dir = partial_run
+    warning_cache.clear()  # Lightning warns once per process
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert train(compose_train(*overrides), run_dir)["status"] == "finished"
+    assert not [w for w in caught if "could not find the monitored key" in str(w.message)]
+    state = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)[
+        "callbacks"
+    ]
+    best = next(v for k, v in state.items() if k.startswith("ModelCheckpoint{'monitor': 'val/acc'"))
+    assert best["best_model_path"].endswith("best.ckpt")  # Lightning's own key: older checkpoints restore
+
+
+def test_a_failed_wandb_online_attempt_leaves_only_the_offline_run(tmp_path, monkeypatch):
+    from lightning.pytorch.loggers import WandbLogger
+
+    from bnrepro.loggers import wandb_logger
+
+    def unreachable(self):  # what wandb.init does when the server cannot be reached: a folder, then an error
+        (tmp_path / "wandb" / "run-20260101_000000-abcd1234" / "files").mkdir(parents=True)
+        raise ConnectionError("cannot reach W&B")
+
+    monkeypatch.setattr(WandbLogger, "experiment", property(unreachable))
+    (tmp_path / "wandb" / "run-20250101_000000-earlier1").mkdir(parents=True)  # an earlier launch's: kept
+    with pytest.warns(
+        UserWarning, match="W&B online failed .ConnectionError: cannot reach W&B.; logging offline"
+    ):
+        wandb_logger(mode="online", project="p", entity=None, group=None, tags=[], run_dir=tmp_path, name="r",
+                     run_config={})  # fmt: skip
+    assert [p.name for p in (tmp_path / "wandb").iterdir()] == ["run-20250101_000000-earlier1"]

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
+import lightning as L
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from bnrepro.config import ConfigError
@@ -41,25 +44,80 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
 
-def checkpoint_step(path: Path) -> int:
-    """The global step a checkpoint was saved at; raises ResumeError naming a file torch cannot read."""
+class EvaluationCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, saving only after an evaluation of this launch.
+
+    It saves at the end of each training epoch (one evaluation period; the evaluation runs just
+    before). A run resumed from a checkpoint written there ends that epoch again without evaluating:
+    ModelCheckpoint would warn that `val/acc` is missing from the metrics and rewrite last.ckpt. Its
+    state (best score, best path) keeps ModelCheckpoint's key, so checkpoints written before restore.
+    """
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._evaluated = False
+        super().on_train_start(trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._evaluated = not trainer.sanity_checking
+        super().on_validation_end(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if getattr(self, "_evaluated", True):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    @property
+    def state_key(self) -> str:
+        return "ModelCheckpoint" + super().state_key.removeprefix(type(self).__qualname__)
+
+
+# The run's resolved config (what config.yaml holds) in every checkpoint: a resume is checked against it
+# when config.yaml is gone (run.py).
+CONFIG_KEY = "run_config"
+
+
+class ConfigInCheckpoint(L.Callback):
+    """Stores the run's resolved config in each checkpoint under CONFIG_KEY."""
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+
+
+class ResumePoint(NamedTuple):
+    path: Path | None  # the checkpoint to resume from; None: a fresh start
+    step: int | None  # its global step
+    corrupt: list[Path]  # unreadable checkpoints to set aside (resume_fallback)
+    config: dict | None = None  # the resolved config it holds (None: written before configs were kept)
+
+
+def read_checkpoint(path: Path) -> tuple[int, dict | None]:
+    """(The global step a checkpoint was saved at, the run config it holds); raises ResumeError naming a
+    file torch cannot read."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        return int(ckpt["global_step"])
+        return int(ckpt["global_step"]), ckpt.get(CONFIG_KEY)
     except Exception as e:  # truncated zip, pickle garbage, a file of something else
         raise ResumeError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
 
 
-def select_resume(run_dir: Path, resume: str, fallback: bool) -> tuple[Path | None, int | None, list[Path]]:
-    """(The checkpoint to resume from or None for a fresh start, its step, the unreadable ones to set
-    aside), as `resume` (auto|true|false|<path>) asks. Changes nothing on disk: the caller sets them aside
-    once every other start-up check has passed."""
+def checkpoint_step(path: Path) -> int:
+    """The global step a checkpoint was saved at; raises ResumeError naming a file torch cannot read."""
+    return read_checkpoint(path)[0]
+
+
+def select_resume(run_dir: Path, resume: str, fallback: bool) -> ResumePoint:
+    """The checkpoint to resume from (None for a fresh start), its step and config, and the unreadable
+    ones to set aside, as `resume` (auto|true|false|<path>) asks. Changes nothing on disk: the caller
+    sets them aside once every other start-up check has passed."""
     mode = str(resume).lower()
     if mode not in ("auto", "true", "false"):  # an explicit checkpoint
         path = Path(resume)
         if not path.is_file():
             raise ResumeError(f"resume={resume}: no such checkpoint file")
-        return path, checkpoint_step(path), []
+        step, config = read_checkpoint(path)
+        return ResumePoint(path, step, [], config)
     folder = run_dir / "checkpoints"
     candidates = [p for p in (folder / "last.ckpt", folder / "best.ckpt") if p.is_file()]
     if mode == "false":
@@ -69,18 +127,19 @@ def select_resume(run_dir: Path, resume: str, fallback: bool) -> tuple[Path | No
                 f"Resume it (resume=auto, the default), start over with overwrite=true, or pick another "
                 f"run_name=<name>."
             )
-        return None, None, []
+        return ResumePoint(None, None, [])
     if not candidates:
         if mode == "true":
             raise ResumeError(
                 f"resume=true but {folder} holds no checkpoint to resume from. Run without resume=true to "
                 f"start the run, or pass resume=<path to a .ckpt>."
             )
-        return None, None, []
+        return ResumePoint(None, None, [])
     errors, corrupt = [], []
     for path in candidates:
         try:
-            return path, checkpoint_step(path), corrupt
+            step, config = read_checkpoint(path)
+            return ResumePoint(path, step, corrupt, config)
         except ResumeError as e:
             if not fallback:
                 raise ResumeError(

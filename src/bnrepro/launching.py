@@ -14,6 +14,7 @@ affected: Lightning does not re-run the command there.
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import subprocess
@@ -43,7 +44,7 @@ def job_command(run_dir: Path) -> list[str]:
     hc = HydraConfig.get()
     script = to_absolute_path(sys.argv[0]) if __main__.__spec__ is None else None
     command = [sys.executable, script] if script else [sys.executable, "-m", __main__.__spec__.name]
-    # The job's record (.hydra/<time>/) was written by the sweep's process already.
+    # The job writes its own record (.hydra/<time>/) once accepted (launch_record.py), as every run does.
     # hydra.mode=RUN: an experiment file may set MULTIRUN itself (experiment=mnist_figure1), which would
     # make the child a one-job sweep that hands itself off again.
     return [*command, *hc.overrides.task, f'hydra.run.dir="{run_dir}"', "hydra.output_subdir=null",
@@ -83,6 +84,8 @@ def run_job_in_own_process(run_dir: Path) -> dict | None:
         )
     if rc == 2:
         raise ConfigError(f"the job {run_dir.name} was refused at start-up (its message is above)")
+    if rc == 4:  # src/train.py's status for a full disk
+        raise OSError(errno.ENOSPC, f"the job {run_dir.name} ran out of disk space (its message is above)")
     raise RuntimeError(f"the job {run_dir.name} ({' '.join(command)}) exited with status {rc}")
 
 

@@ -12,6 +12,7 @@ import io
 import netrc
 import os
 import secrets
+import shutil
 import string
 import warnings
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger, Logger
 
+from bnrepro.checkpointing import ResumeError
 from bnrepro.lightning_compat import continue_csv
 
 
@@ -47,19 +49,52 @@ def resumed_csv_logger(run_dir: Path, step: int) -> CSVLogger:
     if rank_zero_only.rank != 0:
         return logger  # only rank 0 writes metrics.csv
     path = run_dir / "metrics.csv"
-    continue_csv(logger, rows_up_to(path.read_bytes(), step) if path.is_file() else b"")
+    continue_csv(logger, rows_up_to(path.read_bytes(), step, path) if path.is_file() else b"")
     return logger
 
 
-def rows_up_to(text: bytes, step: int) -> bytes:
-    """metrics.csv without the rows logged after `step`; unchanged, byte for byte, when there are none."""
-    rows = list(csv.DictReader(io.StringIO(text.decode(), newline="")))
-    keep = [r for r in rows if not r.get("step") or float(r["step"]) <= step]
-    if len(keep) == len(rows):
-        return text  # bytes: the csv module's \r\n stay as they are
+class MetricsFileError(ResumeError):
+    """metrics.csv is damaged in a way a killed write cannot explain; the message names the line."""
+
+
+def rows_up_to(text: bytes, step: int, path: Path | str = "metrics.csv") -> bytes:
+    """metrics.csv without the rows logged after `step`; unchanged, byte for byte, when there are none.
+
+    Lightning's CSV logger appends each row in place, so a process killed mid-write (or a full disk)
+    leaves a torn last line without its newline, to which the resumed run's next row would be glued.
+    Everything after the last newline is dropped (the row was logged after the checkpoint: the process
+    died writing it, before it could save a later one). A complete row whose field count differs from
+    the header's, or whose step is not a number, cannot come from a torn write: MetricsFileError names
+    the line.
+    """
+    complete = text[: text.rfind(b"\n") + 1]
+    if not complete:
+        return b""  # not even the header was written in full
+    lines = complete.decode(errors="replace").splitlines()
+    rows = list(csv.reader(io.StringIO(complete.decode(errors="replace"), newline="")))
+    header, body = rows[0], rows[1:]
+    column = header.index("step") if "step" in header else None
+    keep = []
+    for number, row in enumerate(body, start=2):
+        where = f"{path}, line {number}" + (f" ({lines[number - 1][:60]!r})" if number <= len(lines) else "")
+        if len(row) != len(header):
+            raise MetricsFileError(
+                f"{where} has {len(row)} fields, its header {len(header)}: the file was changed or damaged. "
+                f"Nothing was changed. Delete that line (or the whole file: the curves before the "
+                f"checkpoint are then lost) and relaunch, or start over with overwrite=true."
+            )
+        value = row[column] if column is not None else ""
+        try:
+            logged_after = bool(value) and float(value) > step
+        except ValueError:
+            raise MetricsFileError(f"{where}: step {value!r} is not a number. Nothing was changed.") from None
+        if not logged_after:
+            keep.append(row)
+    if len(keep) == len(body):
+        return complete  # bytes: the csv module's \r\n stay as they are
     out = io.StringIO(newline="")
-    w = csv.DictWriter(out, fieldnames=list(rows[0]))  # "\r\n" rows, as Lightning's CSV logger writes
-    w.writeheader()
+    w = csv.writer(out)  # "\r\n" rows, as Lightning's CSV logger writes
+    w.writerow(header)
     w.writerows(keep)
     return out.getvalue().encode()
 
@@ -112,6 +147,7 @@ def wandb_logger(*, mode: str, project: str, entity: str | None, group: str | No
     logger = make(mode)
     if mode != "online" or rank_zero_only.rank != 0:
         return logger
+    earlier = set((run_dir / "wandb").glob("run-*"))  # online runs of earlier launches: kept
     try:
         logger.experiment  # noqa: B018  (wandb.init happens here: connect now, not mid-training)
     except Exception as e:  # network down, server error, key refused: wandb raises many kinds
@@ -120,6 +156,10 @@ def wandb_logger(*, mode: str, project: str, entity: str | None, group: str | No
         import wandb
 
         wandb.teardown()
+        # The failed attempt's local folder (run-<time>-<id>) holds nothing the offline run will not: only
+        # the offline-run-* folder is left beside the earlier launches', the one `wandb sync` uploads.
+        for folder in set((run_dir / "wandb").glob("run-*")) - earlier:
+            shutil.rmtree(folder, ignore_errors=True)
         # W&B's service may still hold the failed attempt's id: the offline run takes a new one (kept in
         # wandb_id, so the next launch resumes it; `wandb sync` uploads it).
         (run_dir / "wandb_id").unlink(missing_ok=True)

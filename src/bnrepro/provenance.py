@@ -53,10 +53,18 @@ def hardware(device: torch.device | str | None = None) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Writes through a temporary file and a rename, so a reader never sees half a file."""
+    """Writes through a temporary file and a rename, so a reader never sees half a file; a failed write
+    (a full disk) leaves the previous file and no temporary one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        if e.filename == str(tmp):
+            e.filename = str(path)  # the file being written, for the message
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: Path, obj) -> None:

@@ -17,29 +17,37 @@ import lightning as L
 import torch
 import yaml
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import OmegaConf
 
 from bnrepro.callbacks.data_errors import StopOnUnreadableImage
 from bnrepro.callbacks.preemption import Preemption
 from bnrepro.callbacks.rng_state import RNGState
 from bnrepro.callbacks.summary import RunSummary
-from bnrepro.checkpointing import AtomicCheckpointIO, ResumeError, checkpoint_step, select_resume
+from bnrepro.checkpointing import (
+    AtomicCheckpointIO,
+    ConfigInCheckpoint,
+    EvaluationCheckpoint,
+    ResumeError,
+    checkpoint_step,
+    select_resume,
+)
 from bnrepro.config import ConfigError
 from bnrepro.config.build import build
 from bnrepro.config.checks import validate
 from bnrepro.config.loop import resolve_loop
-from bnrepro.config.resume import differences_from_run, flatten
+from bnrepro.config.resume import config_differences, differences_from_run, flatten
 from bnrepro.config.schema import SPEED_KEYS
+from bnrepro.launch_record import run_log, write_record
 from bnrepro.launching import in_multirun, run_job_in_own_process
 from bnrepro.lightning_compat import set_max_steps, starts_ranks_by_rerunning_command
 from bnrepro.lit.classifier import ClassifierModule
-from bnrepro.loggers import build_loggers, close_wandb
+from bnrepro.loggers import build_loggers, close_wandb, rows_up_to
 from bnrepro.models import build_net
 from bnrepro.provenance import write_text_atomic
 from bnrepro.results.runs import COMPLETE
+from bnrepro.runlock import RunLock
 from bnrepro.speed import Speed, apply_to_net, is_convolutional, resolve_speed
 from bnrepro.speed import trainer_args as speed_trainer_args
 
@@ -85,6 +93,23 @@ def check_input(net, input_shape: tuple[int, ...], cfg) -> None:
         net.train(was_training)
 
 
+def make_trainer(**kwargs) -> L.Trainer:
+    """L.Trainer(**kwargs). What Lightning refuses in the trainer settings -- accelerator=gpu without a GPU,
+    a device count, strategy or precision it does not know -- is a ConfigError naming the keys."""
+    try:
+        return L.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, TypeError, ImportError) as e:
+        accelerator = str(kwargs.get("accelerator"))
+        if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.accelerator={accelerator}, but no CUDA GPU is visible here (torch.cuda.is_available() "
+                f"is False). Run it on a GPU machine, or on the CPU with trainer=cpu."
+            ) from e
+        keys = ("accelerator", "devices", "num_nodes", "strategy", "precision")
+        settings = ", ".join(f"trainer.{k}={kwargs[k]}" for k in keys if k in kwargs)
+        raise ConfigError(f"Lightning refuses these trainer settings ({settings}): {e}") from e
+
+
 @dataclass
 class RunDirPlan:
     """What a launch will do to its run folder; decided first, done only after every start-up check."""
@@ -93,6 +118,19 @@ class RunDirPlan:
     resume_step: int | None = None  # its global step (metrics.csv keeps the rows up to it)
     corrupt: list[Path] = field(default_factory=list)  # unreadable checkpoints to set aside (resume_fallback)
     clear: bool = False  # overwrite=true: remove the previous run's outputs
+
+
+def summary_status(path: Path) -> str | None:
+    """The status a run folder's summary.json records; ResumeError naming a damaged file."""
+    try:
+        status = json.loads(path.read_text()).get("status")
+    except (ValueError, AttributeError) as e:  # truncated, not JSON, not an object
+        raise ResumeError(
+            f"{path} is damaged ({type(e).__name__}: {e}). Nothing was changed. If the run had finished, "
+            f"restore the file, or train it again with overwrite=true; if it had not, delete the file to "
+            f"resume the run from its checkpoints."
+        ) from e
+    return status
 
 
 def plan_run_dir(cfg, run_dir: Path, resolved: dict) -> RunDirPlan:
@@ -104,27 +142,42 @@ def plan_run_dir(cfg, run_dir: Path, resolved: dict) -> RunDirPlan:
     (checkpointing.select_resume); a resumed run must have the configuration it was started with.
     """
     summary = run_dir / "summary.json"
-    done = summary.is_file() and json.loads(summary.read_text()).get("status") in COMPLETE
     if cfg.overwrite:
         if str(cfg.resume).lower() not in ("auto", "false"):
             raise ConfigError(
                 f"overwrite=true starts {run_dir} again; it cannot be combined with resume={cfg.resume}"
             )
         return RunDirPlan(clear=True)
-    if done:
+    if summary.is_file() and summary_status(summary) in COMPLETE:
         raise RunExistsError(
             f"{run_dir} already holds a run ({summary}). Nothing was changed. "
             f"Choose another folder with run_name=<name>, or pass overwrite=true to train it again."
         )
-    ckpt, step, corrupt = select_resume(run_dir, cfg.resume, cfg.resume_fallback)
-    if ckpt is not None and (run_dir / "config.yaml").is_file():
-        diff = differences_from_run(run_dir, flatten(resolved))
-        if diff:
-            raise ResumeError(
-                f"{run_dir} holds a partial run of another configuration ({'; '.join(diff[:5])}). Nothing was "
-                f"changed. Resume it with its own settings, or pass overwrite=true or run_name=<name>."
-            )
+    ckpt, step, corrupt, in_checkpoint = select_resume(run_dir, cfg.resume, cfg.resume_fallback)
+    metrics = run_dir / "metrics.csv"
+    if ckpt is not None and metrics.is_file():  # damage a torn write cannot explain is refused here
+        rows_up_to(metrics.read_bytes(), step, metrics)
+    if ckpt is not None:
+        check_same_config(run_dir, ckpt, in_checkpoint, resolved)
     return RunDirPlan(ckpt, step, corrupt)
+
+
+def check_same_config(run_dir: Path, ckpt: Path, in_checkpoint: dict | None, resolved: dict) -> None:
+    """A resumed run must have the configuration it was started with: the one in config.yaml, or, when
+    config.yaml is gone, the copy its checkpoint holds (checkpointing.ConfigInCheckpoint)."""
+    if (run_dir / "config.yaml").is_file():
+        diff, where = differences_from_run(run_dir, flatten(resolved)), ""
+    elif in_checkpoint is not None:
+        diff = config_differences(flatten(in_checkpoint), flatten(resolved))
+        where = f" (compared with the copy of its config in {ckpt}: config.yaml is missing)"
+    else:
+        return  # a checkpoint from before configs were kept in checkpoints: nothing to compare with
+    if diff:
+        raise ResumeError(
+            f"{run_dir} holds a partial run of another configuration ({'; '.join(diff[:5])}){where}. "
+            f"Nothing was changed. Resume it with its own settings, or pass overwrite=true or "
+            f"run_name=<name>."
+        )
 
 
 def apply_plan(run_dir: Path, plan: RunDirPlan) -> None:
@@ -155,10 +208,10 @@ def build_callbacks(cfg, run_dir: Path, info: dict) -> list[L.Callback]:
         # Before the checkpoints: a batch that diverged stops the run as diverged and is never
         # checkpointed (DivergenceStop), a preempted one saves first (Preemption).
         *optional,
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max"),
+        EvaluationCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max"),
         # last.ckpt after every evaluation period. Not `save_last=True` of the checkpoint above: Lightning
         # 2.6 refreshes that one only at steps where `best` improved.
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
+        EvaluationCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
     ]  # fmt: skip
 
 
@@ -171,8 +224,8 @@ def train(cfg, run_dir: Path) -> dict | None:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     trainer_kwargs = {k: v for k, v in resolved["trainer"].items() if k not in ("max_steps", *SPEED_KEYS)}
     if in_multirun():  # decided before "auto" is resolved: checking bf16 support would start CUDA here
-        probe = L.Trainer(**{k: trainer_kwargs[k] for k in ("accelerator", "devices", "num_nodes", "strategy")},
-                          logger=False, enable_checkpointing=False)  # fmt: skip
+        probe = make_trainer(**{k: trainer_kwargs[k] for k in ("accelerator", "devices", "num_nodes", "strategy")},
+                             logger=False, enable_checkpointing=False)  # fmt: skip
         if starts_ranks_by_rerunning_command(probe):
             return run_job_in_own_process(run_dir)  # see launching.py: rank 1 would re-run the whole sweep
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -181,14 +234,14 @@ def train(cfg, run_dir: Path) -> dict | None:
 
     info = {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed, "task": cfg.task,
             "run_name": cfg.run_name, "lr_multiplier": cfg.lr_multiplier.factor}  # fmt: skip
-    callbacks = build_callbacks(cfg, run_dir, info)
-    summary = callbacks[0]
+    # The config goes into every checkpoint; `resolved` gets what "auto" became below, before any is saved.
+    callbacks = [*build_callbacks(cfg, run_dir, info), ConfigInCheckpoint(resolved)]
     # precision / cudnn benchmark with "auto" resolved
     trainer_kwargs.update(speed_trainer_args(cfg, convolutional=is_convolutional(net)))
     plugins = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # requeue on SIGUSR1 is callbacks/preemption.py's, at a step boundary
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    trainer = L.Trainer(
+    trainer = make_trainer(
         **trainer_kwargs,
         max_epochs=-1,  # training length: max_steps, set below once the world size is known
         check_val_every_n_epoch=1,  # one Lightning epoch = one evaluation period (see data/)
@@ -198,6 +251,20 @@ def train(cfg, run_dir: Path) -> dict | None:
         callbacks=callbacks,
         plugins=plugins,
     )
+    # One launch at a time per run folder (runlock.py): taken before the folder's state is read, by global
+    # rank 0 only (the other ranks are this launch's own), and held until this launch ends.
+    lock = RunLock(run_dir) if trainer.global_rank == 0 else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train(cfg, run_dir, resolved, trainer, net, dm, callbacks)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg, run_dir: Path, resolved: dict, trainer: L.Trainer, net, dm, callbacks) -> dict | None:
+    summary = callbacks[0]
     speed = resolve_speed(cfg, trainer, data_on_device=dm.holds_data_on_device)
     summary.info["speed"] = speed.asdict()
     # config.yaml stores what "auto" became on this machine, so a resume on other hardware that would
@@ -223,23 +290,25 @@ def train(cfg, run_dir: Path) -> dict | None:
     apply_plan(run_dir, plan)
     if rank_zero_only.rank == 0:
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    trainer.loggers = build_loggers(cfg, run_dir, resolved, resume_step=plan.resume_step)
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
-    except SIGTERMException:  # preempted: summary.json says so; callbacks/preemption.py saved last.ckpt
-        saved = next((c.saved_at for c in callbacks if isinstance(c, Preemption)), None)
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if saved is None and last.is_file() and checkpoint_step(last) == trainer.global_step:
-            # The signal came after the period's own last.ckpt was written (Lightning checks for it after
-            # the checkpoint callbacks): that checkpoint is where the run stopped.
-            saved = trainer.global_step
-        if rank_zero_only.rank == 0:
-            where = (
-                f"saved at step {saved}"
-                if saved is not None
-                else "stopped before its checkpoint (last.ckpt is older)"
-            )
-            print(f"preempted: {run_dir} {where}; relaunch the same command to resume")
-    finally:
-        close_wandb(failed=summary.written is None or summary.written["status"] != "finished")
+        write_record(run_dir, cfg)  # Hydra's record of this launch, .hydra/<time>/
+    with run_log(run_dir):  # train.log, Hydra's job log, from here on
+        trainer.loggers = build_loggers(cfg, run_dir, resolved, resume_step=plan.resume_step)
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+        except SIGTERMException:  # preempted: summary.json says so; callbacks/preemption.py saved last.ckpt
+            saved = next((c.saved_at for c in callbacks if isinstance(c, Preemption)), None)
+            last = run_dir / "checkpoints" / "last.ckpt"
+            if saved is None and last.is_file() and checkpoint_step(last) == trainer.global_step:
+                # The signal came after the period's own last.ckpt was written (Lightning checks for it
+                # after the checkpoint callbacks): that checkpoint is where the run stopped.
+                saved = trainer.global_step
+            if rank_zero_only.rank == 0:
+                where = (
+                    f"saved at step {saved}"
+                    if saved is not None
+                    else "stopped before its checkpoint (last.ckpt is older)"
+                )
+                print(f"preempted: {run_dir} {where}; relaunch the same command to resume")
+        finally:
+            close_wandb(failed=summary.written is None or summary.written["status"] != "finished")
     return summary.written

@@ -108,7 +108,13 @@ class ActivationPercentiles(L.Callback):
     def _write(self) -> None:
         path = self.out_dir / "unit_percentiles.npz"
         tmp = path.with_name(".unit_percentiles.partial.npz")
-        np.savez(
-            tmp, steps=np.array(self.steps), quantiles=np.array(self.quantiles), values=np.stack(self.values)
-        )
-        os.replace(tmp, path)
+        try:
+            np.savez(
+                tmp,
+                steps=np.array(self.steps),
+                quantiles=np.array(self.quantiles),
+                values=np.stack(self.values),
+            )
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves no temporary file

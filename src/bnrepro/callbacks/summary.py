@@ -177,6 +177,12 @@ class RunSummary(L.Callback):
     def on_exception(self, trainer, pl_module, exception):
         if not hasattr(self, "t0"):  # fit had not started
             return
+        try:
+            self._write_exception(trainer, pl_module, exception)
+        except OSError as e:  # the disk that failed the run fails this too: the run's own error is reported
+            print(f"warning: could not write {self.run_dir / 'summary.json'}: {e}", file=sys.stderr)
+
+    def _write_exception(self, trainer, pl_module, exception):
         if isinstance(exception, TrainingDiverged):
             self._write(trainer, pl_module, "diverged", str(exception), diverged_at=exception.step)
         elif isinstance(exception, SIGTERMException):  # callbacks/preemption.py saved last.ckpt

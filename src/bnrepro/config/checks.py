@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from omegaconf import OmegaConf
 
 from bnrepro.config.errors import ConfigError
@@ -58,7 +60,43 @@ def _present(cfg, key: str):
     return OmegaConf.select(cfg, key, default=None)
 
 
+def _numbers(node, key: str = ""):
+    """(dotted key, value) of every float in a resolved config container, lists included."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _numbers(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _numbers(v, f"{key}[{i}]")
+    elif isinstance(node, float):
+        yield key, node
+
+
+def check_finite(cfg) -> None:
+    """inf and nan compose as floats; none is a setting (optimizer.lr=inf trained, then diverged)."""
+    for key, value in _numbers(OmegaConf.to_container(cfg, resolve=True)):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={value} must be a finite number")
+
+
+def check_devices(cfg) -> None:
+    """What Lightning would refuse while building the Trainer, with the key named here instead."""
+    devices, nodes = cfg.trainer.devices, cfg.trainer.num_nodes
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices < 1 and devices != -1:
+        raise ConfigError(
+            f'trainer.devices={devices} must be a positive number of devices, -1 or "auto" (all)'
+        )
+    if OmegaConf.is_list(devices) and len(devices) == 0:
+        raise ConfigError('trainer.devices=[] names no device: give a count, a list of device ids or "auto"')
+    if nodes < 1:
+        raise ConfigError(f"trainer.num_nodes={nodes} must be a positive number of machines")
+
+
 def validate(cfg) -> None:
+    check_finite(cfg)
+    if not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed={cfg.seed} must lie in [0, 2**32 - 1] (numpy's and torch's seeds)")
+    check_devices(cfg)
     for key, allowed in CHOICES.items():
         value = _present(cfg, key)
         if value is not None and value not in allowed:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from bnrepro.config.errors import ConfigError
 from bnrepro.config.schema import SPEED_KEYS
 
 
@@ -17,9 +18,11 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-# Keys that do not change what a run computes: how it is launched, resumed, shown and mirrored, and
-# where the data set is read from (a moved data set does not stop a run from resuming).
+# Keys that do not change what a run computes: how it is launched, resumed, shown and mirrored, where
+# the data set is read from and where the run folder is (a moved data set, or a runs folder copied
+# elsewhere and resumed with runs_root=<there>, does not stop a run from resuming).
 NOT_COMPUTED = ("overwrite", "resume", "resume_fallback", "trainer.enable_progress_bar", "logger.",
+                "runs_root", "task", "run_name",
                 # how the step runs, not what it computes (a crashed compile may resume without it)
                 "trainer.benchmark", *(f"trainer.{k}" for k in SPEED_KEYS),
                 "callbacks.preemption.", "testing.stop_at_step", "data.root", "data.system_dirs",
@@ -59,8 +62,23 @@ def config_differences(stored: dict, current: dict) -> list[str]:
     return [f"{k}: {stored.get(k)!r} there, {current.get(k)!r} now" for k in keys if differs(k)]
 
 
-def differences_from_run(run_dir, current: dict) -> list[str]:
-    """config_differences between the config.yaml a run folder holds and `current` (flat dotted keys)."""
+def read_stored_config(path) -> dict:
+    """A run folder's config.yaml as a dict; ConfigError naming the file when it is not one."""
     import yaml
 
-    return config_differences(flatten(yaml.safe_load((run_dir / "config.yaml").read_text())), current)
+    try:
+        stored = yaml.safe_load(path.read_text())
+        problem = None if isinstance(stored, dict) else f"a {type(stored).__name__}, not a mapping of keys"
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        problem = " ".join(str(e).split())
+    if problem is not None:
+        raise ConfigError(
+            f"{path} is not a readable config ({problem}). Nothing was changed. Restore it, or delete it: a "
+            f"resume is then checked against the copy of the config in the run's checkpoint."
+        )
+    return stored
+
+
+def differences_from_run(run_dir, current: dict) -> list[str]:
+    """config_differences between the config.yaml a run folder holds and `current` (flat dotted keys)."""
+    return config_differences(flatten(read_stored_config(run_dir / "config.yaml")), current)

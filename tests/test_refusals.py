@@ -1,0 +1,111 @@
+"""Bad input is a clean refusal: exit status 2, a message naming the key or file and what to do, no
+traceback, and nothing written. Through Hydra's main in this process (the command is tested in
+test_train.py::test_bad_override_fails_at_start_with_the_key_named)."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bnrepro.run import train
+from bnrepro.runlock import RunFolderNotWritable
+from conftest import compose_train, fast_overrides, files, train_main
+
+REFUSED = {
+    "trainer.devices=0": "trainer.devices=0 must be a positive number of devices",
+    "trainer.devices=[]": "trainer.devices=[] names no device",
+    "trainer.num_nodes=0": "trainer.num_nodes=0 must be a positive number of machines",
+    "trainer.strategy=bogus": "Lightning refuses these trainer settings (trainer.accelerator=cpu, "
+    "trainer.devices=1, trainer.num_nodes=1, trainer.strategy=bogus",
+    "seed=-1": "seed=-1 must lie in [0, 2**32 - 1]",
+    "optimizer.lr=inf": "optimizer.lr=inf must be a finite number",
+    "callbacks.percentiles.quantiles=[0.15,nan]": "callbacks.percentiles.quantiles[1]=nan must be a finite",
+    # Hydra's composition errors: its own message naming the key, and the status of bad input
+    "optimizer.lrr=0.1": "Key 'lrr' not in 'SGDConfig'",
+    "optimizer.lr=fast": "could not be converted to Float\n    full_key: optimizer.lr",
+    "model=resnet": "Could not find 'model/resnet'",
+}
+
+
+@pytest.mark.parametrize("override", REFUSED)
+def test_bad_input_exits_2_with_the_key_named_and_leaves_no_folder(override, mnist_root, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    status = train_main("model=mnist_mlp_bn", *fast_overrides(mnist_root, runs), override)
+    err = capsys.readouterr().err
+    assert status == 2, err[-2000:]
+    assert REFUSED[override] in err and "Traceback" not in err
+    assert not runs.exists()
+
+
+def test_eval_refuses_a_misspelled_key_with_the_status_of_bad_input(tmp_path, capsys):
+    assert train_main("eval.crop=1", f"out={tmp_path / 'out'}", script="eval.py") == 2
+    assert "Key 'crop' not in 'EvalOptions'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_gpu_run_without_a_gpu_says_so(mnist_root, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert train_main("model=mnist_mlp_bn", *fast_overrides(mnist_root, runs), "trainer.accelerator=gpu") == 2
+    assert "error: trainer.accelerator=gpu, but no CUDA GPU is visible here" in capsys.readouterr().err
+    assert not runs.exists()
+
+
+def test_a_runs_folder_that_cannot_be_written_is_named(mnist_root, capsys):
+    # /sys refuses new folders even to root (a chmod would not stop root): a real EPERM from the kernel.
+    status = train_main("model=mnist_mlp_bn", *fast_overrides(mnist_root, "/sys/fs/bnrepro-runs"))
+    err = capsys.readouterr().err
+    assert status == 2 and "error: cannot write in /sys/fs/bnrepro-runs" in err and "runs_root=" in err, err
+
+
+def test_a_run_folder_that_cannot_be_written_is_named(partial_run, monkeypatch):
+    overrides, run_dir = partial_run
+    kept = files(run_dir)
+
+    def read_only(path, flags, *args):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("bnrepro.runlock.os.open", read_only)  # where the launch first writes
+    with pytest.raises(RunFolderNotWritable, match=f"cannot write in {run_dir} \\(Permission denied\\)"):
+        train(compose_train(*overrides), run_dir)
+    assert files(run_dir) == kept
+
+
+@pytest.mark.parametrize(
+    "name, damage, message",
+    [("config.yaml", b"model:\n  name: [unclosed\n", "config.yaml is not a readable config (while parsing"),
+     ("config.yaml", b"", "config.yaml is not a readable config (a NoneType, not a mapping of keys)"),
+     ("summary.json", b'{"status": "prempt', "summary.json is damaged (JSONDecodeError")],
+)  # fmt: skip
+def test_a_damaged_file_of_the_run_folder_is_named(name, damage, message, partial_run, capsys):
+    overrides, run_dir = partial_run
+    (run_dir / name).write_bytes(damage)
+    kept = files(run_dir)
+    assert train_main(*overrides) == 2
+    err = capsys.readouterr().err
+    assert f"error: {run_dir / name}" in err and message in err and "Nothing was changed" in err, err
+    assert files(run_dir) == kept
+
+
+def test_a_full_disk_is_reported_as_such_and_leaves_no_partial_file(partial_run, monkeypatch, capsys):
+    overrides, run_dir = partial_run
+    real = Path.write_text
+
+    def full(self, *args, **kwargs):  # the file is created, then its write fails: a full disk
+        if self.name.startswith(".summary.json"):
+            self.touch()
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    assert train_main(*overrides) == 4
+    err = capsys.readouterr().err
+    assert f"error: out of disk space writing {run_dir / 'summary.json'} (No space left on device)" in err
+    assert "relaunch the same command to resume" in err and "Traceback" not in err
+    assert not [p.name for p in run_dir.rglob("*") if "partial" in p.name or p.name == ".lock"]
+    monkeypatch.setattr(Path, "write_text", real)  # space again: the relaunch finishes the run
+    assert train_main(*overrides) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
