@@ -21,6 +21,7 @@ fall back to PIL.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torchvision.datasets.folder import find_classes, make_dataset
-from torchvision.io import ImageReadMode, decode_image
+from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
@@ -55,29 +56,41 @@ def _cannot_decode(path: str | Path, reason: str) -> ImageDataError:
     return ImageDataError(f"{path}: cannot decode ({reason}). Re-extract it from the archive or delete it.")
 
 
-def _load_with_pil(path: str | Path) -> torch.Tensor:
+def _decode_with_pil(data: torch.Tensor, source: str | Path) -> torch.Tensor:
     # PIL raises on a truncated file as long as ImageFile.LOAD_TRUNCATED_IMAGES is False (its default).
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as image:
             return F.pil_to_tensor(image.convert("RGB"))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise _cannot_decode(path, str(err)) from err
+        raise _cannot_decode(source, str(err)) from err
+
+
+def decode_rgb(data: torch.Tensor, source: str | Path) -> torch.Tensor:
+    """Decodes an encoded image (uint8 1-D tensor of the file's bytes), whatever its format, to a uint8
+    RGB tensor [3, H, W]; `source` names it in errors (a path, or a prepared set's item).
+
+    CMYK, grayscale, palette and RGBA images are converted to RGB; a truncated, empty or unreadable file
+    raises ImageDataError naming `source` rather than giving a partly grey image.
+    """
+    if data.numel() == 0:
+        raise ImageDataError(f"{source}: empty file (0 bytes). Re-extract it from the archive or delete it.")
+    try:
+        image = decode_image(data, mode=ImageReadMode.RGB)
+    except RuntimeError as err:
+        if "Unsupported image file" not in str(err):
+            raise _cannot_decode(source, str(err)) from err
+        image = _decode_with_pil(data, source)  # e.g. a BMP or TIFF: libjpeg-turbo/libpng do not read it
+    # 16-bit PNGs decode as uint16; the transforms below expect uint8 (or float in [0, 1]).
+    return F.to_dtype(image, torch.uint8, scale=True)
 
 
 def load_rgb(path: str | Path) -> torch.Tensor:
-    """Decodes any image file, whatever its extension says, to a uint8 RGB tensor [3, H, W].
-
-    CMYK, grayscale, palette and RGBA images are converted to RGB; a truncated or unreadable file raises
-    ImageDataError naming `path` rather than giving a partly grey image.
-    """
+    """Reads and decodes an image file with decode_rgb (any format, whatever its extension says)."""
     try:
-        image = decode_image(str(path), mode=ImageReadMode.RGB)
-    except RuntimeError as err:
-        if "Unsupported image file" not in str(err):
-            raise _cannot_decode(path, str(err)) from err
-        image = _load_with_pil(path)  # e.g. a BMP or TIFF: libjpeg-turbo/libpng do not read it, PIL does
-    # 16-bit PNGs decode as uint16; the transforms below expect uint8 (or float in [0, 1]).
-    return F.to_dtype(image, torch.uint8, scale=True)
+        data = read_file(str(path))
+    except (RuntimeError, OSError) as err:
+        raise _cannot_decode(path, str(err)) from err
+    return decode_rgb(data, path)
 
 
 def scan_class_folders(split_dir: str | Path) -> tuple[list[str], list[tuple[str, int]]]:
