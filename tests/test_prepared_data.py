@@ -132,8 +132,10 @@ def test_training_from_chunks_runs_a_few_steps(prepared, tmp_path):
     dm = build_data(cfg, eval_every_steps=1)
     dm.prepare_data()
     dm.setup()
-    x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and set(y.tolist()) <= {0, 1}
+    x, y = next(iter(dm.train_dataloader()))  # the workers' crops; jitter and normalise on the device
+    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.uint8 and set(y.tolist()) <= {0, 1}
+    x, y = dm.on_after_batch_transfer((x, y), 0)
+    assert x.dtype == torch.float32 and x.min() < -0.5 and x.max() > 0.5
     assert sum(len(b[1]) for b in dm.val_dataloader()) == 4
     s = train(cfg, tmp_path / "runs" / "r")
     assert s["status"] == "finished" and s["steps"] == 3 and "population_acc" in s

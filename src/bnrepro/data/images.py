@@ -169,6 +169,18 @@ def train_transform(
     return v2.Compose(steps)
 
 
+def train_crop_transform(
+    image_size: int, crop_scale: tuple[float, float], crop_ratio: tuple[float, float], hflip: bool
+) -> v2.Compose:
+    """train_transform's geometric part only: uint8 RGB -> uint8 [3, image_size, image_size] crop
+    (the colour jitter and normalisation then run on the training device: gpu_decode.DeviceColorJitter)."""
+    steps = [
+        v2.ToImage(),
+        v2.RandomResizedCrop(image_size, scale=crop_scale, ratio=crop_ratio, antialias=True),
+    ]
+    return v2.Compose([*steps, v2.RandomHorizontalFlip()] if hflip else steps)
+
+
 def eval_transform(
     image_size: int = 224,
     resize_size: int = 256,

@@ -30,8 +30,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from bnrepro.config.schema import schema
 from bnrepro.data.device_loader import own_generator
+from bnrepro.data.gpu_decode import DeviceColorJitter
 from bnrepro.data.imagenet import BatchedImages, ImageFolderDataConfig, ImageFolderDataModule
-from bnrepro.data.images import ImageDataError, decode_rgb
+from bnrepro.data.images import ImageDataError, decode_rgb, train_crop_transform
 from bnrepro.data.prepare import read_marker
 
 
@@ -44,6 +45,10 @@ class PreparedDataConfig(ImageFolderDataConfig):
     prepared: str = MISSING  # the folder or s3:// / gs:// URL that `just prepare` wrote
     cache_dir: str | None = None  # where chunks read from a URL are kept (null: LitData's default)
     max_cache_size: str = "100GB"  # ... and how much of them (LitData evicts the oldest chunks)
+    # Training batches leave the workers as uint8 crops; the colour jitter and normalisation run on the
+    # training device after the transfer, one batched op (gpu_decode.DeviceColorJitter). false: all of
+    # it in the workers, as data=imagenet does.
+    device_color_jitter: bool = True
 
 
 class PreparedImages(Dataset):
@@ -110,11 +115,34 @@ class SeededBatches(BatchedImages):
 class PreparedDataModule(ImageFolderDataModule):
     """Prepared chunks of an ImageNet-layout set (data=imagenet_prepared, data=imagenette_prepared)."""
 
-    def __init__(self, *, prepared: str, cache_dir: str | None, max_cache_size: str, **kwargs):
+    def __init__(self, *, prepared: str, cache_dir: str | None, max_cache_size: str, device_color_jitter: bool,
+                 **kwargs):  # fmt: skip
         super().__init__(**kwargs)  # root (the source folders), sizes, transforms, loader settings
         self.prepared = str(prepared).rstrip("/")
         self.cache_dir, self.max_cache_size = cache_dir, max_cache_size
         self._info: dict | None = None
+        augment = kwargs["augment"]
+        self.device_jitter = None
+        if device_color_jitter and augment["name"] != "none":
+            self.train_tf = train_crop_transform(
+                kwargs["image_size"],
+                tuple(augment["crop_scale"]),
+                tuple(augment["crop_ratio"]),
+                augment["hflip"],
+            )
+            self.device_jitter = DeviceColorJitter(
+                augment["color_jitter"], kwargs["mean"], kwargs["std"], self.seed
+            )
+        self._key = (-1, 0)  # (global step, batches seen at it): names each jittered batch
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Training batches (uint8 crops) on the device: float, colour jitter, normalise."""
+        if self.device_jitter is None or len(batch) != 2 or batch[0].dtype != torch.uint8:
+            return batch  # evaluation batches (already float), or an unreadable-image batch
+        step = self.trainer.global_step if self.trainer is not None else 0
+        count = self._key[1] + 1 if self._key[0] == step else 0
+        self._key = (step, count)  # several batches at one step: Alg. 2's pass after training
+        return self.device_jitter(batch[0], step * 1_000 + count), batch[1]
 
     def prepare_data(self) -> None:
         """Refuses a set that is missing, unreachable or not finished, naming it."""
