@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from torchvision.datasets.folder import find_classes, make_dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
-from torchvision.transforms import v2
+from torchvision.transforms import RandomResizedCrop, v2
 from torchvision.transforms.v2 import functional as F
 
 # timm's IMAGENET_DEFAULT_MEAN/STD, written out: importing timm costs ~2.4 s, paid again by every
@@ -169,16 +169,31 @@ def train_transform(
     return v2.Compose(steps)
 
 
+class RandomResizedCropFlip:
+    """uint8 [3, H, W] -> uint8 [3, size, size]: RandomResizedCrop (torchvision's sampling, antialiased
+    bilinear) and a horizontal flip with probability 1/2, drawing from torch's global generator as
+    v2's transforms do. The crop is resized in channels-last layout, where PyTorch's uint8 kernel is
+    vectorised: measured 1.5x faster than v2.RandomResizedCrop on 224x299 images (docs/benchmarks.md).
+    """
+
+    def __init__(self, size: int, scale: tuple[float, float], ratio: tuple[float, float], hflip: bool):
+        self.size, self.scale, self.ratio, self.hflip = size, list(scale), list(ratio), hflip
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        top, left, h, w = RandomResizedCrop.get_params(image, self.scale, self.ratio)
+        crop = image[:, top : top + h, left : left + w].unsqueeze(0)
+        out = F.resize(crop.contiguous(memory_format=torch.channels_last), [self.size] * 2, antialias=True)[0]
+        if self.hflip and torch.rand(1) < 0.5:
+            out = out.flip(-1)
+        return out
+
+
 def train_crop_transform(
     image_size: int, crop_scale: tuple[float, float], crop_ratio: tuple[float, float], hflip: bool
-) -> v2.Compose:
+) -> RandomResizedCropFlip:
     """train_transform's geometric part only: uint8 RGB -> uint8 [3, image_size, image_size] crop
     (the colour jitter and normalisation then run on the training device: gpu_decode.DeviceColorJitter)."""
-    steps = [
-        v2.ToImage(),
-        v2.RandomResizedCrop(image_size, scale=crop_scale, ratio=crop_ratio, antialias=True),
-    ]
-    return v2.Compose([*steps, v2.RandomHorizontalFlip()] if hflip else steps)
+    return RandomResizedCropFlip(image_size, crop_scale, crop_ratio, hflip)
 
 
 def eval_transform(

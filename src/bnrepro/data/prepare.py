@@ -297,8 +297,9 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-# Train images' shorter side (docs/data.md, "Prepared chunks": the measurement behind it).
-DEFAULT_SHORT_SIDE = 256
+# Train images' shorter side: the smallest that is never below the 224 crop; measured 2.2-2.7x a folder
+# worker's rate per worker, 256 2.0-2.2x (docs/benchmarks.md, "Prepared chunks").
+DEFAULT_SHORT_SIDE = 224
 
 if __name__ == "__main__":
     main()

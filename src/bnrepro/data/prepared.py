@@ -57,8 +57,9 @@ class PreparedImages(Dataset):
     The LitData StreamingDataset is opened in the process that reads (each DataLoader worker its own).
     """
 
-    def __init__(self, location: str, num_examples: int, transform, cache_dir, max_cache_size):
+    def __init__(self, location: str, num_examples: int, transform, cache_dir, max_cache_size, labels=None):
         self.location, self.num_examples, self.transform = location, num_examples, transform
+        self.labels = labels  # the network's output index of each stored label (evaluation); None: the same
         self.cache_dir, self.max_cache_size = cache_dir, max_cache_size
         self._chunks = None
 
@@ -81,7 +82,7 @@ class PreparedImages(Dataset):
                 ) from err
             # len() of a StreamingDataset counts this rank's share under DDP; its chunk intervals hold all.
             total = sum(end - start for start, end in self._chunks.region_of_interest)
-            if total != self.num_examples:
+            if total != self.num_examples and self.labels is None:  # evaluation may take the first few
                 raise ImageDataError(
                     f"{self.location}: the chunks hold {total} images but prepared.json says "
                     f"{self.num_examples}; the set was changed after its preparation: prepare it again."
@@ -94,7 +95,8 @@ class PreparedImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         item = self.chunks[index]
         data = torch.frombuffer(bytearray(item["image"]), dtype=torch.uint8)
-        return self.transform(decode_rgb(data, f"{self.location} item {index}")), int(item["label"])
+        label = int(item["label"]) if self.labels is None else self.labels[int(item["label"])]
+        return self.transform(decode_rgb(data, f"{self.location} item {index}")), label
 
 
 class SeededBatches(BatchedImages):
@@ -109,7 +111,17 @@ class SeededBatches(BatchedImages):
         key = zlib.crc32(np.asarray(indices, dtype=np.int64).tobytes())
         with torch.random.fork_rng(devices=[]):  # leaves the process's own stream (dropout's) untouched
             torch.manual_seed(self.seed * 1_000_003 + key)
-            return super().__getitem__(indices)
+            try:
+                images, labels = zip(*(self.dataset[i] for i in indices))
+            except ImageDataError as e:
+                return torch.empty(0), torch.empty(0, dtype=torch.long), str(e)
+        if images[0].dtype == torch.uint8 and images[0].permute(1, 2, 0).is_contiguous():
+            # Channels-last crops (RandomResizedCropFlip): stacked as [B, H, W, 3], a plain copy, and
+            # handed on as a channels-last [B, 3, H, W] (the layout the convolutions want on a GPU).
+            return torch.stack([im.permute(1, 2, 0) for im in images]).permute(0, 3, 1, 2), torch.tensor(
+                labels
+            )
+        return torch.stack(images), torch.tensor(labels)
 
 
 class PreparedDataModule(ImageFolderDataModule):
