@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_eval import tiny_run  # noqa: F401  (the fixture: a finished tiny run folder)
 from test_imagenet_data import CLASSES, imagenet_overrides, write_imagenet
 
 from bnrepro.data.images import ImageDataError
@@ -250,3 +251,35 @@ def test_prepare_command_line_writes_next_to_the_source(tmp_path):
     summary = main(["imagenet", f"data.root={source}", "prepare.short_side=null", "prepare.workers=1"])
     assert summary["short_side"] is None and summary["images"]["train"] == 12
     assert (Path(f"{source}-prepared") / MARKER).exists() and os.path.isdir(f"{source}-prepared/val")
+
+
+def test_eval_reads_prepared_val_chunks_as_it_reads_the_folder(tmp_path, tiny_run):  # noqa: F811
+    """src/eval.py's evaluate() on data=imagenet_prepared: the same images (JPEGs stored as they are), the
+    same record as from the val/ folder, single crop and 144 crops."""
+    import numpy as np
+    from PIL import Image
+    from test_eval import PER_CLASS, TINY, compose_eval, wnids
+
+    from bnrepro.evaluation.evaluate import evaluate
+
+    root, rng = tmp_path / "imagenet", np.random.default_rng(0)
+    for c, (wnid, n) in enumerate(zip(wnids(), PER_CLASS)):
+        (root / "val" / wnid).mkdir(parents=True)
+        for i in range(n):
+            size = (10 + c, 14) if i % 2 == 0 else (15, 11 + c)
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(
+                root / "val" / wnid / f"{i}.JPEG"
+            )
+    (root / "train").symlink_to(root / "val", target_is_directory=True)
+    prepare(root, tmp_path / "prepared", short_side=None, val_short_side=None, num_workers=1)
+    run = tiny_run
+    for crops in (1, 144):
+        common = [f"ckpt={run / 'checkpoints' / 'best.ckpt'}", f"eval.crops={crops}", *TINY]
+        folder = evaluate(compose_eval(*common, f"data.root={root}"), tmp_path / f"folder{crops}")
+        chunks = evaluate(
+            compose_eval(*common, "data=imagenet_prepared", f"data.prepared={tmp_path / 'prepared'}"),
+            tmp_path / f"chunks{crops}",
+        )
+        assert chunks["num_images"] == folder["num_images"] == sum(PER_CLASS)
+        assert chunks["data_root"] == str(tmp_path / "prepared")
+        assert (chunks["top1_acc"], chunks["top5_acc"]) == (folder["top1_acc"], folder["top5_acc"])
