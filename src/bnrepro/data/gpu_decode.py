@@ -7,6 +7,7 @@ there. Here the workers only read file bytes (torchvision.io.read_file) and the 
 whole mini-batch to torchvision.io.decode_jpeg(list, device="cuda") (nvjpeg; progressive JPEGs are
 decoded one by one), and the distortions run batched on the GPU: 4,908 images/s on the same machine
 (`python -m bnrepro.bench.pipeline`). A benchmark path for now: training still decodes in workers.
+DeviceColorJitter (below) is used in training: data=imagenet_prepared's jitter after the transfer.
 
 GPUDecodeAugment(train=True) does what images.train_transform does, with the same distributions per
 image: random-resized crop (torchvision's sampling, 10 tries then the centre crop), horizontal flip,
