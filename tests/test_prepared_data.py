@@ -283,3 +283,8 @@ def test_eval_reads_prepared_val_chunks_as_it_reads_the_folder(tmp_path, tiny_ru
         assert chunks["num_images"] == folder["num_images"] == sum(PER_CLASS)
         assert chunks["data_root"] == str(tmp_path / "prepared")
         assert (chunks["top1_acc"], chunks["top5_acc"]) == (folder["top1_acc"], folder["top5_acc"])
+
+
+def test_prepare_refuses_a_url_as_output_and_says_how_to_get_there(tmp_path):
+    with pytest.raises(PrepareError, match="writes a local folder; copy it to the bucket"):
+        prepare(write_imagenet(tmp_path / "imagenet"), "s3://bucket/imagenet-prepared", short_side=224)

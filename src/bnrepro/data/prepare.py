@@ -179,6 +179,11 @@ def prepare(
     chunk_bytes: str = "64MB",
 ) -> dict:
     """Prepares <source>/{train,val}/<class>/* into `output`; returns prepared.json's content."""
+    if "://" in str(output):
+        raise PrepareError(
+            f"prepare.output={output}: preparation writes a local folder; copy it to the bucket afterwards "
+            "(e.g. `aws s3 sync` / `gcloud storage rsync`) and train with data.prepared=<the URL>."
+        )
     source, output = Path(source), Path(output)
     params = _params(short_side, val_short_side, quality)
     marker = output / MARKER
@@ -302,4 +307,8 @@ def main(argv: list[str] | None = None) -> dict:
 DEFAULT_SHORT_SIDE = 224
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ImageDataError as err:  # a bad folder, output or count: the message says what to do
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
