@@ -288,3 +288,33 @@ def test_eval_reads_prepared_val_chunks_as_it_reads_the_folder(tmp_path, tiny_ru
 def test_prepare_refuses_a_url_as_output_and_says_how_to_get_there(tmp_path):
     with pytest.raises(PrepareError, match="writes a local folder; copy it to the bucket"):
         prepare(write_imagenet(tmp_path / "imagenet"), "s3://bucket/imagenet-prepared", short_side=224)
+
+
+def test_a_prepare_killed_by_a_signal_starts_its_split_over_and_finishes(tmp_path):
+    """SIGKILL to the whole process group (the command and LitData's workers) while train/ is being
+    written; the same command again gives a complete set."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    source = write_imagenet(tmp_path / "imagenet", per_class=150)  # 300 train images: a few seconds
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bnrepro.data.prepare", "imagenet", f"data.root={source}",
+           f"prepare.output={out}", "prepare.short_side=32", "prepare.workers=2"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.time() + 120
+    while not list((out / ".logs-train").glob("*.tsv")) and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / MARKER).exists() and not (out / "train.json").exists()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / MARKER).read_text())
+    assert summary["images"] == {"train": 300, "val": 4} and summary["per_class"]["train"] == [150, 150]
+    assert len(chunks(out / "train")) == 300 and not list(out.glob("*.partial"))
