@@ -302,8 +302,8 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-# Train images' shorter side: the smallest that is never below the 224 crop; measured 2.2-2.7x a folder
-# worker's rate per worker, 256 2.0-2.2x (docs/benchmarks.md, "Prepared chunks").
+# Train images' shorter side: the smallest that is never below the 224 crop; measured 2.5-2.7x a folder
+# worker's rate per worker, 256 2.1-2.3x (docs/benchmarks.md, "Prepared chunks").
 DEFAULT_SHORT_SIDE = 224
 
 if __name__ == "__main__":
