@@ -34,3 +34,7 @@ lint:
 # benchmarks: BN-Inception's training step (Lightning vs plain PyTorch) + input pipeline (CPU vs GPU decode)
 bench name="imagenet" *args:
     shift; if [ "{{name}}" = imagenet ]; then python -m bnrepro.bench.inception "$@" && python -m bnrepro.bench.pipeline; else python -m bnrepro.bench.{{name}} "$@"; fi
+
+# class folders -> prepared chunks for data=<name>_prepared: just prepare imagenet [data.root=...] [prepare.output=...] [prepare.short_side=N|null]
+prepare name *args:
+    python -m bnrepro.data.prepare "$@"

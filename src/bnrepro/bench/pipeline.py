@@ -21,6 +21,7 @@ not the disk.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import tempfile
@@ -37,6 +38,7 @@ from bnrepro.bench import compose_train, sync
 from bnrepro.config.build import build
 from bnrepro.data.device_loader import own_generator
 from bnrepro.data.gpu_decode import GPUDecodeAugment
+from bnrepro.data.prepare import DEFAULT_SHORT_SIDE
 from bnrepro.provenance import hardware
 
 # (height, width) of typical ImageNet photos, landscape ones the most common; mean ~0.2 megapixels.
@@ -99,6 +101,22 @@ class EncodedBatches(Dataset):
         return torch.cat(files), lengths, torch.tensor([self.samples[i][1] for i in indices])
 
 
+def worker_rates(loaders: dict[str, DataLoader], batches: int, rounds: int = 5) -> dict[str, float]:
+    """Images/s of one worker's own work per loader: its data set indexed by its sampler's first `batches`
+    mini-batches in this process (no workers, no transfer). The loaders take turns, `rounds` passes each,
+    and each keeps its best pass: on a shared machine, the pass least disturbed by other processes, and
+    every loader measured in the same minutes."""
+    work = {name: list(itertools.islice(iter(loader.sampler), batches)) for name, loader in loaders.items()}
+    best = dict.fromkeys(loaders, float("inf"))
+    for _ in range(rounds):
+        for name, loader in loaders.items():
+            t0 = time.perf_counter()
+            for idx in work[name]:
+                loader.dataset[idx]
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: round(sum(len(i) for i in work[name]) / best[name], 1) for name in loaders}
+
+
 def measure(loader: DataLoader, step, device: torch.device, skip: int) -> dict:
     """Runs `step` (batch -> images on the device) on every batch; times the first batch alone and the
     batches after `skip` more (the ones the workers prepared while the first was being made)."""
@@ -130,11 +148,16 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the main process (workers: 1)")
     p.add_argument("--tiny", action="store_true", help="a few dozen small images: a smoke test in seconds")
+    p.add_argument("--short-side", type=lambda v: None if v == "null" else int(v), nargs="+",
+                   default=[DEFAULT_SHORT_SIDE], help="prepared sets' shorter sides to time (null: originals)")  # fmt: skip
+    p.add_argument(
+        "--prepare-workers", type=int, default=None, help="preparation processes (default: all cores)"
+    )
     args = p.parse_args(argv)
     images = args.images or (32 if args.tiny else 1024)
     workers = args.workers if args.workers is not None else (1 if args.tiny else 8)
     batch = args.batch or (8 if args.tiny else 256)
-    steps = args.steps or (3 if args.tiny else 24)
+    steps = args_steps(args)
     if images < batch:
         p.error(f"--images {images} is fewer than one batch of {batch}")
     device = torch.device(args.device)
@@ -171,6 +194,7 @@ def run(args, images: int, workers: int, batch: int, steps: int, device: torch.d
             return x.shape[0]
 
         cpu = measure(data.train_dataloader(), cpu_step, device, skip)
+        own = {"cpu_workers": data.train_dataloader()}  # each path's loader, for worker_rates
 
         gpu_augment = GPUDecodeAugment.from_augment(augment, device=device, image_size=args.image_size)
         # The same sampler (index stream) as the training loader. Not pinned: decode_jpeg reads the bytes
@@ -186,6 +210,14 @@ def run(args, images: int, workers: int, batch: int, steps: int, device: torch.d
             return x.shape[0]
 
         gpu = measure(raw, gpu_step, device, skip)
+        prepared = {side: measure_prepared(args, tmp, images, workers, batch, device, skip, side, own)
+                    for side in args.short_side}  # fmt: skip
+        rates = worker_rates(own, steps)
+        cpu["worker_images_per_s"] = rates["cpu_workers"]
+        for side, result in prepared.items():
+            for name in ("workers_jitter", "device_jitter"):
+                result[name]["worker_images_per_s"] = rates[f"{side}/{name}"]
+                result[name]["worker_speedup"] = round(rates[f"{side}/{name}"] / rates["cpu_workers"], 2)
 
     return {
         "device": hardware(device),
@@ -195,8 +227,58 @@ def run(args, images: int, workers: int, batch: int, steps: int, device: torch.d
         "workers": workers, "batch": batch, "steps": steps, "images": images, "image_size": args.image_size,
         "mean_jpeg_kb": round(sum(b for b, _ in files) / images / 1e3, 1),
         "mean_megapixels": round(sum(px for _, px in files) / images / 1e6, 3),
-        "cpu_workers": cpu, "gpu_decode": gpu,
+        "cpu_workers": per_worker(cpu, workers), "gpu_decode": per_worker(gpu, workers),
+        "prepared": prepared,
     }  # fmt: skip
+
+
+def per_worker(result: dict, workers: int) -> dict:
+    """images_per_s / workers: the loader's rate shared out (the main process's work included)."""
+    return {**result, "images_per_s_per_worker": round(result["images_per_s"] / max(1, workers), 1)}
+
+
+def measure_prepared(args, tmp: str, images: int, workers: int, batch: int, device, skip: int, side,
+                     own: dict) -> dict:  # fmt: skip
+    """Prepares the written JPEGs (shorter side `side`; None keeps them) and times data=imagenet_prepared's
+    training loader: with the colour jitter in the workers, and on `device` after the transfer."""
+    from bnrepro.data.prepare import prepare
+
+    out = Path(tmp) / f"prepared-{side}"
+    summary = prepare(tmp, out, short_side=side, val_short_side=None, num_workers=args.prepare_workers,
+                      chunk_bytes="64MB")  # fmt: skip
+    result = {"prepare_s": summary["seconds"]["train"],
+              "prepare_images_per_s": round(images / summary["seconds"]["train"], 1),
+              "mean_jpeg_kb": round(sum(p.stat().st_size for p in (out / "train").glob("*.bin")) / images / 1e3, 1)}  # fmt: skip
+    for name, on_device in (("workers_jitter", False), ("device_jitter", True)):
+        cfg = compose_train("model=inception", "data=imagenet_prepared", f"data.prepared={out}",
+                            f"data.num_classes={NUM_CLASSES}", f"data.num_train_examples={images}",
+                            f"data.image_size={args.image_size}", f"data.num_workers={workers}",
+                            f"data.pin_memory={device.type == 'cuda'}", "data.persistent_workers=false",
+                            f"data.batch_size={batch}", f"data.eval_batch_size={batch}",
+                            f"data.device_color_jitter={on_device}")  # fmt: skip
+        data = build(cfg.data, "data", seed=0)
+        data.eval_every_steps = 1 + skip + args_steps(args)
+        data.prepare_data()
+        data.setup("fit")
+
+        def step(b, data=data) -> int:
+            x, _ = data.on_after_batch_transfer((b[0].to(device, non_blocking=True), b[1].to(device)), 0)
+            return x.shape[0]
+
+        result[name] = per_worker(measure(data.train_dataloader(), step, device, skip), workers)
+        own[f"{side}/{name}"] = data.train_dataloader()
+        if on_device:  # what the device's batched op costs here (on a GPU: a few ms per step)
+            x = next(iter(data.train_dataloader()))[0].to(device)
+            t0 = time.perf_counter()
+            for _ in range(3):
+                data.device_jitter(x, 0)
+            sync(device)
+            result[name]["device_op_images_per_s"] = round(3 * len(x) / (time.perf_counter() - t0), 1)
+    return result
+
+
+def args_steps(args) -> int:
+    return args.steps or (3 if args.tiny else 24)
 
 
 if __name__ == "__main__":

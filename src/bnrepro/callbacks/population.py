@@ -67,7 +67,8 @@ def _train_inputs(datamodule, device):
     for epoch in itertools.count():
         loader.sampler.set_epoch(epoch)
         for x, y in loader:
-            x = x.to(device, non_blocking=True)
+            # The data module's own step after the transfer, as in training (prepared chunks: jitter).
+            x, y = datamodule.on_after_batch_transfer((x.to(device, non_blocking=True), y), 0)
             yield from (x if y.dim() == 2 else (x,))
 
 

@@ -7,6 +7,7 @@ there. Here the workers only read file bytes (torchvision.io.read_file) and the 
 whole mini-batch to torchvision.io.decode_jpeg(list, device="cuda") (nvjpeg; progressive JPEGs are
 decoded one by one), and the distortions run batched on the GPU: 4,908 images/s on the same machine
 (`python -m bnrepro.bench.pipeline`). A benchmark path for now: training still decodes in workers.
+DeviceColorJitter (below) is used in training: data=imagenet_prepared's jitter after the transfer.
 
 GPUDecodeAugment(train=True) does what images.train_transform does, with the same distributions per
 image: random-resized crop (torchvision's sampling, 10 tries then the centre crop), horizontal flip,
@@ -99,6 +100,39 @@ def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) ->
     return x
 
 
+def jitter_params(n: int, strength: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(factors [n, 3], order [n, 3]) of ColorJitter(brightness=contrast=saturation=strength) per image:
+    each factor uniform in [max(0, 1 - strength), 1 + strength], the three ops in a uniformly random
+    order (torchvision's randperm, hue left out)."""
+    lo, hi = max(0.0, 1 - strength), 1 + strength
+    factors = torch.empty(n, 3).uniform_(lo, hi, generator=generator)
+    return factors, torch.rand(n, 3, generator=generator).argsort(1)
+
+
+class DeviceColorJitter:
+    """uint8 crops [B, 3, S, S] on the training device -> float, colour-jittered, normalised: the end of
+    images.train_transform (ToDtype, ColorJitter, Normalize) as one batched op after the transfer, so
+    the CPU workers only decode, crop and flip (and send a quarter of the bytes).
+
+    The same distribution per image as the CPU op (tests/test_gpu_jitter.py compares their statistics);
+    the random numbers are drawn on the CPU from a generator seeded by (seed, key), where the caller's
+    key names the batch (the global step): a resumed run draws what the uninterrupted one drew.
+    """
+
+    def __init__(self, strength: float, mean: Sequence[float], std: Sequence[float], seed: int):
+        self.strength, self.seed = strength, seed
+        self.mean, self.std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, key: int) -> torch.Tensor:
+        x = x.float().div_(255)
+        if self.strength:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 7_919 * key + 1)
+            factors, order = jitter_params(len(x), self.strength, gen)
+            x = color_jitter(x, factors.to(x.device), order.to(x.device))
+        return x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
+
+
 class GPUDecodeAugment:
     """List of encoded JPEGs (uint8 1-D CPU tensors) -> normalised float32 batch [B, 3, S, S] on `device`.
 
@@ -184,9 +218,6 @@ class GPUDecodeAugment:
             flip = (torch.rand(len(images), generator=self.generator) < 0.5).to(self.device)
             out = torch.where(flip.view(-1, 1, 1, 1), out.flip(-1), out)
         if self.train and self.jitter:
-            lo, hi = max(0.0, 1 - self.jitter), 1 + self.jitter
-            factors = torch.empty(len(images), 3).uniform_(lo, hi, generator=self.generator)
-            # A uniform random permutation per image, like ColorJitter's randperm with hue left out.
-            order = torch.rand(len(images), 3, generator=self.generator).argsort(1)
+            factors, order = jitter_params(len(images), self.jitter, self.generator)
             out = color_jitter(out, factors.to(self.device), order.to(self.device))
         return out.sub_(self.mean).div_(self.std)

@@ -59,10 +59,13 @@ class ImageBatchLoader(DataLoader):
     among its callbacks. `lockstep`: every rank must get the same number of batches (training: one
     per optimizer step), so an unreadable batch becomes an empty one instead of being dropped.
     `unreadable`: the first unreadable image's message of the current pass, when collected.
+    `batches`: how a worker makes a mini-batch of `images` (default BatchedImages; data/prepared.py
+    seeds its distortions per batch).
     """
 
-    def __init__(self, images: Dataset, *, sampler, lockstep: bool, trainer=None, **kwargs):
-        super().__init__(BatchedImages(images), sampler=sampler, batch_size=None, **kwargs)
+    def __init__(self, images: Dataset, *, sampler, lockstep: bool, trainer=None, batches=None, **kwargs):
+        batches = batches if batches is not None else BatchedImages(images)
+        super().__init__(batches, sampler=sampler, batch_size=None, **kwargs)
         self.lockstep, self.trainer = lockstep, trainer
         self.unreadable: str | None = None
 

@@ -19,7 +19,7 @@ from bnrepro.config.build import build
 from bnrepro.config.schema import SPEED_KEYS
 from bnrepro.evaluation.config import PROTOCOLS, validate_eval
 from bnrepro.evaluation.crops import crop_transform
-from bnrepro.evaluation.data import EvalDataModule, val_samples
+from bnrepro.evaluation.data import EvalDataModule, val_dataset
 from bnrepro.evaluation.ensemble import EnsembleClassifier
 from bnrepro.evaluation.members import load_members
 from bnrepro.provenance import git_sha, hardware, versions, write_json_atomic
@@ -52,11 +52,10 @@ def evaluate(cfg, out_dir: Path) -> dict | None:
     """Evaluates the configured network(s); returns the eval.json record (None off global rank 0)."""
     validate_eval(cfg)
     members = load_members(cfg)
-    _, samples = val_samples(build(cfg.data, "data", seed=0), members[0].num_classes)
-    samples = samples[: cfg.eval.limit] if cfg.eval.limit else samples
     d, e = cfg.data, cfg.eval
     transform = crop_transform(e.crops, d.image_size, d.resize_size, list(e.scales))
-    dm = EvalDataModule(samples, transform, max(1, e.batch_size // e.crops), e.num_workers, e.pin_memory)
+    samples = val_dataset(build(cfg.data, "data", seed=0), members[0].num_classes, transform, e.limit)
+    dm = EvalDataModule(samples, max(1, e.batch_size // e.crops), e.num_workers, e.pin_memory)
     module = EnsembleClassifier(members)
     trainer = build_trainer(cfg, out_dir)
     trainer.validate(module, datamodule=dm, verbose=False)
@@ -76,7 +75,7 @@ def evaluate(cfg, out_dir: Path) -> dict | None:
         "checkpoints": [m.source for m in members],
         "weights": cfg.weights,
         "data": d.name,
-        "data_root": str(d.root),
+        "data_root": str(d.get("prepared") or d.root),  # a prepared set: its folder or URL
         "num_images": r["num_images"],
         "top1_acc": r["top1_acc"],
         "top5_acc": top5,
