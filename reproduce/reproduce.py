@@ -172,12 +172,17 @@ def run_jobs(
             )
             pump = threading.Thread(target=_pump, args=(proc, run_dir.with_suffix(".log")))
             pump.start()
-            running.append((proc, pump, run_dir))
+            running.append((proc, pump, run_dir, time.perf_counter()))
         time.sleep(0.2)
         for item in [r for r in running if r[0].poll() is not None]:
             running.remove(item)
-            proc, pump, run_dir = item
+            proc, pump, run_dir, started = item
             pump.join()
+            # The job's whole process, start-up included (bench/mnist_e2e.py reads these lines).
+            print(
+                f"done: {_show(run_dir)} exit {proc.returncode} in {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
             if proc.returncode not in (0, EXIT_DIVERGED):  # a diverged run is a result, not a failure
                 failed.append(f"{run_dir} (exit {proc.returncode}, output in {run_dir.with_suffix('.log')})")
     if failed:
