@@ -31,6 +31,7 @@ import csv
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -178,6 +179,20 @@ def run_peer(args, work: Path, indices: Path) -> dict:
             "curves": {m: out / m / "metrics.csv" for m in MODELS}}  # fmt: skip
 
 
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) of every finished child process and its waited-for descendants."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(run, *args) -> dict:
+    """`run`'s result with the CPU time its processes used: less sensitive than the wall time to other
+    work on a shared machine (it still grows when that work competes for caches and memory)."""
+    cpu = children_cpu_s()
+    result = run(*args)
+    return {**result, "cpu_s": round(children_cpu_s() - cpu, 1)}
+
+
 def run_project(args, work: Path) -> dict:
     root = args.project_root.resolve()
     runs = work / "runs"
@@ -252,17 +267,23 @@ def main(argv=None) -> dict:
     runs = {m: [] for m in modes}
     for _ in range(args.repeats):
         for m in modes:
-            runs[m].append(run_peer(args, work, indices) if m == "peer" else run_project(args, work))
-            print(f"{m}: {runs[m][-1]['wall_s']} s  per run {runs[m][-1]['per_run_s']}", flush=True)
+            runs[m].append(
+                timed(run_peer, args, work, indices) if m == "peer" else timed(run_project, args, work)
+            )
+            r = runs[m][-1]
+            print(f"{m}: {r['wall_s']} s (CPU {r['cpu_s']} s)  per run {r['per_run_s']}", flush=True)
     result = {"steps": args.steps, "eval_every": args.eval_every, "data": args.data, "repeats": args.repeats,
               "peer_threads": args.threads, "cpu_cores": os.cpu_count(), "project_root": str(args.project_root)}  # fmt: skip
     for m in modes:
         result[f"{m}_wall_s"] = [r["wall_s"] for r in runs[m]]
         result[f"{m}_per_run_s"] = [r["per_run_s"] for r in runs[m]]
+        result[f"{m}_cpu_s"] = [r["cpu_s"] for r in runs[m]]
     if len(modes) == 2:
         pairs = [b["wall_s"] / a["wall_s"] for a, b in zip(runs["peer"], runs["project"])]
         result["ratio_per_pair"] = [round(r, 3) for r in pairs]
-        result["ratio"] = round(statistics.median(pairs), 3)  # project / peer
+        result["ratio"] = round(statistics.median(pairs), 3)  # project / peer, wall time
+        cpu = [b["cpu_s"] / a["cpu_s"] for a, b in zip(runs["peer"], runs["project"])]
+        result["cpu_ratio"] = round(statistics.median(cpu), 3)
         result["max_curve_difference"] = same_curves(
             runs["peer"][-1]["curves"], runs["project"][-1]["curves"]
         )
