@@ -22,7 +22,7 @@ import bnrepro.models  # noqa: F401
 from bnrepro.callbacks.divergence import TrainingDiverged
 from bnrepro.config import ConfigError
 from bnrepro.data.device_loader import StepChunkSampler, device_loader
-from bnrepro.lit.classifier import ClassifierModule
+from bnrepro.lit.multistep import MultiStepClassifier
 from bnrepro.lit.schedules import Constant, ExponentialDecay
 from bnrepro.run import train
 from bnrepro.speed import resolve_speed, trainer_args
@@ -134,8 +134,8 @@ def train_mlp(cuda_graphs, steps=40, chunk=10, schedule=None, device="cpu", **kw
     y = torch.randint(0, 10, (600,), generator=gen).to(device)
     net = timm.create_model("mnist_mlp", norm="batchnorm", act_layer="sigmoid", init_seed=0)
     opt = partial(torch.optim.SGD, lr=0.5, momentum=0.9)
-    module = ClassifierModule(net, 10, 30, opt, schedule or Constant(), reference_batch=30, cuda_graphs=cuda_graphs,
-                              **kwargs)  # fmt: skip
+    module = MultiStepClassifier(net, 10, 30, opt, schedule or Constant(), reference_batch=30, steps_per_batch=chunk,
+                                 cuda_graphs=cuda_graphs, **kwargs)  # fmt: skip
     sampler = StepChunkSampler(600, 30, steps_per_epoch=steps, steps_per_batch=chunk)
     trainer = L.Trainer(accelerator=device, devices=1, max_steps=steps, max_epochs=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -199,6 +199,12 @@ def test_a_resume_compares_the_precision_auto_became_and_not_how_the_step_runs()
     assert config_differences({"trainer.precision": "bf16"}, {"trainer.precision": "bf16-mixed"}) == []
     # compile / channels_last / ... change how the step runs: a run whose compile crashed resumes without.
     assert config_differences({"trainer.compile": True}, {"trainer.compile": False}) == []
+    # Run folders from before lit/multistep.py also hold the steps per batch as data.steps_per_batch.
+    old = {"data.steps_per_batch": 100, "loop.steps_per_batch": 100}
+    assert config_differences(old, {"loop.steps_per_batch": 100}) == []
+    assert config_differences(old, {"loop.steps_per_batch": 10}) == [
+        "loop.steps_per_batch: 100 there, 10 now"
+    ]
     # Resolved on another machine: a bf16 run does not silently continue in float32.
     assert config_differences({"trainer.precision": "bf16-mixed"}, {"trainer.precision": "32-true"}) == [
         "trainer.precision: 'bf16-mixed' there, '32-true' now"

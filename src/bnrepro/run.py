@@ -35,6 +35,7 @@ from bnrepro.config.resume import differences_from_run, flatten
 from bnrepro.config.schema import SPEED_KEYS
 from bnrepro.launching import in_multirun, run_job_in_own_process, starts_ranks_by_rerunning_command
 from bnrepro.lit.classifier import ClassifierModule
+from bnrepro.lit.multistep import MultiStepClassifier, resolve_steps_per_batch
 from bnrepro.loggers import build_loggers, close_wandb
 from bnrepro.models import build_net
 from bnrepro.provenance import write_text_atomic
@@ -50,10 +51,11 @@ class RunExistsError(FileExistsError):
     pass
 
 
-def build_module(cfg, net, speed: Speed | None = None) -> ClassifierModule:
-    """The LightningModule: the network, the optimizer group as a partial, the LR schedule."""
-    return ClassifierModule(
-        net,
+def build_module(cfg, net, speed: Speed | None = None, steps_per_batch: int = 1) -> ClassifierModule:
+    """The LightningModule: the network, the optimizer group as a partial, the LR schedule. Lightning's
+    automatic optimization, one step per batch; several steps per batch (MultiStepClassifier) when
+    `steps_per_batch` > 1 or the steps are CUDA graphs (lit/multistep.py)."""
+    kwargs = dict(
         num_classes=net.num_classes,
         batch_size=cfg.data.batch_size,
         optimizer=build(cfg.optimizer, "optimizer"),
@@ -64,8 +66,11 @@ def build_module(cfg, net, speed: Speed | None = None) -> ClassifierModule:
         decay_all_params=cfg.model.decay_all_params,
         fused_optimizer=bool(speed and speed.fused_optimizer),
         channels_last=bool(speed and speed.channels_last),
-        cuda_graphs=bool(speed and speed.cuda_graphs),
     )
+    graphs = bool(speed and speed.cuda_graphs)
+    if steps_per_batch > 1 or graphs:
+        return MultiStepClassifier(net, **kwargs, steps_per_batch=steps_per_batch, cuda_graphs=graphs)
+    return ClassifierModule(net, **kwargs)
 
 
 def check_input(net, input_shape: tuple[int, ...], cfg) -> None:
@@ -204,12 +209,18 @@ def train(cfg, run_dir: Path) -> dict | None:
     resolved["trainer"].update(speed.config_values())
     plan = plan_run_dir(cfg, run_dir, resolved)
     ckpt = plan.resume_from
-    module = build_module(cfg, net, speed)
     # Lengths given in examples become steps at this run's global batch (devices x per-device batch).
     max_steps, eval_every = resolve_loop(cfg, cfg.data.batch_size * trainer.world_size)
     trainer.fit_loop.epoch_loop.max_steps = max_steps
     summary.info["eval_every_steps"] = eval_every
     dm.eval_every_steps = eval_every  # one Lightning epoch = one evaluation period
+    k = resolve_steps_per_batch(
+        cfg.loop.steps_per_batch, eval_every, trainer.world_size, speed.precision, dm.can_chunk_steps
+    )
+    summary.info["steps_per_batch"] = k
+    module = build_module(cfg, net, speed, steps_per_batch=k)
+    if isinstance(module, MultiStepClassifier):
+        dm.steps_per_batch = k  # its sampler yields [K, B] chunks, the batches the module takes
     check_input(net, dm.input_shape, cfg)
     for callback in callbacks:  # e.g. the percentiles' module and unit exist in this network
         if hasattr(callback, "check"):

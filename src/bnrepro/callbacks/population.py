@@ -67,18 +67,16 @@ def _batches(loader):
         yield batch
 
 
-def _train_inputs(datamodule, device):
-    """Input mini-batches of the training stream, one at a time, over as many evaluation periods as needed.
-
-    Device loaders may yield [K, B, ...] chunks of K mini-batches.
-    """
+def _train_inputs(datamodule, pl_module):
+    """Input mini-batches of the training stream, one at a time, over as many evaluation periods as needed
+    (a training batch may hold several: the module's mini_batches says which)."""
     loader = datamodule.train_dataloader()
     loader.sampler.position = None  # passes numbered by set_epoch, not the (finished) training position
     for epoch in itertools.count():
         loader.sampler.set_epoch(epoch)
-        for x, y in _batches(loader):
-            x = x.to(device, non_blocking=True)
-            yield from (x if y.dim() == 2 else (x,))
+        for batch in _batches(loader):
+            for x, _ in pl_module.mini_batches(batch):
+                yield x.to(pl_module.device, non_blocking=True)
 
 
 class PopulationStatistics(L.Callback):
@@ -98,7 +96,7 @@ class PopulationStatistics(L.Callback):
         saved = copy.deepcopy([m.state_dict() for m in bns])  # the moving averages, restored at the end
         dm = trainer.datamodule
         with trainer.precision_plugin.forward_context():
-            used = recompute_population_statistics(net, _train_inputs(dm, pl_module.device), self.num_batches)
+            used = recompute_population_statistics(net, _train_inputs(dm, pl_module), self.num_batches)
         for m in bns:  # every rank averaged its own batches: average the ranks' averages
             for buf in (m.running_mean, m.running_var):
                 buf.copy_(trainer.strategy.reduce(buf, reduce_op="mean"))
