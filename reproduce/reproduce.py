@@ -158,6 +158,8 @@ def run_jobs(
     jobs: list[tuple[list[str], Path]], parallel: int, launcher: str = "local", launcher_args=()
 ) -> None:
     """Runs the jobs, `parallel` at a time. A failed job does not stop the others (their work is kept)."""
+    # Each job's share of the cores: torch's default thread count follows OMP_NUM_THREADS, and the job
+    # decides and records its count from it (trainer.num_threads, speed.py; 1 for the MNIST MLPs).
     threads = max(1, (os.cpu_count() or 1) // parallel)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     pending, running, failed = list(jobs), [], []

@@ -113,6 +113,28 @@ def test_auto_fast_paths_on_a_gpu_are_float32_and_cuda_graphs_for_the_mnist_mlp(
     assert (s.cuda_graphs, s.compile) == (False, True)
 
 
+def test_the_mnist_mlp_trains_on_one_thread_unless_asked_and_the_count_is_recorded(
+    mnist_root, tmp_path, monkeypatch
+):
+    """trainer.num_threads auto: 1 for the MLP (a second thread only slows it down), torch's default for a
+    convolutional net; the run's count in summary.json and config.yaml; the caller's count restored."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the caller's count, as on 2 cores
+    assert resolve_speed(compose_train("model=bn_x30"), fake_trainer("cpu"), False).num_threads == 2
+    asked = compose_train("model=mnist_mlp", "trainer.num_threads=3")
+    assert resolve_speed(asked, fake_trainer("cpu"), False, convolutional=False).num_threads == 3
+    monkeypatch.undo()
+    before = torch.get_num_threads()
+    s = train(compose_train("model=mnist_mlp", *fast_overrides(mnist_root, tmp_path), "run_name=r", "trainer.num_threads=2"),
+              tmp_path / "r")  # fmt: skip
+    assert s["speed"]["num_threads"] == 2 and s["hardware"].endswith("torch threads 2")
+    assert torch.get_num_threads() == before
+    s = train(
+        compose_train("model=mnist_mlp", *fast_overrides(mnist_root, tmp_path), "run_name=a"), tmp_path / "a"
+    )
+    assert s["speed"]["num_threads"] == 1 and s["hardware"].endswith("torch threads 1")
+    assert yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["trainer"]["num_threads"] == 1
+
+
 def test_everything_is_off_on_the_cpu_and_cuda_graphs_cannot_be_forced_there():
     cfg = compose_train("model=bn_x30")
     assert trainer_args(cfg, convolutional=True) == {"precision": "32-true", "benchmark": False}

@@ -162,7 +162,7 @@ def assert_two_process_ddp_run(run_dir, mnist_root, num_val: int) -> None:
     assert s["strategy"] == "DDPStrategy" and s["sync_batchnorm"] is False and s["per_device_batch"] == 60
     assert s["speed"] == {"precision": "32-true", "cudnn_benchmark": False, "channels_last": False,
                           "fused_optimizer": False, "compile": False, "compile_mode": "default",
-                          "cuda_graphs": False}  # fmt: skip
+                          "cuda_graphs": False, "num_threads": 1}  # fmt: skip
 
     # The percentiles were gathered from both ranks' shards of the test set: they equal the quantiles
     # of the final weights over the whole (evaluated) set.

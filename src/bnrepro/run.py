@@ -40,7 +40,7 @@ from bnrepro.loggers import build_loggers, close_wandb
 from bnrepro.models import build_net
 from bnrepro.provenance import write_text_atomic
 from bnrepro.results.runs import COMPLETE
-from bnrepro.speed import Speed, apply_to_net, is_convolutional, resolve_speed
+from bnrepro.speed import Speed, apply_to_net, is_convolutional, resolve_speed, threads_restored, use_threads
 from bnrepro.speed import trainer_args as speed_trainer_args
 
 # The run folder deliberately holds more than Lightning's CSV files (config, summary, checkpoints).
@@ -171,6 +171,11 @@ def train(cfg, run_dir: Path) -> dict | None:
 
     Raises TrainingDiverged (after writing summary.json with status "diverged") when the loss blows up.
     """
+    with threads_restored():  # trainer.num_threads applies to this run only
+        return _train(cfg, run_dir)
+
+
+def _train(cfg, run_dir: Path) -> dict | None:
     validate(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     trainer_kwargs = {k: v for k, v in resolved["trainer"].items() if k not in ("max_steps", *SPEED_KEYS)}
@@ -202,7 +207,9 @@ def train(cfg, run_dir: Path) -> dict | None:
         callbacks=callbacks,
         plugins=plugins,
     )
-    speed = resolve_speed(cfg, trainer, data_on_device=dm.holds_data_on_device)
+    convolutional = is_convolutional(net)
+    speed = resolve_speed(cfg, trainer, data_on_device=dm.holds_data_on_device, convolutional=convolutional)
+    use_threads(speed.num_threads)  # before the data set is read: its conversion uses them too
     summary.info["speed"] = speed.asdict()
     # config.yaml stores what "auto" became on this machine, so a resume on other hardware that would
     # train differently (bf16 vs float32, ...) is refused naming the key, not silently mixed.

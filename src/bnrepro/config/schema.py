@@ -198,10 +198,14 @@ class TrainerConfig:
     # replay it: the MNIST nets are launch-bound. auto: on for one CUDA device, float32, data held on
     # the device; true: required (an error where it cannot be used); false: off.
     cuda_graphs: bool | None = None
+    # torch's intra-op threads in the training process. auto: 1 for a network without convolutions (the
+    # MNIST MLPs: a 100-unit layer is too small to share between threads), else torch's default (one per
+    # core, or OMP_NUM_THREADS: `just reproduce` sets that to each parallel job's share of the cores).
+    num_threads: int | None = None
 
 
 # TrainerConfig keys that are not lightning.Trainer arguments.
-SPEED_KEYS = ("channels_last", "fused_optimizer", "compile", "compile_mode", "cuda_graphs")
+SPEED_KEYS = ("channels_last", "fused_optimizer", "compile", "compile_mode", "cuda_graphs", "num_threads")
 
 
 @dataclass
