@@ -18,6 +18,8 @@ only: read the runs from W&B instead of the run folders, results/sources.py).
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import importlib
 import itertools
 import os
@@ -28,15 +30,23 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+# As src/train.py: the garbage collector off while importing, the imports then frozen, and the exit not
+# spent scanning them (seconds before the first job starts and after the last one ends).
+gc.disable()
+atexit.register(gc.freeze)
+
+import yaml  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 from bnrepro.config.resume import differences_from_run, flatten  # noqa: E402  (importing registers the schema)
 from bnrepro.results.runs import COMPLETE, load_run  # noqa: E402
 from bnrepro.results.sources import SourceError, read_runs  # noqa: E402
+
+gc.freeze()
+gc.enable()
 
 DRIVER_OPTIONS = ("target", "source", "entity", "project")  # key=value options of this script itself
 
