@@ -185,7 +185,7 @@ def run_jobs(
             pump = threading.Thread(target=_pump, args=(proc, run_dir.with_suffix(".log")))
             pump.start()
             running.append((proc, pump, run_dir, time.perf_counter()))
-        time.sleep(0.2)
+        time.sleep(0.05)  # a finished job is noticed (and the next launched) within 50 ms
         for item in [r for r in running if r[0].poll() is not None]:
             running.remove(item)
             proc, pump, run_dir, started = item
