@@ -30,10 +30,12 @@ lint:
     ruff check .
     ruff format --check .
 
-# (`just bench mnist|inception|pipeline [options]` runs one of them; see docs/benchmarks.md)
-# benchmarks: BN-Inception's training step (Lightning vs plain PyTorch) + input pipeline (CPU vs GPU decode)
+# (`just bench mnist|mnist_e2e|inception|pipeline [options]` runs one of them; see docs/benchmarks.md)
+# benchmarks: BN-Inception's training step (Lightning vs plain PyTorch) + input pipeline (CPU vs GPU decode);
+# `just bench mnist`: the MNIST training loop, then `just reproduce mnist data=fashion_mnist` end to end
+# against a plain PyTorch script doing the same work
 bench name="imagenet" *args:
-    shift; if [ "{{name}}" = imagenet ]; then python -m bnrepro.bench.inception "$@" && python -m bnrepro.bench.pipeline; else python -m bnrepro.bench.{{name}} "$@"; fi
+    shift; if [ "{{name}}" = imagenet ]; then python -m bnrepro.bench.inception "$@" && python -m bnrepro.bench.pipeline; elif [ "{{name}}" = mnist ] && [ $# -eq 0 ]; then python -m bnrepro.bench.mnist && python -m bnrepro.bench.mnist_e2e; else python -m bnrepro.bench.{{name}} "$@"; fi
 
 # class folders -> prepared chunks for data=<name>_prepared: just prepare imagenet [data.root=...] [prepare.output=...] [prepare.short_side=N|null]
 prepare name *args:

@@ -34,6 +34,8 @@ where a launcher is the way in, each missing run goes through hydra/launcher=slu
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import importlib
 import os
 import shlex
@@ -43,11 +45,16 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
-from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+# As src/train.py: the garbage collector off while importing, the imports then frozen, and the exit not
+# spent scanning them (seconds before the first job starts and after the last one ends).
+gc.disable()
+atexit.register(gc.freeze)
+
+import yaml  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: E402
+from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -55,6 +62,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from bnrepro.config.resume import differences_from_run, flatten  # noqa: E402  (importing registers the schema)
 from bnrepro.results.runs import COMPLETE, load_run  # noqa: E402
 from bnrepro.results.sources import SourceError, read_runs  # noqa: E402
+
+gc.freeze()
+gc.enable()
 
 DRIVER_OPTIONS = ("target", "source", "entity", "project")  # key=value options of this script itself
 
@@ -194,6 +204,8 @@ def run_jobs(
     jobs: list[tuple[list[str], Path]], parallel: int, launcher: str = "local", launcher_args=()
 ) -> None:
     """Runs the jobs, `parallel` at a time. A failed job does not stop the others (their work is kept)."""
+    # Each job's share of the cores: torch's default thread count follows OMP_NUM_THREADS, and the job
+    # decides and records its count from it (trainer.num_threads, speed.py; 1 for the MNIST MLPs).
     threads = max(1, (os.cpu_count() or 1) // parallel)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     pending, running, failed = list(jobs), [], []
@@ -208,12 +220,17 @@ def run_jobs(
             )
             pump = threading.Thread(target=_pump, args=(proc, run_dir.with_suffix(".log")))
             pump.start()
-            running.append((proc, pump, run_dir))
-        time.sleep(0.2)
+            running.append((proc, pump, run_dir, time.perf_counter()))
+        time.sleep(0.05)  # a finished job is noticed (and the next launched) within 50 ms
         for item in [r for r in running if r[0].poll() is not None]:
             running.remove(item)
-            proc, pump, run_dir = item
+            proc, pump, run_dir, started = item
             pump.join()
+            # The job's whole process, start-up included (bench/mnist_e2e.py reads these lines).
+            print(
+                f"done: {_show(run_dir)} exit {proc.returncode} in {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
             if proc.returncode not in (0, EXIT_DIVERGED):  # a diverged run is a result, not a failure
                 failed.append(f"{run_dir} (exit {proc.returncode}, output in {run_dir.with_suffix('.log')})")
     if failed:

@@ -13,6 +13,26 @@ def test_bench_mnist_tiny_mode_reports_both_loops():
     assert 0 < result["plain_ms_per_step"] < 1000 and 0 < result["lightning_ms_per_step"] < 1000
 
 
+def test_bench_mnist_end_to_end_times_the_plain_peer_and_the_project_training_the_same_curves(
+    mnist_root, tmp_path
+):
+    """The peer and `reproduce.py mnist`, 20 steps each on the tiny set: both timed, and the peer trained
+    what the project trained (same data, init, index stream and update: the same curves)."""
+    from bnrepro.bench.mnist_e2e import main as e2e
+
+    result = e2e(["--steps", "20", "--eval-every", "10", "--data", "mnist", "--data-root", str(mnist_root),
+                  "--keep", str(tmp_path / "e2e")])  # fmt: skip
+    assert result["peer_wall_s"][0] > 0 and result["project_wall_s"][0] > 0 and result["ratio"] > 0
+    assert (
+        set(result["project_per_run_s"][0])
+        == set(result["peer_per_run_s"][0])
+        == {"mnist_mlp", "mnist_mlp_bn"}
+    )
+    for net, differences in result["max_curve_difference"].items():
+        assert differences["step"] == 0 and differences["val/acc"] == 0, (net, differences)
+        assert max(differences.values()) < 1e-5, (net, differences)
+
+
 def test_bench_inception_tiny_mode_reports_both_loops():
     from bnrepro.bench.inception import main as inception
 

@@ -28,7 +28,7 @@ def test_percentiles_match_torch_quantile_over_all_eval_batches(tmp_path):
         accelerator="cpu", max_steps=10, max_epochs=-1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, callbacks=[cb], num_sanity_val_steps=0,
     )  # fmt: skip
-    train = device_loader((x, y), StepChunkSampler(300, 60, steps_per_epoch=5, steps_per_batch=5))
+    train = device_loader((x, y), StepChunkSampler(300, 60, steps_per_epoch=5))
     val = device_loader((xt, yt), ShardSliceSampler(250, 100))  # three batches: 100, 100, 50
     trainer.fit(module, train, val)
 

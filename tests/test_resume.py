@@ -19,6 +19,7 @@ from test_train import synthetic_overrides
 
 from bnrepro.checkpointing import ResumeError, checkpoint_step
 from bnrepro.lit.classifier import ClassifierModule
+from bnrepro.lit.multistep import MultiStepClassifier
 from bnrepro.loggers import MetricsFileError, rows_up_to
 from bnrepro.run import train
 from conftest import ROOT, cli, compose_train, fast_overrides
@@ -28,14 +29,15 @@ from conftest import ROOT, cli, compose_train, fast_overrides
 def step_losses(monkeypatch):
     """Every optimizer step's training loss, in order, across all train() calls of the test."""
     losses: list[float] = []
-    original = ClassifierModule.training_step
+    for cls in (ClassifierModule, MultiStepClassifier):  # one step per batch, or K (their losses)
+        original = cls.training_step
 
-    def recording(self, batch, batch_idx):
-        out = original(self, batch, batch_idx)
-        losses.extend(out.tolist())
-        return out
+        def recording(self, batch, batch_idx, original=original):
+            out = original(self, batch, batch_idx)
+            losses.extend(out.detach().reshape(-1).tolist())
+            return out
 
-    monkeypatch.setattr(ClassifierModule, "training_step", recording)
+        monkeypatch.setattr(cls, "training_step", recording)
     return losses
 
 
@@ -96,6 +98,30 @@ def test_resume_equals_uninterrupted(case, stop, mnist_root, tmp_path, step_loss
     assert again["evaluations"] == straight["evaluations"] and again["best_acc"] == straight["best_acc"]
     assert_same_run(run_dir.parent / "straight", run_dir)
     assert not list(run_dir.glob("**/*.partial"))
+
+
+def test_a_checkpoint_of_the_other_way_of_stepping_resumes_at_its_step(tmp_path, step_losses):
+    """A partial ImageNet-variant run saved by the K-steps module (manual optimization, as every variant
+    trained before they moved to Lightning's automatic optimization) resumes at its step, bit for bit."""
+    import bnrepro.run as run
+
+    overrides = ["model=inception", *synthetic_overrides(tmp_path / "runs", steps=8, every=4)]
+    straight_cfg = compose_train(*overrides, "run_name=straight")
+    train(straight_cfg, tmp_path / "runs" / straight_cfg.task / "straight")
+    reference = list(step_losses)
+    step_losses.clear()
+    run_dir = tmp_path / "runs" / straight_cfg.task / "resumed"
+    build = run.build_module
+    with pytest.MonkeyPatch.context() as m:  # the first leg as before: manual optimization, a step per batch
+        m.setattr(
+            run, "build_module", lambda cfg, net, speed=None, steps_per_batch=1: build(cfg, net, speed, 2)
+        )
+        first = train(compose_train(*overrides, "run_name=resumed", "testing.stop_at_step=6"), run_dir)
+    assert first["status"] == "preempted" and first["steps"] == 6
+    again = train(compose_train(*overrides, "run_name=resumed"), run_dir)
+    assert again["status"] == "finished" and again["steps"] == 8 and again["resumed_at_steps"] == [6]
+    assert step_losses == reference
+    assert_same_run(run_dir.parent / "straight", run_dir)
 
 
 def test_resume_requested_with_nothing_to_resume_is_an_error(mnist_root, tmp_path):

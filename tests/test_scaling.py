@@ -22,7 +22,7 @@ import bnrepro.models  # noqa: F401
 from bnrepro.callbacks.divergence import TrainingDiverged
 from bnrepro.config import ConfigError
 from bnrepro.data.device_loader import StepChunkSampler, device_loader
-from bnrepro.lit.classifier import ClassifierModule
+from bnrepro.lit.multistep import MultiStepClassifier
 from bnrepro.lit.schedules import Constant, ExponentialDecay
 from bnrepro.run import train
 from bnrepro.speed import resolve_speed, trainer_args
@@ -113,6 +113,28 @@ def test_auto_fast_paths_on_a_gpu_are_float32_and_cuda_graphs_for_the_mnist_mlp(
     assert (s.cuda_graphs, s.compile) == (False, True)
 
 
+def test_the_mnist_mlp_trains_on_one_thread_unless_asked_and_the_count_is_recorded(
+    mnist_root, tmp_path, monkeypatch
+):
+    """trainer.num_threads auto: 1 for the MLP (a second thread only slows it down), torch's default for a
+    convolutional net; the run's count in summary.json and config.yaml; the caller's count restored."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the caller's count, as on 2 cores
+    assert resolve_speed(compose_train("model=bn_x30"), fake_trainer("cpu"), False).num_threads == 2
+    asked = compose_train("model=mnist_mlp", "trainer.num_threads=3")
+    assert resolve_speed(asked, fake_trainer("cpu"), False, convolutional=False).num_threads == 3
+    monkeypatch.undo()
+    before = torch.get_num_threads()
+    s = train(compose_train("model=mnist_mlp", *fast_overrides(mnist_root, tmp_path), "run_name=r", "trainer.num_threads=2"),
+              tmp_path / "r")  # fmt: skip
+    assert s["speed"]["num_threads"] == 2 and s["hardware"].endswith("torch threads 2")
+    assert torch.get_num_threads() == before
+    s = train(
+        compose_train("model=mnist_mlp", *fast_overrides(mnist_root, tmp_path), "run_name=a"), tmp_path / "a"
+    )
+    assert s["speed"]["num_threads"] == 1 and s["hardware"].endswith("torch threads 1")
+    assert yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["trainer"]["num_threads"] == 1
+
+
 def test_everything_is_off_on_the_cpu_and_cuda_graphs_cannot_be_forced_there():
     cfg = compose_train("model=bn_x30")
     assert trainer_args(cfg, convolutional=True) == {"precision": "32-true", "benchmark": False}
@@ -134,8 +156,8 @@ def train_mlp(cuda_graphs, steps=40, chunk=10, schedule=None, device="cpu", **kw
     y = torch.randint(0, 10, (600,), generator=gen).to(device)
     net = timm.create_model("mnist_mlp", norm="batchnorm", act_layer="sigmoid", init_seed=0)
     opt = partial(torch.optim.SGD, lr=0.5, momentum=0.9)
-    module = ClassifierModule(net, 10, 30, opt, schedule or Constant(), reference_batch=30, cuda_graphs=cuda_graphs,
-                              **kwargs)  # fmt: skip
+    module = MultiStepClassifier(net, 10, 30, opt, schedule or Constant(), reference_batch=30, steps_per_batch=chunk,
+                                 cuda_graphs=cuda_graphs, **kwargs)  # fmt: skip
     sampler = StepChunkSampler(600, 30, steps_per_epoch=steps, steps_per_batch=chunk)
     trainer = L.Trainer(accelerator=device, devices=1, max_steps=steps, max_epochs=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -199,6 +221,12 @@ def test_a_resume_compares_the_precision_auto_became_and_not_how_the_step_runs()
     assert config_differences({"trainer.precision": "bf16"}, {"trainer.precision": "bf16-mixed"}) == []
     # compile / channels_last / ... change how the step runs: a run whose compile crashed resumes without.
     assert config_differences({"trainer.compile": True}, {"trainer.compile": False}) == []
+    # Run folders from before lit/multistep.py also hold the steps per batch as data.steps_per_batch.
+    old = {"data.steps_per_batch": 100, "loop.steps_per_batch": 100}
+    assert config_differences(old, {"loop.steps_per_batch": 100}) == []
+    assert config_differences(old, {"loop.steps_per_batch": 10}) == [
+        "loop.steps_per_batch: 100 there, 10 now"
+    ]
     # Resolved on another machine: a bf16 run does not silently continue in float32.
     assert config_differences({"trainer.precision": "bf16-mixed"}, {"trainer.precision": "32-true"}) == [
         "trainer.precision: 'bf16-mixed' there, '32-true' now"

@@ -76,19 +76,24 @@ def test_a_finished_run_folder_is_not_overwritten(mnist_root, tmp_path):
 
 
 def test_steps_per_batch_does_not_change_what_a_step_is(mnist_root, tmp_path):
-    """500 SGD steps per Lightning batch or 1: the same updates, so the same weights."""
+    """10 SGD steps per Lightning batch (lit/multistep.py) or 1 (Lightning's automatic optimization): the
+    same updates, so the same weights, BN statistics and curves, to the bit."""
     import torch
 
-    finals = []
+    finals, curves = [], []
     for k in (1, 10):
         cfg = compose_train("model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path), f"loop.steps_per_batch={k}",
                             f"run_name=k{k}", "trainer.deterministic=true")  # fmt: skip
-        train(cfg, tmp_path / f"k{k}")
-        finals.append(
-            torch.load(tmp_path / f"k{k}" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-        )
+        summary = train(cfg, tmp_path / f"k{k}")
+        assert summary["steps_per_batch"] == k and summary["steps"] == 20
+        ckpt = torch.load(tmp_path / f"k{k}" / "checkpoints" / "last.ckpt", weights_only=False)
+        assert ckpt["global_step"] == 20 and ckpt["lr_schedulers"][0]["last_epoch"] == 20
+        finals.append(ckpt["state_dict"])
+        run = load_run(tmp_path / f"k{k}")
+        curves.append([list(run.curve(key)[1]) for key in ("val/acc", "val/loss", "act/p50")])
     for key in finals[0]:
-        torch.testing.assert_close(finals[0][key], finals[1][key], rtol=1e-5, atol=1e-6, msg=key)
+        assert torch.equal(finals[0][key], finals[1][key]), key
+    assert curves[0] == curves[1]
 
 
 def test_experiment_figure1_trains_both_nets_as_a_multirun_each_its_own_wandb_run(mnist_root, tmp_path):
@@ -157,7 +162,7 @@ def assert_two_process_ddp_run(run_dir, mnist_root, num_val: int) -> None:
     assert s["strategy"] == "DDPStrategy" and s["sync_batchnorm"] is False and s["per_device_batch"] == 60
     assert s["speed"] == {"precision": "32-true", "cudnn_benchmark": False, "channels_last": False,
                           "fused_optimizer": False, "compile": False, "compile_mode": "default",
-                          "cuda_graphs": False}  # fmt: skip
+                          "cuda_graphs": False, "num_threads": 1}  # fmt: skip
 
     # The percentiles were gathered from both ranks' shards of the test set: they equal the quantiles
     # of the final weights over the whole (evaluated) set.
@@ -201,12 +206,12 @@ def test_a_tracked_module_that_does_not_exist_is_refused_at_start(mnist_root, tm
 
 
 def test_a_run_that_crashes_leaves_a_failed_summary_with_the_error(mnist_root, tmp_path, monkeypatch):
-    from bnrepro.lit.classifier import ClassifierModule
+    from bnrepro.lit.multistep import MultiStepClassifier
 
     def boom(self, batch, batch_idx):
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(ClassifierModule, "training_step", boom)
+    monkeypatch.setattr(MultiStepClassifier, "training_step", boom)  # the MNIST nets' module
     cfg = compose_train("model=mnist_mlp", *fast_overrides(mnist_root, tmp_path), "run_name=r")
     with pytest.raises(RuntimeError, match="injected failure"):
         train(cfg, tmp_path / "r")

@@ -43,12 +43,13 @@ from bnrepro.launch_record import run_log, write_record
 from bnrepro.launching import in_multirun, run_job_in_own_process
 from bnrepro.lightning_compat import set_max_steps, starts_ranks_by_rerunning_command
 from bnrepro.lit.classifier import ClassifierModule
+from bnrepro.lit.multistep import MultiStepClassifier, resolve_steps_per_batch
 from bnrepro.loggers import build_loggers, close_wandb, rows_up_to
 from bnrepro.models import build_net
 from bnrepro.provenance import write_text_atomic
 from bnrepro.results.runs import COMPLETE
 from bnrepro.runlock import RunLock
-from bnrepro.speed import Speed, apply_to_net, is_convolutional, resolve_speed
+from bnrepro.speed import Speed, apply_to_net, is_convolutional, resolve_speed, threads_restored, use_threads
 from bnrepro.speed import trainer_args as speed_trainer_args
 
 # The run folder deliberately holds more than Lightning's CSV files (config, summary, checkpoints).
@@ -59,10 +60,11 @@ class RunExistsError(FileExistsError):
     pass
 
 
-def build_module(cfg, net, speed: Speed | None = None) -> ClassifierModule:
-    """The LightningModule: the network, the optimizer group as a partial, the LR schedule."""
-    return ClassifierModule(
-        net,
+def build_module(cfg, net, speed: Speed | None = None, steps_per_batch: int = 1) -> ClassifierModule:
+    """The LightningModule: the network, the optimizer group as a partial, the LR schedule. Lightning's
+    automatic optimization, one step per batch; several steps per batch (MultiStepClassifier) when
+    `steps_per_batch` > 1 or the steps are CUDA graphs (lit/multistep.py)."""
+    kwargs = dict(
         num_classes=net.num_classes,
         batch_size=cfg.data.batch_size,
         optimizer=build(cfg.optimizer, "optimizer"),
@@ -73,8 +75,11 @@ def build_module(cfg, net, speed: Speed | None = None) -> ClassifierModule:
         decay_all_params=cfg.model.decay_all_params,
         fused_optimizer=bool(speed and speed.fused_optimizer),
         channels_last=bool(speed and speed.channels_last),
-        cuda_graphs=bool(speed and speed.cuda_graphs),
     )
+    graphs = bool(speed and speed.cuda_graphs)
+    if steps_per_batch > 1 or graphs:
+        return MultiStepClassifier(net, **kwargs, steps_per_batch=steps_per_batch, cuda_graphs=graphs)
+    return ClassifierModule(net, **kwargs)
 
 
 def check_input(net, input_shape: tuple[int, ...], cfg) -> None:
@@ -220,6 +225,11 @@ def train(cfg, run_dir: Path) -> dict | None:
 
     Raises TrainingDiverged (after writing summary.json with status "diverged") when the loss blows up.
     """
+    with threads_restored():  # trainer.num_threads applies to this run only
+        return _train(cfg, run_dir)
+
+
+def _train(cfg, run_dir: Path) -> dict | None:
     validate(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     trainer_kwargs = {k: v for k, v in resolved["trainer"].items() if k not in ("max_steps", *SPEED_KEYS)}
@@ -257,27 +267,35 @@ def train(cfg, run_dir: Path) -> dict | None:
     if lock is not None:
         lock.acquire()
     try:
-        return _train(cfg, run_dir, resolved, trainer, net, dm, callbacks)
+        return _train_locked(cfg, run_dir, resolved, trainer, net, dm, callbacks)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(cfg, run_dir: Path, resolved: dict, trainer: L.Trainer, net, dm, callbacks) -> dict | None:
+def _train_locked(cfg, run_dir: Path, resolved: dict, trainer: L.Trainer, net, dm, callbacks) -> dict | None:
     summary = callbacks[0]
-    speed = resolve_speed(cfg, trainer, data_on_device=dm.holds_data_on_device)
+    convolutional = is_convolutional(net)
+    speed = resolve_speed(cfg, trainer, data_on_device=dm.holds_data_on_device, convolutional=convolutional)
+    use_threads(speed.num_threads)  # before the data set is read: its conversion uses them too
     summary.info["speed"] = speed.asdict()
     # config.yaml stores what "auto" became on this machine, so a resume on other hardware that would
     # train differently (bf16 vs float32, ...) is refused naming the key, not silently mixed.
     resolved["trainer"].update(speed.config_values())
     plan = plan_run_dir(cfg, run_dir, resolved)
     ckpt = plan.resume_from
-    module = build_module(cfg, net, speed)
     # Lengths given in examples become steps at this run's global batch (devices x per-device batch).
     max_steps, eval_every = resolve_loop(cfg, cfg.data.batch_size * trainer.world_size)
     set_max_steps(trainer, max_steps)
     summary.info["eval_every_steps"] = eval_every
     dm.eval_every_steps = eval_every  # one Lightning epoch = one evaluation period
+    k = resolve_steps_per_batch(
+        cfg.loop.steps_per_batch, eval_every, trainer.world_size, speed.precision, dm.can_chunk_steps
+    )
+    summary.info["steps_per_batch"] = k
+    module = build_module(cfg, net, speed, steps_per_batch=k)
+    if isinstance(module, MultiStepClassifier):
+        dm.steps_per_batch = k  # its sampler yields [K, B] chunks, the batches the module takes
     check_input(net, dm.input_shape, cfg)
     for callback in callbacks:  # e.g. the percentiles' module and unit exist in this network
         if hasattr(callback, "check"):

@@ -11,6 +11,8 @@ buys (`just bench`).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -59,6 +61,7 @@ class Speed:
     compile: bool
     compile_mode: str
     cuda_graphs: bool
+    num_threads: int
 
     def asdict(self) -> dict:
         return asdict(self)
@@ -70,9 +73,22 @@ class Speed:
         return d
 
 
-def resolve_speed(cfg, trainer, data_on_device: bool) -> Speed:
-    """Every fast path decided for this trainer (device type and world size known) and data module
-    (`data_on_device`: its holds_data_on_device); refuses, naming the key, what cannot work here."""
+def num_threads(t, convolutional: bool) -> int:
+    """trainer.num_threads, auto (null): 1 for a network without convolutions -- the MNIST MLPs, whose
+    matrices (60 x 784 x 100 at most) are too small to share between threads: on the 2-core development
+    machine, shared with other work, 10k steps of the BN MLP took 15 s on one thread and 81 s on two
+    (docs/benchmarks.md) -- else torch's current count (one per core, or OMP_NUM_THREADS)."""
+    if t.num_threads is not None:
+        if t.num_threads < 1:
+            raise ConfigError(f"trainer.num_threads={t.num_threads}: expected at least 1 (or null: auto)")
+        return t.num_threads
+    return torch.get_num_threads() if convolutional else 1
+
+
+def resolve_speed(cfg, trainer, data_on_device: bool, convolutional: bool = True) -> Speed:
+    """Every fast path decided for this trainer (device type and world size known), data module
+    (`data_on_device`: its holds_data_on_device) and network (`convolutional`: is_convolutional); refuses,
+    naming the key, what cannot work here."""
     from hydra.utils import get_class
 
     t = cfg.trainer
@@ -112,7 +128,29 @@ def resolve_speed(cfg, trainer, data_on_device: bool) -> Speed:
         compile=t.compile if t.compile is not None else cuda and not graphs,
         compile_mode=t.compile_mode,
         cuda_graphs=bool(graphs),
+        num_threads=num_threads(t, convolutional),
     )
+
+
+def use_threads(n: int) -> None:
+    """torch's intra-op threads, and OMP_NUM_THREADS: Lightning's CPU DDP set-up would otherwise choose
+    its own count, and the ranks it starts inherit the variable."""
+    torch.set_num_threads(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)
+
+
+@contextlib.contextmanager
+def threads_restored():
+    """What use_threads changed, restored on exit (a run inside a longer process: tests, a multirun)."""
+    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
 
 
 def apply_to_net(net: torch.nn.Module, speed: Speed) -> torch.nn.Module:

@@ -60,7 +60,8 @@ def synthetic(n: int, image_size: int, device: torch.device, seed: int = 0):
 
 def speed_of(mode: str, device: torch.device) -> Speed:
     precision, channels_last, fused, compiled = MODES[mode]
-    return Speed(precision, device.type == "cuda", channels_last, fused, compiled, "default", False)
+    return Speed(precision, device.type == "cuda", channels_last, fused, compiled, "default", False,
+                 torch.get_num_threads())  # fmt: skip
 
 
 class StepClock(L.Callback):

@@ -28,6 +28,7 @@ import bnrepro.models  # noqa: F401
 from bnrepro.bench import sync
 from bnrepro.data.device_loader import StepChunkSampler, device_loader
 from bnrepro.lit.classifier import ClassifierModule
+from bnrepro.lit.multistep import MultiStepClassifier
 from bnrepro.lit.schedules import Constant
 from bnrepro.provenance import hardware
 
@@ -40,7 +41,7 @@ def make_data(seed: int = 0):
     return x, torch.randint(0, 10, (N_TRAIN,), generator=gen)
 
 
-def sampler(steps: int, steps_per_batch: int) -> StepChunkSampler:
+def sampler(steps: int, steps_per_batch: int | None) -> StepChunkSampler:
     return StepChunkSampler(N_TRAIN, BATCH, steps_per_epoch=steps, steps_per_batch=steps_per_batch)
 
 
@@ -63,10 +64,17 @@ def plain_loop(x, y, steps: int, norm: str, lr: float = 0.5) -> float:
 def lightning_loop(
     x, y, steps: int, norm: str, steps_per_batch: int, lr: float = 0.5, cuda_graphs: bool = False
 ) -> float:
+    """The project's module as run.py builds it: K steps per Lightning batch (lit/multistep.py), or
+    Lightning's automatic optimization at K=1 without CUDA graphs."""
     net = timm.create_model("mnist_mlp", norm=norm)
-    module = ClassifierModule(net, num_classes=10, batch_size=BATCH, optimizer=partial(torch.optim.SGD, lr=lr),
-                              schedule=Constant(), reference_batch=BATCH, cuda_graphs=cuda_graphs)  # fmt: skip
-    loader = device_loader((x, y), sampler(steps, steps_per_batch))
+    kwargs = dict(num_classes=10, batch_size=BATCH, optimizer=partial(torch.optim.SGD, lr=lr), schedule=Constant(),
+                  reference_batch=BATCH)  # fmt: skip
+    chunks = steps_per_batch > 1 or cuda_graphs
+    if chunks:
+        module = MultiStepClassifier(net, **kwargs, steps_per_batch=steps_per_batch, cuda_graphs=cuda_graphs)
+    else:
+        module = ClassifierModule(net, **kwargs)
+    loader = device_loader((x, y), sampler(steps, steps_per_batch if chunks else None))
     trainer = L.Trainer(
         accelerator=x.device.type, devices=1, max_steps=steps, max_epochs=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,

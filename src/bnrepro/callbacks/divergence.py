@@ -33,8 +33,9 @@ class DivergenceStop(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         # Testing aid: NaN weights make the loss of the first step of this batch NaN on every rank.
         k = self.inject_nan_at_step
-        steps_in_batch = batch[1].shape[0] if batch[1].dim() == 2 else 1
-        if k is not None and trainer.global_step < k <= trainer.global_step + steps_in_batch:
+        if k is not None and trainer.global_step < k <= trainer.global_step + len(
+            pl_module.mini_batches(batch)
+        ):
             with torch.no_grad():
                 next(pl_module.parameters()).fill_(float("nan"))
 

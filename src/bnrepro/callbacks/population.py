@@ -57,19 +57,18 @@ def recompute_population_statistics(net: nn.Module, batches, num_batches: int) -
     return used
 
 
-def _train_inputs(datamodule, device):
-    """Input mini-batches of the training stream, one at a time, over as many evaluation periods as needed.
-
-    Device loaders may yield [K, B, ...] chunks of K mini-batches.
-    """
+def _train_inputs(datamodule, pl_module):
+    """Input mini-batches of the training stream, one at a time, over as many evaluation periods as needed
+    (a training batch may hold several: the module's mini_batches says which)."""
     loader = datamodule.train_dataloader()
     loader.sampler.position = None  # passes numbered by set_epoch, not the (finished) training position
     for epoch in itertools.count():
         loader.sampler.set_epoch(epoch)
-        for x, y in loader:
-            # The data module's own step after the transfer, as in training (prepared chunks: jitter).
-            x, y = datamodule.on_after_batch_transfer((x.to(device, non_blocking=True), y), 0)
-            yield from (x if y.dim() == 2 else (x,))
+        for batch in loader:
+            for x, y in pl_module.mini_batches(batch):
+                # The data module's own step after the transfer, as in training (prepared chunks: jitter).
+                x, _ = datamodule.on_after_batch_transfer((x.to(pl_module.device, non_blocking=True), y), 0)
+                yield x
 
 
 class PopulationStatistics(L.Callback):
@@ -89,7 +88,7 @@ class PopulationStatistics(L.Callback):
         saved = copy.deepcopy([m.state_dict() for m in bns])  # the moving averages, restored at the end
         dm = trainer.datamodule
         with trainer.precision_plugin.forward_context():
-            used = recompute_population_statistics(net, _train_inputs(dm, pl_module.device), self.num_batches)
+            used = recompute_population_statistics(net, _train_inputs(dm, pl_module), self.num_batches)
         for m in bns:  # every rank averaged its own batches: average the ranks' averages
             for buf in (m.running_mean, m.running_var):
                 buf.copy_(trainer.strategy.reduce(buf, reduce_op="mean"))

@@ -71,7 +71,7 @@ class RunSummary(L.Callback):
             self._resuming = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.trained_here += batch[1].numel()  # labels: [B], or [K, B] for K steps in one batch
+        self.trained_here += batch[1].numel()  # the labels of every step the batch holds
 
     def on_validation_epoch_start(self, trainer, pl_module):
         self.evaluated_here = 0

@@ -25,6 +25,8 @@ NOT_COMPUTED = ("overwrite", "resume", "resume_fallback", "trainer.enable_progre
                 "runs_root", "task", "run_name",
                 # how the step runs, not what it computes (a crashed compile may resume without it)
                 "trainer.benchmark", *(f"trainer.{k}" for k in SPEED_KEYS),
+                # a copy of loop.steps_per_batch that run folders before lit/multistep.py hold
+                "data.steps_per_batch",
                 "callbacks.preemption.", "testing.stop_at_step", "data.root", "data.system_dirs",
                 "data.download", "data.num_workers", "data.pin_memory", "data.persistent_workers")  # fmt: skip
 

@@ -199,10 +199,14 @@ class TrainerConfig:
     # replay it: the MNIST nets are launch-bound. auto: on for one CUDA device, float32, data held on
     # the device; true: required (an error where it cannot be used); false: off.
     cuda_graphs: bool | None = None
+    # torch's intra-op threads in the training process. auto: 1 for a network without convolutions (the
+    # MNIST MLPs: a 100-unit layer is too small to share between threads), else torch's default (one per
+    # core, or OMP_NUM_THREADS: `just reproduce` sets that to each parallel job's share of the cores).
+    num_threads: int | None = None
 
 
 # TrainerConfig keys that are not lightning.Trainer arguments.
-SPEED_KEYS = ("channels_last", "fused_optimizer", "compile", "compile_mode", "cuda_graphs")
+SPEED_KEYS = ("channels_last", "fused_optimizer", "compile", "compile_mode", "cuda_graphs", "num_threads")
 
 
 @dataclass
@@ -223,11 +227,11 @@ class LoopConfig:
     # lr_schedule.decay_every_epochs). 1 = the paper's schedule; a proxy data set runs it compressed
     # (experiment=fashion_figure3: 0.01, Inception's 774 epochs become 7.7 and its LR decays every 0.08).
     epoch_scale: float = 1.0
-    # Optimizer steps run inside one Lightning batch (manual optimization). Lightning's per-batch work is
-    # of the order of a whole MLP step (measured: 1.56x a plain loop at 1 step per batch, 0.98x at 100),
-    # so small nets amortise it over several steps. A step still means one SGD update on one mini-batch.
-    # Reduced automatically to divide eval_every_steps; forced to 1 under DDP, whose
-    # gradient all-reduce expects one backward per forward.
+    # Optimizer steps run inside one Lightning batch (lit/multistep.py). Lightning's per-batch work is of
+    # the order of a whole MLP step (measured: 1.56x a plain loop at 1 step per batch), so small nets
+    # amortise it over several steps. A step still means one SGD update on one mini-batch. Reduced
+    # automatically to divide eval_every_steps; 1 under DDP (whose gradient all-reduce expects one
+    # backward per forward), with a gradient scaler (16-mixed) and for data read by workers.
     steps_per_batch: int = 1
 
 

@@ -53,7 +53,8 @@ def shuffled_pass(
 
 
 class StepChunkSampler(Sampler):
-    """Yields index tensors of shape [steps_per_batch, batch_size]: several optimizer steps at once.
+    """Yields index tensors of shape [batch_size], one optimizer step each; or, with `steps_per_batch` K,
+    of shape [K, batch_size]: K steps at once (lit/multistep.py).
 
     Training is a stream of steps over back-to-back shuffled passes of the data (one fresh permutation
     per data epoch; the last incomplete global batch of a pass is dropped). One Lightning "epoch" is
@@ -66,7 +67,7 @@ class StepChunkSampler(Sampler):
         num_examples: int,
         batch_size: int,
         steps_per_epoch: int,
-        steps_per_batch: int = 1,
+        steps_per_batch: int | None = None,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -74,7 +75,7 @@ class StepChunkSampler(Sampler):
         shard_size: int = 1024,
         as_list: bool = False,
     ):
-        if steps_per_epoch % steps_per_batch:
+        if steps_per_epoch % (steps_per_batch or 1):
             raise ValueError(
                 f"steps_per_batch={steps_per_batch} must divide steps_per_epoch={steps_per_epoch}"
             )
@@ -137,13 +138,14 @@ class StepChunkSampler(Sampler):
         else:
             first = self.position()
             end = (first // self.steps_per_epoch + 1) * self.steps_per_epoch
-        for start in range(first, end, self.steps_per_batch):
-            idx = self.step_indices(start, self.steps_per_batch)
-            idx = idx[0] if self.steps_per_batch == 1 else idx
+        k = self.steps_per_batch or 1
+        for start in range(first, end, k):
+            idx = self.step_indices(start, k)
+            idx = idx if self.steps_per_batch else idx[0]
             yield idx.tolist() if self.as_list else idx
 
     def __len__(self) -> int:
-        return self.steps_per_epoch // self.steps_per_batch
+        return self.steps_per_epoch // (self.steps_per_batch or 1)
 
 
 class ShardSliceSampler(Sampler):
@@ -224,6 +226,11 @@ class StepStreamDataModule(L.LightningDataModule):
 
     # Whether the whole set sits on the training device (CUDA graphs need it; speed.py).
     holds_data_on_device = False
+    # Whether a training batch can be a chunk of several steps' mini-batches (TensorDataModule), and how
+    # many steps one holds: None = one mini-batch per batch; K = [K, B] chunks. Set by run.py with the
+    # LightningModule that takes them (lit/multistep.py).
+    can_chunk_steps = False
+    steps_per_batch: int | None = None
 
     @property
     def rank(self) -> int:
@@ -233,12 +240,10 @@ class StepStreamDataModule(L.LightningDataModule):
     def world_size(self) -> int:
         return self.trainer.world_size if self.trainer else 1
 
-    def train_sampler(
-        self, num_examples: int, steps_per_batch: int = 1, as_list: bool = False
-    ) -> StepChunkSampler:
+    def train_sampler(self, num_examples: int, as_list: bool = False) -> StepChunkSampler:
         assert self.eval_every_steps is not None, "set eval_every_steps (steps per evaluation period) first"
         sampler = StepChunkSampler(
-            num_examples, self.batch_size, self.eval_every_steps, steps_per_batch, seed=self.seed, rank=self.rank,
+            num_examples, self.batch_size, self.eval_every_steps, self.steps_per_batch, seed=self.seed, rank=self.rank,
             world_size=self.world_size, shuffle=self.shuffle, shard_size=self.shard_size, as_list=as_list,
         )  # fmt: skip
         if self.trainer is not None:

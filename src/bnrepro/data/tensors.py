@@ -6,7 +6,6 @@ evaluation period of `eval_every_steps` optimizer steps, after which the validat
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -23,8 +22,6 @@ class TensorDataConfig(DataConfig):
     names its class in `_target_`: for a new in-memory data set that takes no other arguments."""
 
     device_resident: bool = True  # keep the whole set on the training device
-    # Several optimizer steps per Lightning batch; see LoopConfig.steps_per_batch.
-    steps_per_batch: int = "${loop.steps_per_batch}"  # type: ignore[assignment]
     # How many validation examples: made (synthetic) or the first this many test images (MNIST).
     num_val_examples: int = MISSING
 
@@ -32,12 +29,12 @@ class TensorDataConfig(DataConfig):
 class TensorDataModule(StepStreamDataModule):
     input_shape: tuple[int, ...]  # one example, as the network receives it
     transform = None  # applied to every batch of inputs on the device, after indexing
+    can_chunk_steps = True  # a [K, B] index tensor is one gather
 
-    def __init__(self, *, steps_per_batch: int, device_resident: bool, num_val_examples: int, **kwargs):
+    def __init__(self, *, device_resident: bool, num_val_examples: int, **kwargs):
         super().__init__(**kwargs)  # name, sizes, batch sizes, shuffling, seed
-        self.max_steps_per_batch, self.device_resident = steps_per_batch, device_resident
+        self.device_resident = device_resident
         self.num_val_examples = num_val_examples
-        self.steps_per_batch = 1
 
     @property
     def holds_data_on_device(self) -> bool:
@@ -48,16 +45,11 @@ class TensorDataModule(StepStreamDataModule):
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
-        # Several steps per Lightning batch only on one device: DDP's gradient all-reduce runs once per
-        # forward of the wrapped module, so there every step must be its own Lightning batch. Dividing
-        # the evaluation period also divides the number of steps (a whole number of periods).
-        k = self.max_steps_per_batch if self.world_size == 1 else 1
-        self.steps_per_batch = math.gcd(k, self.eval_every_steps)
         device = self.trainer.strategy.root_device if (self.trainer and self.device_resident) else "cpu"
         self.train_x, self.train_y, self.val_x, self.val_y = self.load(device)
 
     def train_dataloader(self):
-        sampler = self.train_sampler(len(self.train_y), self.steps_per_batch)
+        sampler = self.train_sampler(len(self.train_y))
         return device_loader((self.train_x, self.train_y), sampler, self.transform)
 
     def val_dataloader(self):

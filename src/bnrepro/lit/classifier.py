@@ -1,15 +1,12 @@
 """The LightningModule shared by every variant: cross-entropy classifier trained with SGD-family optimizers.
 
-Optimization is manual so that one Lightning batch may carry several optimizer steps (a [K, B, ...]
-chunk of mini-batches, see data/device_loader.py): for the ~2 ms MNIST step Lightning's per-batch cost
-would otherwise dominate. Each inner step is a full step -- zero_grad, forward, backward, optimizer.step
-through Lightning's optimizer wrapper, which advances `trainer.global_step`, then the LR schedule -- so a
-step means the same thing with K=1 or K=500 and `trainer.max_steps` counts optimizer steps either way.
+Lightning's automatic optimization: one training batch is one mini-batch and one optimizer step (forward
+under the precision's autocast; zero_grad, backward and the update outside it; then the per-step LR
+schedule). The MNIST nets take several steps per Lightning batch instead (lit/multistep.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import lightning as L
@@ -19,9 +16,6 @@ from timm.optim import param_groups_weight_decay
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
-
-from bnrepro.lightning_compat import count_optimizer_steps
-from bnrepro.lit.graphed import GraphedSteps
 
 
 def effective_lr(base_lr: float, global_batch: int, reference_batch: int, rule: str) -> float:
@@ -48,11 +42,8 @@ class ClassifierModule(L.LightningModule):
         decay_all_params: bool = False,
         fused_optimizer: bool = False,
         channels_last: bool = False,
-        cuda_graphs: bool
-        | str = False,  # True, or "emulate" (the same bookkeeping without a graph, CPU tests)
     ):
         super().__init__()
-        self.automatic_optimization = False
         self.net = net
         self.batch_size = batch_size  # per device
         self.optimizer_factory = optimizer
@@ -64,9 +55,6 @@ class ClassifierModule(L.LightningModule):
         self.decay_all_params = decay_all_params
         self.fused_optimizer = fused_optimizer
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.graphed = (
-            GraphedSteps(self._raw_steps, emulate=cuda_graphs == "emulate") if cuda_graphs else None
-        )
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         # Top-5 as the paper's Figure 4 reports it; meaningless (always 1) below 6 classes.
         self.val_acc_top5 = (
@@ -117,75 +105,30 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        if y.dim() == 1:  # one mini-batch; a chunk of K mini-batches has labels [K, B]
-            x, y = x.unsqueeze(0), y.unsqueeze(0)
-        opt, sched = self.optimizers(), self.lr_schedulers()
-        losses = self._graphed_steps(x, y, opt, sched) if self.graphed is not None else None
-        if losses is None:
-            losses = []
-            for xb, yb in zip(x, y):
-                loss = self._forward_loss(xb, yb, steps_in_batch=len(x))
-                with self._autocast_off():
-                    opt.zero_grad(set_to_none=True)
-                    self.manual_backward(loss)
-                    opt.step()
-                sched.step()
-                losses.append(loss.detach())
-            losses = torch.stack(losses)
-        self.train_loss.update(losses)
-        return losses  # per step, for callbacks (divergence check)
+        loss = self.loss(self.net(self._input(x)), y)
+        self.train_loss.update(loss.detach())
+        return loss
 
-    def _autocast_off(self):
-        """Backward and the update outside autocast, as in automatic optimization and PyTorch's AMP
-        recipe (manual optimization runs all of training_step inside Lightning's autocast context);
-        measured on an H100 with torch.compile: inside it the step was 21% slower (docs/benchmarks.md)."""
-        device = self.device.type
-        if not torch.is_autocast_enabled(device):
-            return contextlib.nullcontext()
-        return torch.autocast(device, enabled=False)
+    def mini_batches(self, batch) -> list:
+        """The (inputs, labels) of each optimizer step a training batch holds: here the batch itself
+        (lit/multistep.py: K of them). Callbacks that need mini-batches ask this, not the batch's shape."""
+        return [batch]
 
-    def _forward_loss(self, xb: torch.Tensor, yb: torch.Tensor, steps_in_batch: int) -> torch.Tensor:
-        """Autocast caches the low-precision copy of each weight for the whole training_step; with several
-        steps per batch the weights change in between, so the cache must not carry over."""
-        device = self.device.type
-        fresh_casts = steps_in_batch > 1 and torch.is_autocast_enabled(device)
-        with (
-            torch.autocast(device, dtype=torch.get_autocast_dtype(device), cache_enabled=False)
-            if fresh_casts
-            else contextlib.nullcontext()
-        ):
-            return self.loss(self.net(self._input(xb)), yb)
-
-    def _raw_steps(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """K optimizer steps with the plain torch optimizer: what the CUDA graph captures (graphed.py)."""
-        opt = self.optimizers().optimizer
-        losses = []
-        for xb, yb in zip(x, y):
-            loss = self._forward_loss(xb, yb, steps_in_batch=len(x))
-            with self._autocast_off():
-                opt.zero_grad(set_to_none=False)  # in place: a graph cannot allocate on replay
-                loss.backward()
-                opt.step()
-            losses.append(loss.detach())
-        return torch.stack(losses)
-
-    def _graphed_steps(self, x, y, opt, sched) -> torch.Tensor | None:
-        """The chunk through the CUDA graph when its K steps share one LR; None: run it eagerly."""
-        step, k = self.global_step, len(x)
-        factors = {self.lr_factor(step + i) for i in range(k)}
-        if len(factors) != 1:
-            # Eager across an LR change: its zero_grad(set_to_none) drops the gradient tensors the graph
-            # writes into, so the graph must be captured again before its next use.
-            self.graphed.invalidate()
-            return None
-        losses = self.graphed.run(x, y, lr=self.lr * factors.pop())
-        if losses is not None:
-            # The bookkeeping LightningOptimizer.step and the scheduler do per step: Lightning's step
-            # counter (trainer.global_step) and the schedule's, so checkpoints and resumes see K steps.
-            count_optimizer_steps(opt, k)
-            for _ in range(k):
-                sched.step()
-        return losses
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint of the other way of stepping -- several steps per batch (lit/multistep.py, manual
+        optimization, as every variant trained before automatic optimization) or automatic -- counts its
+        steps in that way's progress: carry them over, so the run resumes at its step, not at 0."""
+        loops = checkpoint.get("loops", {}).get("fit_loop", {})
+        automatic = loops.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {})
+        manual = loops.get("epoch_loop.manual_optimization.optim_step_progress")
+        if "step" not in automatic or manual is None:
+            return
+        mine, other = (
+            (automatic["step"], manual) if self.automatic_optimization else (manual, automatic["step"])
+        )
+        if mine["total"]["completed"] < other["total"]["completed"]:
+            for part in ("total", "current"):
+                mine[part].update(ready=other[part]["ready"], completed=other[part]["completed"])
 
     def on_validation_epoch_start(self):
         # Under DDP each rank's BN moving averages have taken its own last mini-batch. Evaluate every
