@@ -91,22 +91,15 @@ class MultiStepClassifier(ClassifierModule):
 
     def _eager_steps(self, x: torch.Tensor, y: torch.Tensor, sched) -> torch.Tensor:
         """K optimizer steps, each followed by its LR schedule step (the LR may change inside a batch)."""
-        opt = self.optimizers().optimizer
-        forward, update = self._forward_context(len(x)), self._autocast_off()
-        losses = []
-        for xb, yb in zip(x, y):
-            with forward:
-                loss = self.loss(self.net(self._input(xb)), yb)
-            with update:
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            sched.step()
-            losses.append(loss.detach())
-        return torch.stack(losses)
+        return self._steps(x, y, sched)
 
     def _raw_steps(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """K optimizer steps at one LR: what the CUDA graph captures (graphed.py)."""
+        return self._steps(x, y, None)
+
+    def _steps(self, x: torch.Tensor, y: torch.Tensor, sched) -> torch.Tensor:
+        """The K steps; without `sched` (a CUDA graph) the gradients are zeroed in place, since a graph
+        cannot allocate on replay, and the schedule is left to the caller."""
         opt = self.optimizers().optimizer
         forward, update = self._forward_context(len(x)), self._autocast_off()
         losses = []
@@ -114,9 +107,11 @@ class MultiStepClassifier(ClassifierModule):
             with forward:
                 loss = self.loss(self.net(self._input(xb)), yb)
             with update:
-                opt.zero_grad(set_to_none=False)  # in place: a graph cannot allocate on replay
+                opt.zero_grad(set_to_none=sched is not None)
                 loss.backward()
                 opt.step()
+            if sched is not None:
+                sched.step()
             losses.append(loss.detach())
         return torch.stack(losses)
 
