@@ -119,7 +119,18 @@ def test_the_mnist_mlp_trains_on_one_thread_unless_asked_and_the_count_is_record
     """trainer.num_threads auto: 1 for the MLP (a second thread only slows it down), torch's default for a
     convolutional net; the run's count in summary.json and config.yaml; the caller's count restored."""
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the caller's count, as on 2 cores
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert resolve_speed(compose_train("model=bn_x30"), fake_trainer("cpu"), False).num_threads == 2
+    # Two DDP ranks on the node share its cores, as Lightning would share them.
+    assert (
+        resolve_speed(compose_train("model=bn_x30"), fake_trainer("cpu", world_size=2), False).num_threads
+        == 1
+    )
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # a budget the caller set (reproduce: a job's share): kept
+    assert (
+        resolve_speed(compose_train("model=bn_x30"), fake_trainer("cpu", world_size=2), False).num_threads
+        == 2
+    )
     asked = compose_train("model=mnist_mlp", "trainer.num_threads=3")
     assert resolve_speed(asked, fake_trainer("cpu"), False, convolutional=False).num_threads == 3
     monkeypatch.undo()

@@ -73,16 +73,22 @@ class Speed:
         return d
 
 
-def num_threads(t, convolutional: bool) -> int:
+def num_threads(t, convolutional: bool, processes: int = 1) -> int:
     """trainer.num_threads, auto (null): 1 for a network without convolutions -- the MNIST MLPs, whose
     matrices (60 x 784 x 100 at most) are too small to share between threads: on the 2-core development
     machine, shared with other work, 10k steps of the BN MLP took 15 s on one thread and 81 s on two
-    (docs/benchmarks.md) -- else torch's current count (one per core, or OMP_NUM_THREADS)."""
+    (docs/benchmarks.md). Else what Lightning would choose: the count OMP_NUM_THREADS sets (`just
+    reproduce` sets each parallel job's share of the cores), or the cores shared by this node's
+    `processes` (DDP ranks)."""
     if t.num_threads is not None:
         if t.num_threads < 1:
             raise ConfigError(f"trainer.num_threads={t.num_threads}: expected at least 1 (or null: auto)")
         return t.num_threads
-    return torch.get_num_threads() if convolutional else 1
+    if not convolutional:
+        return 1
+    if "OMP_NUM_THREADS" in os.environ:
+        return torch.get_num_threads()
+    return max(1, torch.get_num_threads() // processes)
 
 
 def resolve_speed(cfg, trainer, data_on_device: bool, convolutional: bool = True) -> Speed:
@@ -128,7 +134,7 @@ def resolve_speed(cfg, trainer, data_on_device: bool, convolutional: bool = True
         compile=t.compile if t.compile is not None else cuda and not graphs,
         compile_mode=t.compile_mode,
         cuda_graphs=bool(graphs),
-        num_threads=num_threads(t, convolutional),
+        num_threads=num_threads(t, convolutional, trainer.world_size // getattr(trainer, "num_nodes", 1)),
     )
 
 

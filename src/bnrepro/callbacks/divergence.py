@@ -32,10 +32,8 @@ class DivergenceStop(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         # Testing aid: NaN weights make the loss of the first step of this batch NaN on every rank.
-        k = self.inject_nan_at_step
-        if k is not None and trainer.global_step < k <= trainer.global_step + len(
-            pl_module.mini_batches(batch)
-        ):
+        k, step = self.inject_nan_at_step, trainer.global_step
+        if k is not None and step < k <= step + len(pl_module.mini_batches(batch)):  # step k in this batch
             with torch.no_grad():
                 next(pl_module.parameters()).fill_(float("nan"))
 

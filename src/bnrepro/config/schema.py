@@ -200,8 +200,9 @@ class TrainerConfig:
     # the device; true: required (an error where it cannot be used); false: off.
     cuda_graphs: bool | None = None
     # torch's intra-op threads in the training process. auto: 1 for a network without convolutions (the
-    # MNIST MLPs: a 100-unit layer is too small to share between threads), else torch's default (one per
-    # core, or OMP_NUM_THREADS: `just reproduce` sets that to each parallel job's share of the cores).
+    # MNIST MLPs: a 100-unit layer is too small to share between threads), else what Lightning would
+    # choose: OMP_NUM_THREADS if set (`just reproduce` sets each parallel job's share of the cores), or
+    # the cores shared by the node's DDP ranks.
     num_threads: int | None = None
 
 

@@ -2,9 +2,9 @@
 per-batch work costs: the MNIST MLPs (~1 ms a step on a CPU core, ~0.3 ms as a CUDA graph).
 
 This file is the one place that knows a Lightning batch may hold K mini-batches. run.py builds
-MultiStepClassifier when `resolve_steps_per_batch` (below) gives K > 1 or CUDA graphs are on, and sets the data
-module's `steps_per_batch`, whose sampler then yields [K, B] index chunks (data/device_loader.py
-StepChunkSampler). Callbacks stay per batch; where one needs the mini-batches of a batch it asks
+MultiStepClassifier when `resolve_steps_per_batch` (below) gives K > 1 or CUDA graphs are on, and sets
+the data module's `steps_per_batch`, whose sampler then yields [K, B] index chunks
+(data/device_loader.py StepChunkSampler). Callbacks stay per batch; where one needs the mini-batches of a batch it asks
 `pl_module.mini_batches(batch)` (callbacks/population.py, callbacks/divergence.py).
 
 Each of the K steps is a full SGD step -- zero_grad, forward, backward, update, then the LR schedule -- on
@@ -12,9 +12,9 @@ the plain torch optimizer, so a step means what it means with Lightning's automa
 lit/classifier.py) and the two train the same weights (tests/test_train.py). Lightning's step counter
 (`trainer.global_step`) advances by K at the end of the batch. What is left out per step are Lightning's
 per-step hooks (on_before_backward, on_after_backward, on_before_optimizer_step), which no callback of the
-project uses; Lightning still runs every per-batch hook. Measured on the 2-core development machine:
-going through Lightning's optimizer wrapper and manual_backward for each step cost ~15% of a step with the
-project's callbacks (docs/benchmarks.md).
+project uses; Lightning still runs every per-batch hook. Measured on the 2-core development machine, 10k
+steps of the BN MLP with the project's callbacks: 9.4 s of fit through Lightning's optimizer wrapper and
+manual_backward at every step, 8.3 s on the plain optimizer (median of 4; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -52,9 +52,7 @@ class MultiStepClassifier(ClassifierModule):
         super().__init__(*args, **kwargs)
         self.automatic_optimization = False
         self.steps_per_batch = steps_per_batch
-        self.graphed = (
-            GraphedSteps(self._raw_steps, emulate=cuda_graphs == "emulate") if cuda_graphs else None
-        )
+        self.graphed = GraphedSteps(self._steps, emulate=cuda_graphs == "emulate") if cuda_graphs else None
 
     def mini_batches(self, batch) -> list:
         x, y = batch
@@ -65,7 +63,7 @@ class MultiStepClassifier(ClassifierModule):
         opt, sched = self.optimizers(), self.lr_schedulers()
         losses = self._graphed_steps(x, y, sched) if self.graphed is not None else None
         if losses is None:
-            losses = self._eager_steps(x, y, sched)
+            losses = self._steps(x, y, sched)
         # The bookkeeping LightningOptimizer.step does per step: Lightning's step counter
         # (trainer.global_step), so checkpoints, the loop and resumes see K steps.
         count_optimizer_steps(opt, len(x))
@@ -89,17 +87,11 @@ class MultiStepClassifier(ClassifierModule):
             return torch.autocast(device, dtype=torch.get_autocast_dtype(device), cache_enabled=False)
         return contextlib.nullcontext()
 
-    def _eager_steps(self, x: torch.Tensor, y: torch.Tensor, sched) -> torch.Tensor:
-        """K optimizer steps, each followed by its LR schedule step (the LR may change inside a batch)."""
-        return self._steps(x, y, sched)
-
-    def _raw_steps(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """K optimizer steps at one LR: what the CUDA graph captures (graphed.py)."""
-        return self._steps(x, y, None)
-
-    def _steps(self, x: torch.Tensor, y: torch.Tensor, sched) -> torch.Tensor:
-        """The K steps; without `sched` (a CUDA graph) the gradients are zeroed in place, since a graph
-        cannot allocate on replay, and the schedule is left to the caller."""
+    def _steps(self, x: torch.Tensor, y: torch.Tensor, sched=None) -> torch.Tensor:
+        """K optimizer steps on the plain torch optimizer; their losses. Eager (`sched` given): each step
+        followed by its LR schedule step (the LR may change inside a batch). Captured as a CUDA graph
+        (graphed.py calls it without `sched`): at one LR, gradients zeroed in place (a graph cannot
+        allocate on replay; 0 + g == g, the same update)."""
         opt = self.optimizers().optimizer
         forward, update = self._forward_context(len(x)), self._autocast_off()
         losses = []
