@@ -195,24 +195,27 @@ def max_cell(r: Row) -> str:
     return cell
 
 
-def final_cell(r: Row) -> str:
+def _accuracy_cell(r: Row, mean, std, recorded: int, unrecorded: str, of_runs: str) -> str:
+    """mean ± std of an accuracy over the `recorded` runs of the row that have it; `unrecorded`: the cell
+    when none has it; `of_runs`: how a partial count is said, e.g. "{n} of {runs} runs finished"."""
     if r.runs == 0:
         return "missing"
     if r.finished == 0:
         return "n/a (no finished run)"
-    cell = _pm(r.final_mean, r.final_std, _pct)
-    return cell if r.finished == r.runs else f"{cell} ({r.finished} of {r.runs} runs finished)"
+    if recorded == 0:
+        return unrecorded
+    cell = _pm(mean, std, _pct)
+    return cell if recorded == r.runs else f"{cell} ({of_runs.format(n=recorded, runs=r.runs)})"
+
+
+def final_cell(r: Row) -> str:
+    return _accuracy_cell(r, r.final_mean, r.final_std, r.finished, "n/a (no finished run)",
+                          "{n} of {runs} runs finished")  # fmt: skip
 
 
 def population_cell(r: Row) -> str:
-    if r.runs == 0:
-        return "missing"
-    if r.finished == 0:
-        return "n/a (no finished run)"
-    if r.with_population == 0:
-        return "n/a (not recorded)"
-    cell = _pm(r.population_mean, r.population_std, _pct)
-    return cell if r.with_population == r.runs else f"{cell} ({r.with_population} of {r.runs} runs)"
+    return _accuracy_cell(r, r.population_mean, r.population_std, r.with_population, "n/a (not recorded)",
+                          "{n} of {runs} runs")  # fmt: skip
 
 
 def table_rows(runs: dict[str, list[Run]], target) -> tuple[list[Row], float | None, str]:
