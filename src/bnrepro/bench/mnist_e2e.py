@@ -17,8 +17,10 @@ The project: `python reproduce/reproduce.py mnist data=<data> logger=csv` (no W&
 would be timed too) into a fresh runs_root each time, `trainer.max_steps=--steps`, rendering included:
 the whole command. Both are timed from process start to exit, alternately (peer, project, peer, ...), so
 drift on a shared machine hits both alike. Reported: wall times, per-run times (each process, start-up
-included; the project's from reproduce's `done:` lines), the ratio project / peer, and whether the two
-trained the same curves (they should, to the bit: same data, init, index stream, update, threads).
+included; the project's from reproduce's `done:` lines), the CPU time of all the processes (steadier
+than the wall time on a shared machine), the ratios project / peer, and how far apart the two curves are
+(same data, init, index stream, update and threads: accuracy, loss and percentiles to the bit, the mean
+training loss to ~1e-7, another order of the sum).
 
     python -m bnrepro.bench.mnist_e2e [--steps 50000] [--repeats 1] [--modes peer,project]
                                       [--project-root DIR]   # e.g. another checkout, for before/after
