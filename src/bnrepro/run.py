@@ -247,7 +247,8 @@ def _train(cfg, run_dir: Path) -> dict | None:
     # The config goes into every checkpoint; `resolved` gets what "auto" became below, before any is saved.
     callbacks = [*build_callbacks(cfg, run_dir, info), ConfigInCheckpoint(resolved)]
     # precision / cudnn benchmark with "auto" resolved
-    trainer_kwargs.update(speed_trainer_args(cfg, convolutional=is_convolutional(net)))
+    convolutional = is_convolutional(net)  # an image network: bf16 and all cores by default (speed.py)
+    trainer_kwargs.update(speed_trainer_args(cfg, convolutional=convolutional))
     plugins = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # requeue on SIGUSR1 is callbacks/preemption.py's, at a step boundary
         plugins.append(SLURMEnvironment(auto_requeue=False))
@@ -267,15 +268,15 @@ def _train(cfg, run_dir: Path) -> dict | None:
     if lock is not None:
         lock.acquire()
     try:
-        return _train_locked(cfg, run_dir, resolved, trainer, net, dm, callbacks)
+        return _train_locked(cfg, run_dir, resolved, trainer, net, dm, callbacks, convolutional)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train_locked(cfg, run_dir: Path, resolved: dict, trainer: L.Trainer, net, dm, callbacks) -> dict | None:
+def _train_locked(cfg, run_dir: Path, resolved: dict, trainer: L.Trainer, net, dm, callbacks,
+                  convolutional: bool) -> dict | None:  # fmt: skip
     summary = callbacks[0]
-    convolutional = is_convolutional(net)
     speed = resolve_speed(cfg, trainer, data_on_device=dm.holds_data_on_device, convolutional=convolutional)
     use_threads(speed.num_threads)  # before the data set is read: its conversion uses them too
     summary.info["speed"] = speed.asdict()
