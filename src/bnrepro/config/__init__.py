@@ -34,6 +34,8 @@ def register() -> None:
     register_resolvers()
     if not OmegaConf.has_resolver("figure3_variants"):
         OmegaConf.register_new_resolver("figure3_variants", figure3_variants)
+    if not OmegaConf.has_resolver("times"):  # conf/lr_multiplier: optimizer.lr = base x factor
+        OmegaConf.register_new_resolver("times", lambda a, b: round(float(a) * float(b), 12))
 
 
 register()
