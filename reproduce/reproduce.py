@@ -4,6 +4,7 @@
     python reproduce/reproduce.py figure3 --launcher slurm trainer=ddp trainer.devices=8 \
                                   hydra.launcher.partition=<partition>     # one SLURM job per run
     python reproduce/reproduce.py figure3 data=fashion_mnist [seed=0,1,2] [target=0.9]
+    python reproduce/reproduce.py figure3 experiment=fashion_figure3_cpu seed=0,1,2   # the 2-core scale
     python reproduce/reproduce.py --render-only [figure3 ...] [source=wandb_offline | source=wandb
                                   entity=<team> project=<project>] [data=imagenette]   # `just tables`
 
@@ -95,7 +96,8 @@ def sweep_points(spec: dict, experiment: str | None = None) -> list[list[str]]:
 def apply_arguments(spec: dict, args: list[str]) -> tuple[dict, list[str]]:
     """The spec with the command line's driver options and sweeps applied; the Hydra overrides left.
 
-    data=<name> picks the spec's experiment for that data set (e.g. fashion_figure3 for fashion_mnist).
+    data=<name> picks the spec's experiment for that data set (e.g. fashion_figure3 for fashion_mnist);
+    experiment=<name> picks one explicitly (e.g. fashion_figure3_cpu, the proxy at 2 CPU cores' scale).
     The spec's `sweep` (a list is a comma sweep) becomes Hydra sweep strings, and an override that is a
     sweep (`seed=0,1,2`) or sets a swept key (`model=bn_x30`) joins it as that axis.
     """
@@ -108,6 +110,9 @@ def apply_arguments(spec: dict, args: list[str]) -> tuple[dict, list[str]]:
         key, value = a.split("=", 1)
         if key in DRIVER_OPTIONS:
             spec[key] = value
+            continue
+        if key == "experiment":  # an explicit experiment wins over the data set's (e.g. a CPU scale)
+            spec["experiment"], spec["experiments"] = value, {}
             continue
         if key == "data" and value in spec.get("experiments", {}):
             spec["experiment"] = spec["experiments"][value]
