@@ -65,7 +65,7 @@ def test_a_sixth_variant_is_its_model_file_and_one_entry_of_the_table(tmp_path, 
         rp.load_spec("figure3"), ["data=fashion_mnist", f"runs_root={tmp_path}"]
     )
     points = rp.sweep_points(spec)
-    assert points[-1] == ["model=bn_x5_slow_decay"] and len(points) == 6
+    assert points[-1] == ["model=bn_x5_slow_decay"] and len(points) == len(variants.FIGURE3)
     job, run_dir, config = rp.planned_run(spec, points[-1], overrides)
     assert run_dir == tmp_path / "fashion_figure3" / "bn_x5_slow_decay-fashion_mnist-seed0"
     assert config["model.name"] == "bn_x5_slow_decay" and config["lr_schedule.speedup"] == 1
