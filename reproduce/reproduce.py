@@ -324,14 +324,16 @@ def render_only(name: str, args: list[str], runs_root: Path, results: Path) -> N
                     fetched[task] = read_runs(
                         source, runs_root, task, spec.get("entity"), spec.get("project")
                     )
-                for r in fetched[task]:  # oldest first, so the newest run of each (model, seed) wins
-                    s = r.summary
-                    if r.complete and s.get("data") == data and (s.get("task"), s.get("run_name")) in names:
-                        by_data.setdefault(data, {})[(s["model"], s.get("seed"))] = r
+                # Oldest first, so the newest run of each sweep point wins; keyed by the point's run
+                # folder, not (model, seed): a sweep may run a model more than once (lr_stability).
+                for r in fetched[task]:
+                    key = (r.summary.get("task"), r.summary.get("run_name"))
+                    if r.complete and r.summary.get("data") == data and key in names:
+                        by_data.setdefault(data, {})[key] = r
     except SourceError as e:
         sys.exit(f"error: {e}")
     newest = {d: max(r.summary["finished_at"] for r in v.values()) for d, v in by_data.items()}
-    whole = [d for d, v in by_data.items() if {m for m, _ in v} >= set(models[d])]
+    whole = [d for d, v in by_data.items() if {r.summary["model"] for r in v.values()} >= set(models[d])]
     pool = whole or (list(by_data) if spec.get("allow_missing") else [])
     if not pool:
         wanted = next(iter(models.values()), [])
