@@ -88,9 +88,9 @@ def table(rows: list[GridRow], chosen: GridRow | None) -> list[str]:
         when = diverged_at(r.run)
         diverged = "no" if not r.diverged else "yes" if when is None else f"yes, at {fmt_steps(when)}"
         mark = " **(chosen)**" if r is chosen else ""
+        final = _pct(final_accuracy(r.run)) if r.run.finished else f"n/a ({r.run.summary.get('status', '?')})"
         lines.append(
-            f"| {_lr(r.lr)}{mark} | {_pct(top)} at {fmt_steps(at)} | "
-            f"{_pct(final_accuracy(r.run)) if r.run.finished else 'n/a (' + r.run.summary.get('status', '?') + ')'} | "
+            f"| {_lr(r.lr)}{mark} | {_pct(top)} at {fmt_steps(at)} | {final} | "
             f"{_pct(r.end.mean)} ± {100 * r.end.se:.2f} pt ({r.end.n}) | {plateau_cell(acc)} | {diverged} |"
         )
     return lines
