@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_figures import _load
-from test_lr_stability import lr_run, sweep
+from test_lr_stability import lr_run, planned, sweep
 
 from bnrepro.results import figure3_lr_grid, lr_stability
 from bnrepro.results.plateau import end_of_run, plateau, plateau_cell
@@ -78,15 +78,13 @@ def test_the_plateau_criterion_can_fail():
 
 @pytest.mark.parametrize("experiment", ["fashion_figure3_lr_grid", "fashion_figure3_lr_grid_cpu"])
 def test_grid_spec_composes_four_base_lrs_of_inception(experiment):
-    reproduce = _load("reproduce")
-    spec, overrides = reproduce.apply_arguments(
-        reproduce.load_spec("figure3_lr_grid"), [f"experiment={experiment}"]
-    )
-    plans = [reproduce.planned_run(spec, p, overrides) for p in reproduce.sweep_points(spec)]
+    plans = planned("figure3_lr_grid", experiment)
     assert len({d for _, d, _ in plans}) == 4
     assert [c["optimizer.lr"] for _, _, c in plans] == [0.0015, 0.005, 0.015, 0.05]
     assert {c["model.name"] for _, _, c in plans} == {"inception"}
     assert plans[1][2]["run_name"] == "inception-lr0.005-seed0" and plans[1][2]["task"] == experiment
+    logs = [_load("reproduce").job_log(d) for _, d, _ in plans]  # each job's output, beside its folder
+    assert len(set(logs)) == 4 and logs[1].name == "inception-lr0.005-seed0.log"
 
 
 def test_both_files_carry_the_shared_provenance_and_no_absolute_path(tmp_path, monkeypatch):

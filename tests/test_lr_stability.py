@@ -79,17 +79,20 @@ def test_lr_stability_claim_cannot_separate_nets_that_both_train_everywhere(tmp_
     assert lr_stability.claim(lr_stability.grouped(without_baseline)).verdict.startswith("cannot be checked")
 
 
+def planned(name: str, experiment: str) -> list[tuple[list[str], object, dict]]:
+    """The runs `just reproduce <name> experiment=<experiment>` plans: (overrides, run folder, config)."""
+    reproduce = _load("reproduce")
+    spec, overrides = reproduce.apply_arguments(reproduce.load_spec(name), [f"experiment={experiment}"])
+    return [reproduce.planned_run(spec, p, overrides) for p in reproduce.sweep_points(spec)]
+
+
 @pytest.mark.parametrize("experiment", ["fashion_lr_stability", "fashion_lr_stability_cpu"])
 def test_lr_stability_spec_composes_eight_runs_in_distinct_folders(experiment):
-    reproduce = _load("reproduce")
-    spec, overrides = reproduce.apply_arguments(
-        reproduce.load_spec("lr_stability"), [f"experiment={experiment}"]
-    )
-    plans = [reproduce.planned_run(spec, p, overrides) for p in reproduce.sweep_points(spec)]
+    plans = planned("lr_stability", experiment)
     assert len(plans) == 8 and len({d for _, d, _ in plans}) == 8
     configs = {(c["model.name"], c["lr_multiplier.factor"]): c for _, _, c in plans}
     assert set(configs) == {(m, f) for m in ("inception", "bn_baseline") for f in (1.0, 5.0, 30.0, 100.0)}
-    figure3 = reproduce.compose_job([f"experiment={experiment.replace('lr_stability', 'figure3')}"])
+    figure3 = _load("reproduce").compose_job([f"experiment={experiment.replace('lr_stability', 'figure3')}"])
     for (model, factor), c in configs.items():
         assert c["optimizer.lr"] == pytest.approx(figure3.lr_multiplier.base * factor)  # of the tuned base
         assert c["task"] == experiment and c["run_name"] == f"{model}-x{factor}-fashion_mnist-seed0"
