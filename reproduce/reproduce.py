@@ -205,6 +205,13 @@ def job_command(job: list[str], launcher: str = "local", launcher_args: tuple[st
     return [*train, *job, "hydra.mode=RUN", "trainer.enable_progress_bar=false"]
 
 
+def job_log(run_dir: Path) -> Path:
+    """<run folder>.log beside the folder. Not run_dir.with_suffix: a run name with a dot in it
+    (`inception-lr0.0015-seed0`, `bn_baseline-x5.0-...`) would lose what follows the dot, and the runs of
+    an LR sweep would all write one log."""
+    return run_dir.parent / f"{run_dir.name}.log"
+
+
 def run_jobs(
     jobs: list[tuple[list[str], Path]], parallel: int, launcher: str = "local", launcher_args=()
 ) -> None:
@@ -223,7 +230,7 @@ def run_jobs(
             proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             )
-            pump = threading.Thread(target=_pump, args=(proc, run_dir.with_suffix(".log")))
+            pump = threading.Thread(target=_pump, args=(proc, job_log(run_dir)))
             pump.start()
             running.append((proc, pump, run_dir, time.perf_counter()))
         time.sleep(0.05)  # a finished job is noticed (and the next launched) within 50 ms
@@ -237,7 +244,7 @@ def run_jobs(
                 flush=True,
             )
             if proc.returncode not in (0, EXIT_DIVERGED):  # a diverged run is a result, not a failure
-                failed.append(f"{run_dir} (exit {proc.returncode}, output in {run_dir.with_suffix('.log')})")
+                failed.append(f"{run_dir} (exit {proc.returncode}, output in {job_log(run_dir)})")
     if failed:
         sys.exit("error: these jobs failed: " + "; ".join(failed))
 
@@ -324,14 +331,16 @@ def render_only(name: str, args: list[str], runs_root: Path, results: Path) -> N
                     fetched[task] = read_runs(
                         source, runs_root, task, spec.get("entity"), spec.get("project")
                     )
-                for r in fetched[task]:  # oldest first, so the newest run of each (model, seed) wins
-                    s = r.summary
-                    if r.complete and s.get("data") == data and (s.get("task"), s.get("run_name")) in names:
-                        by_data.setdefault(data, {})[(s["model"], s.get("seed"))] = r
+                # Oldest first, so the newest run of each sweep point wins; keyed by the point's run
+                # folder, not (model, seed): a sweep may run a model more than once (lr_stability).
+                for r in fetched[task]:
+                    key = (r.summary.get("task"), r.summary.get("run_name"))
+                    if r.complete and r.summary.get("data") == data and key in names:
+                        by_data.setdefault(data, {})[key] = r
     except SourceError as e:
         sys.exit(f"error: {e}")
     newest = {d: max(r.summary["finished_at"] for r in v.values()) for d, v in by_data.items()}
-    whole = [d for d, v in by_data.items() if {m for m, _ in v} >= set(models[d])]
+    whole = [d for d, v in by_data.items() if {r.summary["model"] for r in v.values()} >= set(models[d])]
     pool = whole or (list(by_data) if spec.get("allow_missing") else [])
     if not pool:
         wanted = next(iter(models.values()), [])

@@ -23,7 +23,8 @@ from bnrepro.results.figure3 import (  # noqa: E402
     resolve_target,
     steps_to,
 )
-from bnrepro.results.runs import Run, provenance, short_sha  # noqa: E402
+from bnrepro.results.page import figure_provenance  # noqa: E402
+from bnrepro.results.runs import Run, provenance  # noqa: E402
 from bnrepro.variants import FIGURE3, REFERENCE  # noqa: E402  (the variants, their labels and styles)
 
 
@@ -65,16 +66,7 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
     if missing:
         title += f"\nmissing: {', '.join(missing)}"
     ax.set_title(title, fontsize=8)
-    warnings = [textwrap.fill(w.strip("*"), 150) for w in prov["warnings"]]
-    if warnings:  # in bold above everything else, as at the top of the tables
-        fig.text(0.5, 0.995, "\n".join(warnings), ha="center", va="top", fontsize=6, fontweight="bold",
-                 color="darkred")  # fmt: skip
-    fig.text(0.01, 0.005, prov["paths"](
-             f"{command}   target: {origin}   trained at git {short_sha(prov['git_sha'])}, rendered at git "
-             f"{short_sha(prov['rendered_sha'])}   {prov['hardware']}   world size {prov['world_size']}, "
-             f"global batch {prov['global_batch']}, {prov['num_runs']} runs"),
-             fontsize=5, color="0.4")  # fmt: skip
-    fig.tight_layout(rect=(0, 0.03, 1, 1 - 0.03 * sum(w.count("\n") + 1 for w in warnings)))
+    fig.tight_layout(rect=figure_provenance(fig, prov, f"target: {origin}"))
     paths = [out_dir / "figure2.png", out_dir / "figure2.svg"]
     for p in paths:
         fig.savefig(p, dpi=130, metadata={"Date": None} if p.suffix == ".svg" else None)

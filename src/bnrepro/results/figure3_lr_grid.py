@@ -1,0 +1,157 @@
+"""The base-LR grid of the Figure 3 proxy: results/figure3_lr_grid.md from the Inception runs of
+experiment=fashion_figure3_lr_grid (one run per base LR).
+
+Inception's base LR on the proxy is tuned before any BN variant is run, and the paper's multipliers (x5,
+x30) and the Sec. 4.2.1 changes are applied relative to it (conf/experiment/fashion_figure3.yaml,
+`lr_multiplier.base`). The rule (`choose`), stated in the file it writes:
+
+  the base LR whose run has the highest mean accuracy over the last fifth of its evaluations (the
+  level the run ends at, less noisy than its maximum); among the LRs within one standard error of that
+  best mean (the SE of the best run's mean over those evaluations), the smallest. A diverged run is
+  never chosen.
+
+Per base LR the file gives the max accuracy (at step), the final accuracy, that last-fifth mean ± SE,
+whether the run reached its plateau (plateau.py) and whether it diverged, then the chosen value and the
+line to put into conf/experiment/fashion_figure3.yaml.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from bnrepro.results.figure3 import (
+    DATA_NAMES,
+    REFERENCE_BATCH,
+    _pct,
+    accuracy_curve,
+    best,
+    final_accuracy,
+    fmt_steps,
+)
+from bnrepro.results.lr_stability import diverged_at
+from bnrepro.results.page import markdown
+from bnrepro.results.plateau import EndOfRun, end_of_run, plateau, plateau_cell
+from bnrepro.results.runs import Run, provenance
+
+CONF_FILE = "conf/experiment/fashion_figure3.yaml"
+
+
+def base_lr(run: Run) -> float:
+    """The run's base LR: its initial LR (summary.json's `lr`) over its multiplier (x1 on the grid)."""
+    return float(run.summary["lr"]) / float(run.summary.get("lr_multiplier") or 1)
+
+
+@dataclass
+class GridRow:
+    lr: float
+    run: Run
+    end: EndOfRun
+
+    @property
+    def diverged(self) -> bool:
+        return self.run.summary.get("status") == "diverged"
+
+
+def grid_rows(runs: list[Run]) -> list[GridRow]:
+    """One row per base LR (the newest run of each; runs come oldest first), smallest LR first."""
+    newest = {base_lr(r): r for r in runs}
+    return [GridRow(lr, r, end_of_run(accuracy_curve(r)[1])) for lr, r in sorted(newest.items())]
+
+
+def choose(rows: list[GridRow]) -> tuple[GridRow | None, GridRow | None, list[GridRow]]:
+    """(chosen, best, within): `best` has the highest mean over the last fifth of its evaluations,
+    `within` are the rows whose mean is within one SE (best's) of it, `chosen` the smallest LR of those.
+    (None, None, []) when every run diverged."""
+    usable = [r for r in rows if not r.diverged and not math.isnan(r.end.mean)]
+    if not usable:
+        return None, None, []
+    top = max(usable, key=lambda r: r.end.mean)
+    within = [r for r in usable if r.end.mean >= top.end.mean - top.end.se]
+    return min(within, key=lambda r: r.lr), top, within
+
+
+def _lr(x: float) -> str:
+    return f"{x:g}"
+
+
+def table(rows: list[GridRow], chosen: GridRow | None) -> list[str]:
+    lines = [
+        "| base LR | max accuracy (at step) | final accuracy | mean over the last fifth ± SE (evaluations) | "
+        "plateau reached | diverged |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        acc = accuracy_curve(r.run)[1]
+        top, at = best(r.run)
+        when = diverged_at(r.run)
+        diverged = "no" if not r.diverged else "yes" if when is None else f"yes, at {fmt_steps(when)}"
+        mark = " **(chosen)**" if r is chosen else ""
+        final = _pct(final_accuracy(r.run)) if r.run.finished else f"n/a ({r.run.summary.get('status', '?')})"
+        lines.append(
+            f"| {_lr(r.lr)}{mark} | {_pct(top)} at {fmt_steps(at)} | {final} | "
+            f"{_pct(r.end.mean)} ± {100 * r.end.se:.2f} pt ({r.end.n}) | {plateau_cell(acc)} | {diverged} |"
+        )
+    return lines
+
+
+def decision(rows: list[GridRow]) -> list[str]:
+    chosen, top, within = choose(rows)
+    if chosen is None:
+        return ["**No base LR can be chosen: no run of the grid trained without diverging.**"]
+    lines = [
+        f"Best mean over the last fifth: base LR {_lr(top.lr)} ({_pct(top.end.mean)} ± "
+        f"{100 * top.end.se:.2f} pt). Within one SE of it: "
+        + ", ".join(_lr(r.lr) for r in within)
+        + f". **Chosen: base LR {_lr(chosen.lr)}**"
+        + (" (the best itself)." if chosen is top else " (the smallest of those)."),
+        "",
+        f"In {CONF_FILE}:",
+        "",
+        "```yaml",
+        "lr_multiplier:",
+        f"  base: {_lr(chosen.lr)}",
+        "```",
+    ]
+    if not plateau(accuracy_curve(chosen.run)[1])[0]:
+        lines += ["", "**Warning: the chosen LR's run has not reached its plateau (see the table): the proxy "
+                  "is too short for it, and the choice may change with a longer one.**"]  # fmt: skip
+    batches = sorted({r.run.summary.get("global_batch", REFERENCE_BATCH) for r in rows})
+    if batches != [REFERENCE_BATCH]:
+        lines += ["", f"**Warning: global batch {batches}, not {REFERENCE_BATCH}: the base LRs above are the "
+                  "initial LRs as the runs scaled them, not lr_multiplier.base.**"]  # fmt: skip
+    return lines
+
+
+def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None = None) -> list[Path]:
+    spec = spec or {}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = grid_rows(runs)
+    chosen = choose(rows)[0]
+    prov = provenance(runs, command, DATA_NAMES)
+    body = [
+        "Inception (no BN) on the proxy at each base LR of the grid, before any BN variant is run; the "
+        "paper's multipliers (x5, x30) and the Sec. 4.2.1 changes are then applied relative to the chosen "
+        "one. Accuracies are single-crop top-1 on the proxy's test images; steps are paper-equivalent "
+        "(examples seen / 32).",
+        "",
+        "The rule: the base LR whose run has the highest mean accuracy over the last fifth of its "
+        "evaluations (ceil(n / 5) of n), the level the run ends at; among the base LRs within one standard "
+        "error of that best mean (the SE of the best run's mean: sample std of those evaluations / "
+        "sqrt(their number)), the smallest. A diverged run is never chosen. `plateau reached`: the mean "
+        "over the last fifth minus the mean over the fifth before it is below 1 point.",
+        "",
+        *table(rows, chosen),
+        "",
+        *decision(rows),
+    ]
+    md = out_dir / "figure3_lr_grid.md"
+    md.write_text(markdown("The Figure 3 proxy's base LR: Inception's LR grid", prov, body,
+                           spec.get("source", "local run folders")))  # fmt: skip
+    if chosen is not None:
+        print(
+            f"figure3_lr_grid: chosen base LR {_lr(chosen.lr)}; in {CONF_FILE}: lr_multiplier.base: {_lr(chosen.lr)}"
+        )
+    return [md]

@@ -1,0 +1,206 @@
+"""Sec. 3.3 "Batch Normalization enables higher learning rates", tested on the proxy:
+results/lr_stability.{md,png} from the runs of experiment=fashion_lr_stability (the network without BN,
+inception, and with BN, bn_baseline, each at several multipliers of the proxy's tuned base LR).
+
+Per net and multiplier: the initial LR, diverged (at which step) or not, the max accuracy (at step), the
+final accuracy and the steps to the baseline's maximum -- the baseline being the net without BN at x1, as
+Figure 3's target is Inception's maximum. The figure: the accuracy curves per multiplier, one panel per
+net, a cross where a run diverged.
+
+The claim is decided by a rule that can fail (`claim`): a run *trains* when it does not diverge and its
+max accuracy reaches TRAINS of the baseline's maximum; per net, the largest multiplier at which every run
+trains; the claim holds when that is larger with BN than without, over the multipliers both nets were run
+at. If both train at the largest one tried, the runs cannot tell them apart and the claim does NOT hold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from bnrepro.results.figure3 import (  # noqa: E402
+    DATA_NAMES,
+    REFERENCE_BATCH,
+    _pct,
+    accuracy_curve,
+    best,
+    final_accuracy,
+    fmt_steps,
+    steps_to,
+)
+from bnrepro.results.page import figure_provenance, markdown  # noqa: E402
+from bnrepro.results.runs import Run, provenance  # noqa: E402
+
+# The two nets, without BN first: Sec. 4.2.2's Inception and BN-Baseline, which differ only by BN.
+NETS = {"inception": "without BN (Inception)", "bn_baseline": "with BN (BN-Baseline)"}
+BASELINE = "inception"  # its x1 run's maximum is the accuracy to reach (as Figure 3's target)
+TRAINS = 0.9  # a run trains when it does not diverge and its max is at least 90% of the baseline's max
+
+
+def multiplier(run: Run) -> float:
+    return float(run.summary.get("lr_multiplier") or 1)
+
+
+def diverged_at(run: Run) -> float | None:
+    """The paper-equivalent step at which the run's loss became non-finite; None if it did not diverge
+    (or did not record the step)."""
+    at = run.summary.get("diverged_at_step")
+    if run.summary.get("status") != "diverged" or at is None:
+        return None
+    return at * run.summary.get("global_batch", REFERENCE_BATCH) / REFERENCE_BATCH
+
+
+def grouped(runs: list[Run]) -> dict[tuple[str, float], list[Run]]:
+    """(net, multiplier) -> its runs, one per seed (the newest: runs come oldest first), seed order."""
+    out: dict[tuple[str, float], dict] = {}
+    for r in runs:
+        if r.summary.get("model") in NETS:
+            out.setdefault((r.summary["model"], multiplier(r)), {})[r.summary.get("seed", 0)] = r
+    return {k: [v[s] for s in sorted(v, key=str)] for k, v in out.items()}
+
+
+def baseline_max(groups: dict[tuple[str, float], list[Run]]) -> float | None:
+    """The mean over seeds of the max accuracy of the net without BN at x1; None without such a run."""
+    finished = [r for r in groups.get((BASELINE, 1.0), []) if r.finished]
+    return sum(best(r)[0] for r in finished) / len(finished) if finished else None
+
+
+def trains(run: Run, target: float) -> bool:
+    return run.summary.get("status") == "finished" and best(run)[0] >= TRAINS * target
+
+
+@dataclass
+class Claim:
+    largest: dict[str, float | None]  # per net: the largest multiplier at which every run trains
+    verdict: str  # "holds", "does NOT hold", or "cannot be checked: ..."
+    text: str
+
+
+def claim(groups: dict[tuple[str, float], list[Run]]) -> Claim:
+    target = baseline_max(groups)
+    nobn, bn = NETS
+    common = sorted({m for n, m in groups if n == nobn} & {m for n, m in groups if n == bn})
+    if target is None:
+        return Claim({}, "cannot be checked: no finished run of the net without BN at x1", "")
+    largest = {
+        net: max((m for m in common if all(trains(r, target) for r in groups[(net, m)])), default=None)
+        for net in NETS
+    }
+    holds = largest[bn] is not None and (largest[nobn] is None or largest[bn] > largest[nobn])
+    verdict = "holds" if holds else "does NOT hold"
+    if common and largest[bn] == largest[nobn] == common[-1]:
+        verdict += f" (both train at every multiplier tried, up to x{common[-1]:g}: a larger one would tell them apart)"
+
+    def said(m):
+        return "none" if m is None else f"x{m:g}"
+
+    text = (
+        f"BN enables higher learning rates (Sec. 3.3): the largest multiplier of the tuned base LR at which "
+        f"the net trains (no divergence, max accuracy at least {TRAINS:.0%} of the baseline's "
+        f"{_pct(target)}), over the multipliers both nets were run at ({', '.join(f'x{m:g}' for m in common)}), "
+        f"is {said(largest[bn])} with BN vs {said(largest[nobn])} without"
+    )
+    return Claim(largest, verdict, text)
+
+
+def outcome(run: Run, target: float | None) -> str:
+    at = diverged_at(run)
+    if run.summary.get("status") == "diverged":
+        return f"diverged at {fmt_steps(at)}" if at is not None else "diverged"
+    if not run.finished:
+        return run.summary.get("status", "unknown")
+    if target is None:
+        return "finished"
+    return "trains" if trains(run, target) else f"does not train (max below {TRAINS:.0%} of the baseline's)"
+
+
+def table(groups: dict[tuple[str, float], list[Run]], target: float | None) -> list[str]:
+    reach = _pct(target) if target is not None else "the baseline's max"
+    lines = [
+        f"| net | multiplier | initial LR | seed | outcome | max accuracy (at step) | final accuracy | steps to {reach} |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    multipliers = sorted({m for _, m in groups})
+    for net, label in NETS.items():
+        for m in multipliers:
+            runs = groups.get((net, m), [])
+            if not runs:
+                lines.append(f"| {label} | x{m:g} | n/a | n/a | missing | missing | missing | missing |")
+            for r in runs:
+                top, at = best(r)
+                hit = steps_to(r, target) if target is not None else None
+                reached = fmt_steps(hit) if hit is not None else ("n/a" if target is None else "never")
+                final = _pct(final_accuracy(r)) if r.finished else "n/a"
+                lines.append(
+                    f"| {label} | x{m:g} | {r.summary.get('lr', math.nan):g} | {r.summary.get('seed', 0)} | "
+                    f"{outcome(r, target)} | {_pct(top)} at {fmt_steps(at)} | {final} | {reached} |"
+                )
+    return lines
+
+
+def plot(groups: dict[tuple[str, float], list[Run]], target: float | None, prov: dict, png: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    multipliers = sorted({m for _, m in groups})
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(multipliers)}  # the same in both panels
+    for ax, (net, label) in zip(axes, NETS.items()):
+        for m in multipliers:
+            for i, r in enumerate(groups.get((net, m), [])):
+                steps, acc = accuracy_curve(r)
+                ax.plot(steps, acc, color=colors[m], lw=1.2, label=f"x{m:g}" if i == 0 else None)
+                at = diverged_at(r)
+                if r.summary.get("status") == "diverged":  # at its last accuracy (0 before the first)
+                    x = at if at is not None else (steps[-1] if len(steps) else 0.0)
+                    ax.plot([x], [acc[-1] if len(acc) else 0.0], "x", color=colors[m], ms=9, mew=2)
+        if target is not None:
+            ax.axhline(target, color="0.5", lw=0.8, ls=":")
+        ax.set(title=label, xlabel="paper-equivalent steps (examples seen / 32)")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: fmt_steps(x) if x else "0"))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8, title="LR multiplier; x: diverged", title_fontsize=7)
+    axes[0].set_ylabel("single-crop top-1 accuracy")
+    base = f"dotted: the baseline's max {_pct(target)}" if target is not None else "no baseline run"
+    left, bottom, right, top = figure_provenance(fig, prov, base)
+    fig.suptitle(
+        f"BN enables higher learning rates (Sec. 3.3). Data: {prov['data']}", fontsize=8, y=top, va="top"
+    )
+    fig.tight_layout(rect=(left, bottom, right, top - 0.04))
+    fig.savefig(png, dpi=130)
+    plt.close(fig)
+
+
+def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None = None) -> list[Path]:
+    spec = spec or {}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = grouped(runs)
+    target = baseline_max(groups)
+    decided = claim(groups)
+    prov = provenance(runs, command, DATA_NAMES)
+    body = [
+        "The network without BN (Inception) and with BN and nothing else changed (BN-Baseline) at "
+        "multiples of the proxy's tuned base LR (`lr_multiplier.base`, chosen by results/figure3_lr_grid.md). "
+        "Accuracies are single-crop top-1 on the proxy's test images; steps are paper-equivalent (examples "
+        f"seen / 32). The baseline is the net without BN at x1; `steps to {_pct(target) if target else '...'}`: "
+        "the first evaluation at or above its maximum (`never`: not reached). `diverged at`: the step at "
+        "which the training loss became non-finite.",
+        "",
+        *table(groups, target),
+        "",
+        f"A run *trains* when it does not diverge and its max accuracy reaches {TRAINS:.0%} of the "
+        "baseline's; per net, the largest multiplier at which every run trains. The claim holds when that "
+        "multiplier is larger with BN than without.",
+        "",
+        f"- {decided.text} -> {decided.verdict}." if decided.text else f"- {decided.verdict}.",
+    ]
+    md = out_dir / "lr_stability.md"
+    md.write_text(markdown("BN enables higher learning rates (Sec. 3.3): LR multipliers with and without BN",
+                           prov, body, spec.get("source", "local run folders")))  # fmt: skip
+    png = out_dir / "lr_stability.png"
+    plot(groups, target, prov, png)
+    return [md, png]

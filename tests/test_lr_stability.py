@@ -1,0 +1,112 @@
+"""Sec. 3.3's LR sweep with and without BN on the proxy (results/lr_stability) from runs the tests write
+by hand: the table with diverged runs, the claim holding and NOT holding, the spec composing into 8 runs
+in distinct folders, and `just tables` keeping every multiplier of a model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_figures import _load, write_run
+
+from bnrepro.results import lr_stability
+from bnrepro.results.runs import load_run
+
+BASE = 0.005  # the tuned base LR of these runs
+
+
+def lr_run(root, model, factor, acc, base=BASE, task="fashion_lr_stability", name=None, **kwargs):
+    """A run folder of the proxy (batch 32) at `factor` x `base`, as training writes it."""
+    name = name or f"{model}-x{float(factor)}-fashion_mnist-seed{kwargs.get('seed', 0)}"
+    run, _, summary = write_run(root / name, model, acc, global_batch=32, **kwargs)
+    summary.update(lr=base * factor, lr_multiplier=float(factor), task=task, run_name=name)
+    (run.path / "summary.json").write_text(json.dumps(summary))
+    return load_run(run.path)
+
+
+def sweep(root, diverges: dict[str, float]):
+    """Both nets at x1, x5, x30, x100; each diverges (at step 250) from the multiplier given on. Without
+    BN the curve tops out at 0.80 (x1), with BN at 0.85; a higher LR that does not diverge trains as well."""
+    runs = []
+    for model, top in (("inception", 0.80), ("bn_baseline", 0.85)):
+        for m in (1, 5, 30, 100):
+            if m >= diverges[model]:
+                runs.append(lr_run(root, model, m, lambda s: 0.3, steps=range(100, 201, 100), status="diverged",
+                                   diverged_at=250))  # fmt: skip
+            else:
+                runs.append(lr_run(root, model, m, lambda s, top=top: min(top, s / 1000)))
+    return runs
+
+
+def test_lr_stability_table_shows_where_each_run_diverged_and_the_claim_holds(tmp_path):
+    runs = sweep(tmp_path / "runs", {"inception": 5, "bn_baseline": 100})
+    md, png = lr_stability.render(runs, tmp_path / "results", command="just reproduce lr_stability")
+    text = md.read_text()
+    assert "**Data: Fashion-MNIST as 3-channel images -- an offline proxy, NOT ImageNet" in text
+    # the baseline (no BN, x1) reaches its own max 0.80 at step 800; BN at x30 as well, and peaks at 0.85
+    assert "| without BN (Inception) | x1 | 0.005 | 0 | trains | 80.0% at 800 | 80.0% | 800 |" in text
+    assert (
+        "| without BN (Inception) | x5 | 0.025 | 0 | diverged at 250 | 30.0% at 100 | n/a | never |" in text
+    )
+    assert "| with BN (BN-Baseline) | x30 | 0.15 | 0 | trains | 85.0% at 900 |" in text
+    assert "| with BN (BN-Baseline) | x100 | 0.5 | 0 | diverged at 250 |" in text
+    assert "is x30 with BN vs x1 without -> holds." in text
+    assert "just reproduce lr_stability" in text and "abc123" in text and "8 runs" in text
+    assert png.stat().st_size > 20_000
+
+
+def test_lr_stability_claim_does_not_hold_when_bn_diverges_as_early(tmp_path):
+    runs = sweep(tmp_path / "runs", {"inception": 30, "bn_baseline": 30})
+    decided = lr_stability.claim(lr_stability.grouped(runs))
+    assert decided.largest == {"inception": 5.0, "bn_baseline": 5.0} and decided.verdict == "does NOT hold"
+
+
+def test_lr_stability_claim_needs_the_run_to_train_not_only_not_diverge(tmp_path):
+    """With BN every multiplier finishes, but x100 stays at 0.5 (< 90% of the baseline's 0.80): x30."""
+    runs = [r for r in sweep(tmp_path / "runs", {"inception": 5, "bn_baseline": 1000})
+            if (r.summary["model"], r.summary["lr_multiplier"]) != ("bn_baseline", 100.0)]  # fmt: skip
+    runs.append(lr_run(tmp_path / "more", "bn_baseline", 100, lambda s: 0.5))
+    decided = lr_stability.claim(lr_stability.grouped(runs))
+    assert decided.largest == {"inception": 1.0, "bn_baseline": 30.0} and decided.verdict == "holds"
+    assert "does not train (max below 90%" in "\n".join(lr_stability.table(lr_stability.grouped(runs), 0.8))
+
+
+def test_lr_stability_claim_cannot_separate_nets_that_both_train_everywhere(tmp_path):
+    runs = sweep(tmp_path / "runs", {"inception": 1000, "bn_baseline": 1000})
+    decided = lr_stability.claim(lr_stability.grouped(runs))
+    assert decided.verdict.startswith("does NOT hold (both train at every multiplier tried, up to x100")
+    without_baseline = [r for r in runs if r.summary["lr_multiplier"] != 1.0]
+    assert lr_stability.claim(lr_stability.grouped(without_baseline)).verdict.startswith("cannot be checked")
+
+
+def planned(name: str, experiment: str) -> list[tuple[list[str], object, dict]]:
+    """The runs `just reproduce <name> experiment=<experiment>` plans: (overrides, run folder, config)."""
+    reproduce = _load("reproduce")
+    spec, overrides = reproduce.apply_arguments(reproduce.load_spec(name), [f"experiment={experiment}"])
+    return [reproduce.planned_run(spec, p, overrides) for p in reproduce.sweep_points(spec)]
+
+
+@pytest.mark.parametrize("experiment", ["fashion_lr_stability", "fashion_lr_stability_cpu"])
+def test_lr_stability_spec_composes_eight_runs_in_distinct_folders(experiment):
+    plans = planned("lr_stability", experiment)
+    assert len(plans) == 8 and len({d for _, d, _ in plans}) == 8
+    configs = {(c["model.name"], c["lr_multiplier.factor"]): c for _, _, c in plans}
+    assert set(configs) == {(m, f) for m in ("inception", "bn_baseline") for f in (1.0, 5.0, 30.0, 100.0)}
+    figure3 = _load("reproduce").compose_job([f"experiment={experiment.replace('lr_stability', 'figure3')}"])
+    for (model, factor), c in configs.items():
+        assert c["optimizer.lr"] == pytest.approx(figure3.lr_multiplier.base * factor)  # of the tuned base
+        assert c["task"] == experiment and c["run_name"] == f"{model}-x{factor}-fashion_mnist-seed0"
+        assert (c["loop.max_epochs"], c["data.image_size"]) == (
+            figure3.loop.max_epochs,
+            figure3.data.image_size,
+        )
+        assert c["model.net.norm"] == ("none" if model == "inception" else "batchnorm")
+
+
+def test_render_only_keeps_every_multiplier_of_a_model(tmp_path):
+    """`just tables lr_stability`: a model runs at 4 multipliers, and each is its own row."""
+    reproduce = _load("reproduce")
+    runs = sweep(tmp_path / "runs" / "fashion_lr_stability", {"inception": 5, "bn_baseline": 100})
+    reproduce.render_only("lr_stability", [], tmp_path / "runs", tmp_path / "results")
+    text = (tmp_path / "results" / "lr_stability.md").read_text()
+    assert f"{len(runs)} runs" in text and "| missing |" not in text and "-> holds." in text
