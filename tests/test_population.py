@@ -138,3 +138,15 @@ def test_population_evaluation_uses_the_batches_asked_for(mnist_root, tmp_path, 
             for layer in range(3):
                 k = f"blocks.{layer}.norm.{key}"
                 assert torch.equal(during[k], expected[k]), k
+
+
+def test_an_unknown_eval_bn_is_refused_naming_the_key():
+    from bnrepro.config import ConfigError
+    from bnrepro.config.checks import validate
+
+    with pytest.raises(ConfigError, match="callbacks.population_stats.eval_bn='averages' is not one of"):
+        validate(compose_train("callbacks.population_stats.eval_bn=averages"))
+    with pytest.raises(ConfigError, match="callbacks.population_stats.eval_bn_batches=0 must be positive"):
+        validate(compose_train("callbacks.population_stats.eval_bn_batches=0"))
+    node = compose_train("model=mnist_mlp_bn").callbacks.population_stats
+    assert (node.eval_bn, node.eval_bn_batches) == ("population", node.num_batches)
