@@ -272,7 +272,7 @@ class PopulationStatsConfig:
     # CHOICE, the paper gives none: as many as the final Alg. 2 pass, which reads the same first batches,
     # so the last evaluation is of the network population.ckpt holds. Measured on the MNIST MLP
     # (docs/results.md, Figure 1): 100 batches put its percentiles within about 0.02 of a 1,000-batch
-    # estimate, for about 0.05 s per evaluation on one CPU core.
+    # estimate, for 0.04 s of CPU per evaluation.
     eval_bn_batches: int = "${.num_batches}"  # type: ignore[assignment]
 
 
