@@ -1,5 +1,6 @@
-"""Figure 1's two claims decided robustly on hand-made curves: each decision holds where the curves say so
-and fails where they do not; the table, the test-set size and several seeds."""
+"""Figure 1's two claims, and BN's band being no jitterier, decided robustly on hand-made curves: each
+decision holds where the curves say so and fails where they do not; the table, the test-set size and
+several seeds."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bnrepro.results import mnist_figure1
 from bnrepro.results.mnist_figure1 import render
@@ -18,7 +20,14 @@ STEPS = np.arange(500, 50_001, 500)
 
 
 def write(
-    path: Path, model: str, acc, pct, seed: int = 0, val_examples: int | None = 10_000, noise: float = 0.0
+    path: Path,
+    model: str,
+    acc,
+    pct,
+    seed: int = 0,
+    val_examples: int | None = 10_000,
+    noise: float = 0.0,
+    eval_bn: str | None = None,
 ):
     """A run folder with val/acc = acc(step) and percentiles pct(step) -> (p15, p50, p85), plus noise."""
     rng = np.random.default_rng([zlib.crc32(model.encode()), seed])  # the same noise in every process
@@ -32,6 +41,8 @@ def write(
                "best_acc": float(max(acc(s) for s in STEPS)), "best_step": 50_000, "git_sha": "abc",
                "hardware": "test CPU", "world_size": 1, "global_batch": 60, "val_examples": val_examples,
                "finished_at": f"2026-01-01T00:00:0{seed}+00:00"}  # fmt: skip
+    if eval_bn is not None:  # runs from before callbacks.population_stats.eval_bn lack it
+        summary["eval_bn"] = eval_bn
     (path / "summary.json").write_text(json.dumps(summary))
     return load_run(path)
 
@@ -48,7 +59,7 @@ def claims(tmp_path: Path, base_acc, bn_acc, base_pct=steady, bn_pct=steady, see
     _, md = render(runs, out_dir=tmp_path / "results", command="x")
     text = md.read_text()
     lines = [line for line in text.splitlines() if line.startswith("- ") and "->" in line]
-    keys = {"trains faster": "1a", "ends higher": "1b", "input steady": "2"}
+    keys = {"trains faster": "1a", "ends higher": "1b", "input steady": "2", "no jitterier": "3"}
     return {k: line for line in lines for phrase, k in keys.items() if phrase in line} | {"text": text}
 
 
@@ -113,3 +124,35 @@ def test_several_seeds_give_mean_and_spread_and_bands(tmp_path, monkeypatch):
     assert row.count(" ± ") >= 7
     ax = figures[0].axes[0]
     assert len(ax.collections) >= 2  # a band per net
+
+
+def jittery(amplitude: float, drift: float = 0.0):
+    """Percentiles that drift linearly and go up and down by `amplitude` from one evaluation to the next."""
+    return lambda s: tuple(v + drift * s / 50_000 + amplitude * (-1) ** (s // 500) for v in (-1.0, 0.0, 1.0))
+
+
+def jitter_number(line: str, which: int) -> float:
+    return float(line.split("jitter ", 1)[1].split(" (")[0].split(" vs ")[which])
+
+
+def test_a_jittery_bn_band_fails_the_third_claim(tmp_path):
+    """BN's percentiles hop by 0.05 at every evaluation, the baseline's by 0.01 around a large drift: the
+    drift is taken out, the hops are not, so BN's band is jitterier."""
+    c = claims(tmp_path, rising(0.5, 0.9), rising(0.7, 0.95), base_pct=jittery(0.01, drift=2.0),
+               bn_pct=jittery(0.05))  # fmt: skip
+    assert verdict(c["3"]) == "does NOT hold"
+    assert jitter_number(c["3"], 0) > jitter_number(c["3"], 1) > 0
+
+
+def test_a_smooth_bn_band_holds_the_third_claim_however_far_the_baseline_drifts(tmp_path):
+    c = claims(tmp_path, rising(0.5, 0.9), rising(0.7, 0.95), base_pct=jittery(0.02, drift=5.0),
+               bn_pct=jittery(0.01), eval_bn="population")  # fmt: skip
+    assert verdict(c["3"]) == "holds"
+    # a linear drift leaves no residual: the jitter is the hops' alone (4 decimals shown)
+    assert jitter_number(c["3"], 1) == pytest.approx(2 * jitter_number(c["3"], 0), rel=0.02)
+    assert "Alg. 2's population statistics" in c["text"] and "noisier" not in c["text"]
+
+
+def test_runs_without_eval_bn_were_evaluated_with_moving_averages(tmp_path):
+    c = claims(tmp_path, rising(0.5, 0.9), rising(0.7, 0.95))
+    assert "with its moving-average statistics (momentum 0.1)" in c["text"]

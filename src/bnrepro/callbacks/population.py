@@ -1,6 +1,12 @@
-"""Alg. 2 of the paper: BN with population statistics for inference, evaluated at the end of training.
+"""Alg. 2 of the paper: BN with population statistics for inference, evaluated at the end of training
+and, with `eval_bn="population"`, at every evaluation during training.
 
-During training, evaluation uses BN's moving averages (momentum 0.1), as the paper tracks accuracy.
+During training, evaluation uses BN's moving averages (momentum 0.1) by default, as the paper tracks
+accuracy (Sec. 3.1). With `eval_bn="population"`, every evaluation is of Alg. 2's inference network
+instead: before it, the statistics are recomputed as below over `eval_bn_batches` training mini-batches
+(the training stream's first ones, the same at every evaluation, so what changes from one evaluation to
+the next is the weights); after it, the moving averages are put back exactly, buffers, momentum and
+random generators as they were, so training does not change by a bit (tests/test_population.py).
 At the end, this callback recomputes every BN layer's mean and variance as Alg. 2 defines them --
 the average of mini-batch means, and m/(m-1) times the average mini-batch variance -- over
 `num_batches` training mini-batches (PyTorch's cumulative average, momentum=None, keeps exactly these;
@@ -18,6 +24,8 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch import nn
+
+from bnrepro.callbacks import rng_state
 
 
 def bn_layers(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -71,14 +79,71 @@ def _train_inputs(datamodule, pl_module):
                 yield x
 
 
-class PopulationStatistics(L.Callback):
-    """`checkpoint_dir`: where population.ckpt goes (the weights with Alg. 2's statistics, for
-    evaluation); None: <run folder>/checkpoints (the trainer's default_root_dir)."""
+def population_from_training_batches(trainer, pl_module, num_batches: int) -> int:
+    """Alg. 2's statistics in every BN layer of the module's net, from the first `num_batches` training
+    mini-batches per device, averaged over the ranks. The random generators are left as they were (a
+    loader or a data module's jitter could draw from them), so training goes on as it would have."""
+    rng = rng_state.capture()
+    try:
+        with trainer.precision_plugin.forward_context():
+            inputs = _train_inputs(trainer.datamodule, pl_module)
+            used = recompute_population_statistics(pl_module.net, inputs, num_batches)
+            inputs.close()  # the loader's iterator ends here, not whenever it is collected
+    finally:
+        rng_state.restore(rng)
+    for m in bn_layers(pl_module.net):  # every rank averaged its own batches: average the ranks' averages
+        for buf in (m.running_mean, m.running_var):
+            buf.copy_(trainer.strategy.reduce(buf, reduce_op="mean"))
+    return used
 
-    def __init__(self, num_batches: int, checkpoint_dir: str | Path | None = None):
+
+class PopulationStatistics(L.Callback):
+    """`num_batches`: training mini-batches (per device) behind the final Alg. 2 evaluation.
+    `eval_bn`: what BN uses at each evaluation during training, "moving" (its moving averages) or
+    "population" (Alg. 2's statistics over `eval_bn_batches` training mini-batches, recomputed before
+    each evaluation, the moving averages restored after it). `checkpoint_dir`: where population.ckpt goes
+    (the weights with Alg. 2's statistics, for evaluation); None: <run folder>/checkpoints (the trainer's
+    default_root_dir)."""
+
+    EVAL_BN = ("moving", "population")
+
+    def __init__(self, num_batches: int, eval_bn: str, eval_bn_batches: int,
+                 checkpoint_dir: str | Path | None = None):  # fmt: skip
+        if eval_bn not in self.EVAL_BN:
+            raise ValueError(f"eval_bn={eval_bn!r}: expected one of {', '.join(self.EVAL_BN)}")
         self.num_batches = num_batches
+        self.eval_bn, self.eval_bn_batches = eval_bn, eval_bn_batches
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.results: dict | None = None
+        self._moving: list[dict] | None = None  # the moving averages while an evaluation uses Alg. 2's
+
+    def summary_info(self) -> dict:
+        """What summary.json says of this callback (the Figure 1 renderer names the evaluated network)."""
+        batches = {"eval_bn_batches": self.eval_bn_batches} if self.eval_bn == "population" else {}
+        return {"eval_bn": self.eval_bn, **batches}
+
+    def on_validation_start(self, trainer, pl_module):
+        # on_validation_start, before every on_validation_epoch_start: the percentiles' hook
+        # (callbacks/percentiles.py) is not yet on, so it sees the validation set only, and through the
+        # same network as the accuracy.
+        bns = bn_layers(pl_module.net)
+        if self.eval_bn != "population" or not bns:
+            return
+        if trainer.world_size > 1:  # the moving averages evaluated and kept are rank 0's (lit/classifier.py)
+            for buf in pl_module.net.buffers():
+                torch.distributed.broadcast(buf, src=0)
+        # Cloned, not referenced: the recomputation writes into the buffers in place.
+        self._moving = [{k: v.clone() for k, v in m.state_dict().items()} for m in bns]
+        population_from_training_batches(trainer, pl_module, self.eval_bn_batches)
+
+    def on_validation_end(self, trainer, pl_module):
+        # Before the checkpoints (run.py puts this callback ahead of them): last.ckpt holds the moving
+        # averages, so a resumed run trains on exactly what the uninterrupted one did.
+        if self._moving is None:
+            return
+        for m, state in zip(bn_layers(pl_module.net), self._moving):
+            m.load_state_dict(state)
+        self._moving = None
 
     def on_train_end(self, trainer, pl_module):
         net = pl_module.net
@@ -86,12 +151,7 @@ class PopulationStatistics(L.Callback):
         if not bns:
             return  # Inception without BN: nothing to recompute
         saved = copy.deepcopy([m.state_dict() for m in bns])  # the moving averages, restored at the end
-        dm = trainer.datamodule
-        with trainer.precision_plugin.forward_context():
-            used = recompute_population_statistics(net, _train_inputs(dm, pl_module), self.num_batches)
-        for m in bns:  # every rank averaged its own batches: average the ranks' averages
-            for buf in (m.running_mean, m.running_var):
-                buf.copy_(trainer.strategy.reduce(buf, reduce_op="mean"))
+        used = population_from_training_batches(trainer, pl_module, self.num_batches)
         metrics = {**self.evaluate(trainer, pl_module), "population/batches": used * trainer.world_size}
         self.results = metrics
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})

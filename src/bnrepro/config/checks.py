@@ -13,6 +13,7 @@ CHOICES = {
     "data.shuffle": ("thorough", "shard"),
     "logger.wandb.mode": ("auto", "online", "offline", "disabled"),
     "trainer.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    "callbacks.population_stats.eval_bn": ("moving", "population"),
 }
 # Checked where the chosen component has them (an SGD config has no betas, MNIST no resize_size).
 POSITIVE = (
@@ -33,6 +34,7 @@ POSITIVE = (
     "loop.steps_per_batch",
     "loop.epoch_scale",
     "callbacks.population_stats.num_batches",
+    "callbacks.population_stats.eval_bn_batches",
     "callbacks.divergence.check_every_n_batches",
 )
 NON_NEGATIVE = ("optimizer.momentum", "optimizer.weight_decay")
