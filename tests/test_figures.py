@@ -45,15 +45,16 @@ def write_run(path: Path, model: str, acc, steps=range(100, 1001, 100), status="
     return load_run(path), rows, summary
 
 
-def five_runs(root: Path):
+def hand_made_runs(root: Path):
     """Inception peaks at 0.80 (step 1000); BN-x5 gets there at 300; BN-x30 at 200 then diverges at 500;
-    the sigmoid never does; BN-Baseline has no run."""
+    BN-x5-Sigmoid never does; Inception-Sigmoid stays at chance (10 classes); BN-Baseline has no run."""
     runs = [
         write_run(root / "inception", "inception", lambda s: 0.80 * s / 1000),
         write_run(root / "bn_x5", "bn_x5", lambda s: min(0.85, 0.30 + s / 600)),
         write_run(root / "bn_x30", "bn_x30", lambda s: 0.5 + s / 1000, steps=range(100, 501, 100),
                   status="diverged", diverged_at=520),
         write_run(root / "bn_x5_sigmoid", "bn_x5_sigmoid", lambda s: 0.6 + s / 10_000),
+        write_run(root / "inception_sigmoid", "inception_sigmoid", lambda s: 0.1),
     ]  # fmt: skip
     return [r for r, _, _ in runs], runs
 
@@ -68,7 +69,7 @@ def test_steps_to_target_and_max_on_hand_made_curves(tmp_path):
 
 
 def test_figure3_table_matches_the_committed_golden_table(tmp_path):
-    runs, _ = five_runs(tmp_path / "runs")
+    runs, _ = hand_made_runs(tmp_path / "runs")
     rows, target, origin = figure3.table_rows(figure3.by_model(runs), "inception")
     assert target == pytest.approx(0.80) and "Inception run's max" in origin
     table = "\n".join(figure3.markdown_table(rows, target)) + "\n"
@@ -84,14 +85,14 @@ def test_figure3_table_matches_the_committed_golden_table(tmp_path):
     )
     text = md.read_text()
     assert table in text and "NOT ImageNet" in text and "just reproduce figure3 data=fashion_mnist" in text
-    assert "4 runs" in text and "abc123" in text and "test CPU" in text and "global batch 64" in text
+    assert "5 runs" in text and "abc123" in text and "test CPU" in text and "global batch 64" in text
     rows_csv = list(csv.DictReader(open(out_csv)))
     assert [r["model"] for r in rows_csv] == list(FIGURE3)
     assert rows_csv[1]["status"] == "missing" and rows_csv[2]["steps_to_target_mean"] == "600.0"
 
 
 def test_a_target_given_as_a_number_and_no_inception_run(tmp_path):
-    runs, _ = five_runs(tmp_path / "runs")
+    runs, _ = hand_made_runs(tmp_path / "runs")
     without = [r for r in runs if r.summary["model"] != "inception"]
     rows, target, origin = figure3.table_rows(figure3.by_model(without), "inception")
     assert target is None and "pass target=" in origin
@@ -119,7 +120,7 @@ def test_seeds_give_mean_and_spread_and_partial_success(tmp_path):
 
 
 def test_figure2_plots_every_variant_with_markers(tmp_path):
-    runs, _ = five_runs(tmp_path / "runs")
+    runs, _ = hand_made_runs(tmp_path / "runs")
     png, svg = figure2.render(runs, tmp_path / "results", command="just reproduce figure2")
     assert png.stat().st_size > 20_000 and svg.read_text().count("<svg") == 1
     assert "missing: BN-Baseline" in svg.read_text()
@@ -130,7 +131,7 @@ def test_a_wandb_offline_run_gives_the_same_table_as_its_local_folder(tmp_path, 
     wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    runs, written = five_runs(tmp_path / "runs")
+    runs, written = hand_made_runs(tmp_path / "runs")
     for run, rows, summary in written:
         w = wandb.init(project="t", dir=str(run.path), config={"model": summary["model"]})
         for row in rows:  # Lightning's WandbLogger logs `step` as trainer/global_step
@@ -155,7 +156,7 @@ def test_wandb_api_source_shares_the_offline_parsing(tmp_path):
     """The online path only fetches (scan_history, summary); the rows go through the same wandb_run."""
     from bnrepro.results import sources
 
-    _, written = five_runs(tmp_path / "runs")
+    _, written = hand_made_runs(tmp_path / "runs")
 
     class FakeRun:
         def __init__(self, rows, summary):
@@ -271,7 +272,7 @@ def test_tables_use_only_the_sweeps_own_runs_and_prefer_a_whole_data_set(tmp_pat
 
     reproduce.render_only("figure3", [], root, tmp_path / "results")
     text = (tmp_path / "results" / "figure3.md").read_text()
-    assert "NOT ImageNet" in text and "| missing |" not in text and "5 runs" in text
+    assert "NOT ImageNet" in text and "| missing |" not in text and f"{len(FIGURE3)} runs" in text
     assert "99.0%" not in text  # the smoke run's accuracy
     assert (tmp_path / "results" / "figure2.png").is_file()  # figure3's spec renders Figure 2 too
 

@@ -1,4 +1,4 @@
-"""Figure 3 of the paper from the five variants' runs: results/figure3.{md,csv}.
+"""Figure 3 of the paper from the variants' runs (bnrepro/variants.py): results/figure3.{md,csv}.
 
 Per variant (bnrepro/variants.py: which, in what order, their labels and the paper's numbers):
 paper-equivalent steps (examples seen / 32) until single-crop top-1 first reaches the
@@ -242,8 +242,7 @@ def markdown_table(rows: list[Row], target: float | None) -> list[str]:
         lines.append(
             f"| {v.label} | {steps_cell(r, target)} | {ratio} | {max_cell(r)} | {final_cell(r)} | "
             f"{population_cell(r)} | {r.runs} | "
-            f"{paper_steps_cell(v)} | {_pct(v.paper_max) if v.paper_max else 'n/a'}"
-            f"{f' ({v.note})' if v.note else ''} |"
+            f"{paper_steps_cell(v)} | {paper_max_cell(v)}{f' ({v.note})' if v.note else ''} |"
         )
     return lines
 
@@ -251,9 +250,23 @@ def markdown_table(rows: list[Row], target: float | None) -> list[str]:
 def paper_steps_cell(v: Variant) -> str:
     """The paper's steps to 72.2%: `never` for a variant of the paper that did not get there, `n/a` for one
     that is not in the paper."""
-    if v.paper_max is None:
+    if not v.in_paper:
         return "n/a"
     return fmt_steps(v.paper_steps) if v.paper_steps else "never"
+
+
+def paper_max_cell(v: Variant) -> str:
+    """The paper's max accuracy, or the bound its text gives (Inception-Sigmoid), or `n/a`."""
+    if v.paper_max is not None:
+        return _pct(v.paper_max)
+    return f"never better than {_pct(v.paper_at_most)}" if v.paper_at_most is not None else "n/a"
+
+
+def paper_max_csv(v: Variant):
+    """The CSV's paper_max_acc: the accuracy, `at most <bound>` where the paper gives only a bound, or n/a."""
+    if v.paper_max is not None:
+        return v.paper_max
+    return f"at most {v.paper_at_most}" if v.paper_at_most is not None else "n/a"
 
 
 def provenance_lines(prov: dict, source: str) -> list[str]:
@@ -321,6 +334,6 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
             v = FIGURE3[r.model]
             w.writerow([r.model, r.runs, target, r.reached, r.steps_mean, r.steps_std, r.max_mean, r.max_std,
                         r.max_step, r.diverged, r.diverged_at, r.statuses or "missing",
-                        v.paper_steps or ("never" if v.paper_max else "n/a"), v.paper_max or "n/a",
+                        v.paper_steps or ("never" if v.in_paper else "n/a"), paper_max_csv(v),
                         r.final_mean, r.final_std, r.population_mean, r.population_std])  # fmt: skip
     return [md, out_csv]
