@@ -183,6 +183,8 @@ VARIANTS = {
     "bn_x5": ("batchnorm", "relu", 0.0075, 0.0, False, 8e-6, 6, "reduced", 0.1, "thorough"),
     "bn_x30": ("batchnorm", "relu", 0.045, 0.0, False, 8e-6, 6, "reduced", 0.1, "thorough"),
     "bn_x5_sigmoid": ("batchnorm", "sigmoid", 0.0075, 0.0, False, 8e-6, 6, "reduced", 0.1, "thorough"),
+    # Sec. 4.2.2's text: Inception with sigmoid, no BN ("never achieves better than 1/1000 accuracy")
+    "inception_sigmoid": ("none", "sigmoid", 0.0015, 0.4, True, 4e-5, 1, "full", 0.4, "shard"),
 }
 
 
@@ -230,6 +232,13 @@ def test_bn_baseline_differs_from_inception_only_by_bn():
     a.model.name = b.model.name
     with open_dict(a):  # BN, with its statistics over the paper's mini-batch of 32
         a.model.net.norm, a.model.net.bn_group = "batchnorm", 32
+    assert a == b
+
+
+def test_inception_sigmoid_differs_from_inception_only_by_the_sigmoid():
+    a, b = compose_train("model=inception"), compose_train("model=inception_sigmoid")
+    assert (b.model.net.norm, b.activation.name, b.model.net.act_layer) == ("none", "sigmoid", "sigmoid")
+    a.model.name, a.activation.name = b.model.name, "sigmoid"
     assert a == b
 
 

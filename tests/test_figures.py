@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bnrepro import variants
 from bnrepro.results import figure2, figure3, figure4
 from bnrepro.results.runs import load_run
 from bnrepro.results.sources import read_runs, read_wandb_offline
@@ -45,15 +46,16 @@ def write_run(path: Path, model: str, acc, steps=range(100, 1001, 100), status="
     return load_run(path), rows, summary
 
 
-def five_runs(root: Path):
+def hand_made_runs(root: Path):
     """Inception peaks at 0.80 (step 1000); BN-x5 gets there at 300; BN-x30 at 200 then diverges at 500;
-    the sigmoid never does; BN-Baseline has no run."""
+    BN-x5-Sigmoid never does; Inception-Sigmoid stays at chance (10 classes); BN-Baseline has no run."""
     runs = [
         write_run(root / "inception", "inception", lambda s: 0.80 * s / 1000),
         write_run(root / "bn_x5", "bn_x5", lambda s: min(0.85, 0.30 + s / 600)),
         write_run(root / "bn_x30", "bn_x30", lambda s: 0.5 + s / 1000, steps=range(100, 501, 100),
                   status="diverged", diverged_at=520),
         write_run(root / "bn_x5_sigmoid", "bn_x5_sigmoid", lambda s: 0.6 + s / 10_000),
+        write_run(root / "inception_sigmoid", "inception_sigmoid", lambda s: 0.1),
     ]  # fmt: skip
     return [r for r, _, _ in runs], runs
 
@@ -68,7 +70,7 @@ def test_steps_to_target_and_max_on_hand_made_curves(tmp_path):
 
 
 def test_figure3_table_matches_the_committed_golden_table(tmp_path):
-    runs, _ = five_runs(tmp_path / "runs")
+    runs, _ = hand_made_runs(tmp_path / "runs")
     rows, target, origin = figure3.table_rows(figure3.by_model(runs), "inception")
     assert target == pytest.approx(0.80) and "Inception run's max" in origin
     table = "\n".join(figure3.markdown_table(rows, target)) + "\n"
@@ -84,14 +86,14 @@ def test_figure3_table_matches_the_committed_golden_table(tmp_path):
     )
     text = md.read_text()
     assert table in text and "NOT ImageNet" in text and "just reproduce figure3 data=fashion_mnist" in text
-    assert "4 runs" in text and "abc123" in text and "test CPU" in text and "global batch 64" in text
+    assert "5 runs" in text and "abc123" in text and "test CPU" in text and "global batch 64" in text
     rows_csv = list(csv.DictReader(open(out_csv)))
     assert [r["model"] for r in rows_csv] == list(FIGURE3)
     assert rows_csv[1]["status"] == "missing" and rows_csv[2]["steps_to_target_mean"] == "600.0"
 
 
 def test_a_target_given_as_a_number_and_no_inception_run(tmp_path):
-    runs, _ = five_runs(tmp_path / "runs")
+    runs, _ = hand_made_runs(tmp_path / "runs")
     without = [r for r in runs if r.summary["model"] != "inception"]
     rows, target, origin = figure3.table_rows(figure3.by_model(without), "inception")
     assert target is None and "pass target=" in origin
@@ -119,7 +121,7 @@ def test_seeds_give_mean_and_spread_and_partial_success(tmp_path):
 
 
 def test_figure2_plots_every_variant_with_markers(tmp_path):
-    runs, _ = five_runs(tmp_path / "runs")
+    runs, _ = hand_made_runs(tmp_path / "runs")
     png, svg = figure2.render(runs, tmp_path / "results", command="just reproduce figure2")
     assert png.stat().st_size > 20_000 and svg.read_text().count("<svg") == 1
     assert "missing: BN-Baseline" in svg.read_text()
@@ -130,7 +132,7 @@ def test_a_wandb_offline_run_gives_the_same_table_as_its_local_folder(tmp_path, 
     wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    runs, written = five_runs(tmp_path / "runs")
+    runs, written = hand_made_runs(tmp_path / "runs")
     for run, rows, summary in written:
         w = wandb.init(project="t", dir=str(run.path), config={"model": summary["model"]})
         for row in rows:  # Lightning's WandbLogger logs `step` as trainer/global_step
@@ -155,7 +157,7 @@ def test_wandb_api_source_shares_the_offline_parsing(tmp_path):
     """The online path only fetches (scan_history, summary); the rows go through the same wandb_run."""
     from bnrepro.results import sources
 
-    _, written = five_runs(tmp_path / "runs")
+    _, written = hand_made_runs(tmp_path / "runs")
 
     class FakeRun:
         def __init__(self, rows, summary):
@@ -271,7 +273,7 @@ def test_tables_use_only_the_sweeps_own_runs_and_prefer_a_whole_data_set(tmp_pat
 
     reproduce.render_only("figure3", [], root, tmp_path / "results")
     text = (tmp_path / "results" / "figure3.md").read_text()
-    assert "NOT ImageNet" in text and "| missing |" not in text and "5 runs" in text
+    assert "NOT ImageNet" in text and "| missing |" not in text and f"{len(FIGURE3)} runs" in text
     assert "99.0%" not in text  # the smoke run's accuracy
     assert (tmp_path / "results" / "figure2.png").is_file()  # figure3's spec renders Figure 2 too
 
@@ -317,3 +319,106 @@ def test_wandb_failures_are_source_errors_that_say_what_to_do(tmp_path, monkeypa
     (tmp_path / "run-x").mkdir()
     with pytest.raises(sources.SourceError, match="wandb leet inspect --json .* failed"):
         sources.read_wandb_offline(tmp_path / "run-x")  # a folder without a .wandb log
+
+
+def seeded_runs(root: Path):
+    """Three Inception seeds, all at 0.80 by step 1000 (paper step 2000); BN-x5: seed 0 reaches 0.80 at
+    step 400, seed 1 at 600, seed 2 plateaus at 0.75 and never does; BN-x30: seed 0 reaches it at 400,
+    seed 1 diverges at 0.5 first; BN-x5-Sigmoid: two seeds, neither reaches it."""
+    runs = [write_run(root / f"i{k}", "inception", lambda s: 0.8 * s / 1000, seed=k)[0] for k in range(3)]
+    for k, (top, slope) in enumerate(((0.90, 500), (0.88, 750), (0.75, 500))):
+        runs.append(write_run(root / f"x5-{k}", "bn_x5", lambda s, t=top, e=slope: min(t, s / e), seed=k)[0])
+    runs.append(write_run(root / "x30-0", "bn_x30", lambda s: min(0.9, s / 500), seed=0)[0])
+    runs.append(write_run(root / "x30-1", "bn_x30", lambda s: 0.5, steps=range(100, 301, 100), seed=1,
+                          status="diverged", diverged_at=320)[0])  # fmt: skip
+    runs += [write_run(root / f"sig{k}", "bn_x5_sigmoid", lambda s: 0.7, seed=k)[0] for k in range(2)]
+    return runs
+
+
+def test_figure3_speedup_and_max_difference_vs_inception_over_seeds(tmp_path):
+    rows, target, _ = figure3.table_rows(figure3.by_model(seeded_runs(tmp_path)), "inception")
+    by = {r.model: r for r in rows}
+    x5, ref = by["bn_x5"], by["inception"]
+    assert target == pytest.approx(0.8) and ref.steps_mean == 2000.0 and ref.max_mean == pytest.approx(0.8)
+    # speed-up per run that reaches 0.80: Inception's mean steps / the run's (paper steps 800 and 1200)
+    ratios = [2000 / 800, 2000 / 1200]
+    assert (x5.speedup_mean, x5.speedup_std, x5.speedup_n) == (
+        pytest.approx(np.mean(ratios)), pytest.approx(np.std(ratios, ddof=1)), 2)  # fmt: skip
+    diffs = [0.90 - 0.8, 0.88 - 0.8, 0.75 - 0.8]  # every run's max minus Inception's mean max
+    assert (x5.max_diff_mean, x5.max_diff_std, x5.max_diff_n) == (
+        pytest.approx(np.mean(diffs)), pytest.approx(np.std(diffs, ddof=1)), 3)  # fmt: skip
+    assert x5.not_reached == ["seed 2 never"]
+
+    table = figure3.markdown_table(rows, target)
+    assert "| speed-up vs Inception | paper: speed-up |" in table[0]
+    assert "| max vs Inception's (points) | paper: max vs Inception's |" in table[0]
+    line = {r.split(" | ")[0].strip("| "): r for r in table[2:]}
+    assert "| 2.1x ± 0.6x (n=2: 2 of 3 reached; seed 2 never) | 14.8x |" in line["BN-x5"]
+    assert "| +4.3 ± 8.1 (n=3) | +0.8 |" in line["BN-x5"]
+    assert "| 2.5x (n=1: 1 of 2 reached; seed 1 diverged) | 11.5x |" in line["BN-x30"]
+    assert "| never (0 of 2 reached; seed 0 never, seed 1 never) | never |" in line["BN-x5-Sigmoid"]
+    assert "| 1.0x ± 0.0x (reference; n=3) | 1.0x (reference) |" in line["Inception"]
+    assert "| +0.0 ± 0.0 (reference; n=3) | +0.0 (reference) |" in line["Inception"]
+    assert "| missing | 2.3x |" in line["BN-Baseline"] and "| missing | +0.5 |" in line["BN-Baseline"]
+    assert "| missing | never |" in line["Inception-Sigmoid"]
+    assert "| missing | never better than 0.1% |" in line["Inception-Sigmoid"]
+
+
+def test_figure3_paper_columns_come_from_the_variants_table(monkeypatch):
+    """31.0e6 / 13.3e6 = 2.3x, / 2.1e6 = 14.8x, / 2.7e6 = 11.5x; 72.7 - 72.2 = +0.5 points, and so on."""
+    speedups = {m: figure3.paper_speedup(m) for m in FIGURE3}
+    assert speedups == {"inception": 1.0, "bn_baseline": pytest.approx(31.0 / 13.3), "bn_x5": pytest.approx(31.0 / 2.1),
+                        "bn_x30": pytest.approx(31.0 / 2.7), "bn_x5_sigmoid": "never", "inception_sigmoid": "never"}  # fmt: skip
+    assert [figure3.paper_speedup_cell(m) for m in FIGURE3] == [
+        "1.0x (reference)", "2.3x", "14.8x", "11.5x", "never", "never"]  # fmt: skip
+    assert [figure3.paper_max_diff_cell(m) for m in FIGURE3] == [
+        "+0.0 (reference)", "+0.5", "+0.8", "+2.6", "-2.4", "never better than 0.1%"]  # fmt: skip
+    # From the entries, not written twice: a changed entry changes the columns.
+    monkeypatch.setitem(FIGURE3, "bn_x5", variants.Variant("BN-x5", paper_max=0.742, paper_steps=3.1e6))
+    assert figure3.paper_speedup_cell("bn_x5") == "10.0x" and figure3.paper_max_diff_cell("bn_x5") == "+2.0"
+    monkeypatch.setitem(
+        FIGURE3, "inception", variants.Variant("Inception", paper_max=0.732, paper_steps=62.0e6)
+    )
+    assert figure3.paper_speedup_cell("bn_x5") == "20.0x" and figure3.paper_max_diff_cell("bn_x5") == "+1.0"
+    monkeypatch.setitem(FIGURE3, "bn_x5", variants.Variant("BN-x5"))  # not in the paper
+    assert figure3.paper_speedup_cell("bn_x5") == "n/a" and figure3.paper_max_diff_cell("bn_x5") == "n/a"
+
+
+def test_figure3_file_defines_the_spread_and_n_and_its_csv_matches(tmp_path):
+    runs = seeded_runs(tmp_path / "runs")
+    md, out_csv = figure3.render(runs, tmp_path / "results", command="x")
+    text = md.read_text()
+    assert "`±`: mean ± sample standard deviation (ddof=1) over the runs of the row" in text
+    assert "x for speed-ups" in text and "`n=`, how many runs it is over" in text
+    assert "the Inception row's mean steps to it divided by the run's steps" in text
+    assert "Inception's 31.00e6 steps / the variant's" in text and "its max minus 72.2%" in text
+    rows = {r["model"]: r for r in csv.DictReader(open(out_csv))}
+    x5 = rows["bn_x5"]
+    assert float(x5["speedup_mean"]) == pytest.approx(np.mean([2.5, 2000 / 1200])) and x5["speedup_n"] == "2"
+    assert float(x5["speedup_std"]) == pytest.approx(np.std([2.5, 2000 / 1200], ddof=1))
+    assert float(x5["max_vs_inception_points_mean"]) == pytest.approx(100 * np.mean([0.10, 0.08, -0.05]))
+    assert x5["max_vs_inception_n"] == "3" and x5["not_reached"] == "seed 2 never"
+    assert (
+        float(x5["paper_speedup"]) == pytest.approx(31.0 / 2.1)
+        and x5["paper_max_vs_inception_points"] == "0.8"
+    )
+    assert rows["bn_x30"]["not_reached"] == "seed 1 diverged"
+    assert rows["inception_sigmoid"]["paper_speedup"] == "never"
+    assert rows["inception_sigmoid"]["paper_max_vs_inception_points"] == "never better than 0.1%"
+    assert rows["inception_sigmoid"]["paper_max_acc"] == "at most 0.001"
+    # the table's cells are these numbers
+    assert f"| {float(x5['speedup_mean']):.1f}x ± {float(x5['speedup_std']):.1f}x (n=2" in text
+
+
+def test_figure2_draws_each_variant_in_its_colour_and_line_style(tmp_path, monkeypatch):
+    """Inception-Sigmoid included: grey and dotted, from its entry of variants.py."""
+    figures = []
+    monkeypatch.setattr(figure2.plt, "close", figures.append)
+    runs, _ = hand_made_runs(tmp_path / "runs")
+    figure2.render(runs, tmp_path / "results", command="x")
+    (ax,) = figures[0].axes
+    curves = {line.get_label(): line for line in ax.lines if not line.get_label().startswith("_")}
+    assert FIGURE3["inception_sigmoid"].color == "tab:gray" and FIGURE3["inception_sigmoid"].line == ":"
+    for model in {r.summary["model"] for r in runs}:
+        v = FIGURE3[model]
+        assert (curves[v.label].get_color(), curves[v.label].get_linestyle()) == (v.color, v.line), model

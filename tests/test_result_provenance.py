@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_figures import five_runs
+from test_figures import hand_made_runs
 from test_results import write_run as write_mnist_run
 
 from bnrepro.results import figure2, figure3, figure4, mnist_figure1
@@ -32,7 +32,7 @@ def rendered_at(monkeypatch):
 
 
 def figure3_runs(root: Path, sha: str, checkout: Path):
-    runs, _ = five_runs(root / "fashion_figure3")
+    runs, _ = hand_made_runs(root / "fashion_figure3")
     for r in runs:
         r.summary["git_sha"] = sha
         r.summary["command"] = (

@@ -98,13 +98,13 @@ def test_a_mean_and_its_spread_share_one_unit(tmp_path):
 def test_figure2_draws_the_divergence_cross_at_the_step_it_diverged(tmp_path, monkeypatch):
     """BN-x30 is evaluated at steps 100..500 and diverges at step 520 (global batch 64): the cross sits at
     paper step 1040, not at the last evaluation (1000)."""
-    from test_figures import five_runs
+    from test_figures import hand_made_runs
 
     from bnrepro.results import figure2
 
     figures = []
     monkeypatch.setattr(figure2.plt, "close", figures.append)
-    runs, _ = five_runs(tmp_path / "runs")
+    runs, _ = hand_made_runs(tmp_path / "runs")
     figure2.render(runs, tmp_path / "results", command="x")
     (ax,) = figures[0].axes
     crosses = [line for line in ax.lines if line.get_marker() == "x"]

@@ -1,18 +1,21 @@
-"""Figure 3 of the paper from the five variants' runs: results/figure3.{md,csv}.
+"""Figure 3 of the paper from the variants' runs (bnrepro/variants.py): results/figure3.{md,csv}.
 
 Per variant (bnrepro/variants.py: which, in what order, their labels and the paper's numbers):
 paper-equivalent steps (examples seen / 32) until single-crop top-1 first reaches the
 target -- the Inception run's maximum by default, as the paper's 72.2% is Inception's maximum on
 ImageNet -- the maximum accuracy and the step where it was reached, the paper's numbers beside them.
-"never", "diverged" and "missing" are written where they are the truth. With several seeds per
-variant: mean and standard deviation over seeds.
+What a proxy can compare with the paper are the ratios and differences against Inception: the speed-up
+(Inception's steps to the target / the variant's) and the max accuracy minus Inception's, each beside the
+paper's own (from the paper_* numbers of bnrepro/variants.py). "never", "diverged" and "missing" are
+written where they are the truth. With several seeds per variant: mean, standard deviation and n over
+seeds, and which seeds never reached the target.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +98,17 @@ class Row:
     population_std: float = math.nan
     finished: int = 0
     with_population: int = 0  # finished runs with an Alg. 2 accuracy (BN nets)
+    steps: list[float] = field(default_factory=list)  # each run's steps to the target, those that reach it
+    maxima: list[float] = field(default_factory=list)  # each run's max, those with an evaluation
+    not_reached: list[str] = field(default_factory=list)  # "seed 2 never", "seed 1 diverged"
+    # Against the reference row (compare()): per run, the reference's mean steps to the target / the run's
+    # (speed-up), and the run's max minus the reference's mean max; mean, sample std and n over the runs.
+    speedup_mean: float = math.nan
+    speedup_std: float = math.nan
+    speedup_n: int = 0
+    max_diff_mean: float = math.nan
+    max_diff_std: float = math.nan
+    max_diff_n: int = 0
 
 
 def row(model: str, runs: list[Run], target: float | None) -> Row:
@@ -109,7 +123,8 @@ def row(model: str, runs: list[Run], target: float | None) -> Row:
         out.diverged_at = first * diverged[0].summary.get("global_batch", REFERENCE_BATCH) / REFERENCE_BATCH
     maxima = [best(r) for r in runs if len(r.curve(METRIC)[0])]
     if maxima:
-        out.max_mean, out.max_std = _mean_std([m for m, _ in maxima])
+        out.maxima = [m for m, _ in maxima]
+        out.max_mean, out.max_std = _mean_std(out.maxima)
         out.max_step = float(np.mean([s for _, s in maxima]))
     finished = [r for r in runs if r.finished]
     out.finished = len(finished)
@@ -123,12 +138,41 @@ def row(model: str, runs: list[Run], target: float | None) -> Row:
     if target is not None:
         hits = [(r, steps_to(r, target)) for r in runs]
         reached = [s for _, s in hits if s is not None]
-        out.reached = len(reached)
+        out.steps, out.reached = reached, len(reached)
+        out.not_reached = [f"{run_label(r)} {short_of(r)}" for r, s in hits if s is None]
         out.diverged_early = sum(s is None and r.summary.get("status") == "diverged" for r, s in hits)
         out.never = len(runs) - out.reached - out.diverged_early
         if reached:
             out.steps_mean, out.steps_std = _mean_std(reached)
     return out
+
+
+def run_label(run: Run) -> str:
+    """How a cell names one run of a row: its seed (else its folder)."""
+    seed = run.summary.get("seed")
+    return f"seed {seed}" if seed is not None else run.path.name
+
+
+def short_of(run: Run) -> str:
+    """Why a run did not reach the target: it ended below it (never), it diverged, or it is unfinished."""
+    status = run.summary.get("status", "unknown")
+    return {"finished": "never", "diverged": "diverged"}.get(status, status)
+
+
+def compare(rows: list[Row]) -> None:
+    """Each row against the reference row (Inception): per run that reaches the target, the reference's
+    mean steps to it / the run's (the speed-up); per run with an evaluation, its max minus the reference's
+    mean max. The reference row is compared with itself, which shows the spread of its own seeds."""
+    ref = next((r for r in rows if r.model == REFERENCE), None)
+    if ref is None:
+        return
+    for r in rows:
+        if r.steps and ref.steps:
+            ratios = [ref.steps_mean / s if s > 0 else math.inf for s in r.steps]
+            r.speedup_n, (r.speedup_mean, r.speedup_std) = len(ratios), _mean_std(ratios)
+        if r.maxima and ref.maxima:
+            diffs = [m - ref.max_mean for m in r.maxima]
+            r.max_diff_n, (r.max_diff_mean, r.max_diff_std) = len(diffs), _mean_std(diffs)
 
 
 def final_accuracy(run: Run) -> float:
@@ -208,6 +252,83 @@ def _accuracy_cell(r: Row, mean, std, recorded: int, unrecorded: str, of_runs: s
     return cell if recorded == r.runs else f"{cell} ({of_runs.format(n=recorded, runs=r.runs)})"
 
 
+def reach_note(r: Row) -> str:
+    """Which runs of the row did not reach the target (`2 of 3 reached; seed 2 never`); empty if all did."""
+    return "" if r.reached == r.runs else f"{r.reached} of {r.runs} reached; {', '.join(r.not_reached)}"
+
+
+def _n(n: int, note: str = "", reference: bool = False) -> str:
+    """A comparison cell's tail: `(n=2: 2 of 3 reached; seed 2 never)`, `(reference; n=3)`."""
+    return f"({'reference; ' if reference else ''}n={n}{f': {note}' if note else ''})"
+
+
+def speedup_cell(r: Row, ref: Row | None, target: float | None) -> str:
+    """Speed-up vs the reference: mean ± std over the runs that reach the target, n, and who did not."""
+    label = FIGURE3[REFERENCE].label
+    if r.runs == 0:
+        return "missing"
+    if target is None:
+        return "n/a (no target)"
+    if ref is None or ref.runs == 0:
+        return f"n/a (no {label} run)"
+    if not ref.steps:
+        return f"n/a ({label} never reaches the target)"
+    if not r.steps:
+        return "never" if r.runs == 1 and r.never == 1 else f"never ({reach_note(r)})"
+    value = f"{r.speedup_mean:.1f}x" + ("" if math.isnan(r.speedup_std) else f" ± {r.speedup_std:.1f}x")
+    return f"{value} {_n(r.speedup_n, reach_note(r), r.model == REFERENCE)}"
+
+
+def max_diff_cell(r: Row, ref: Row | None) -> str:
+    """Max accuracy minus the reference's mean max, in percentage points: mean ± std over runs, n."""
+    if r.runs == 0:
+        return "missing"
+    if ref is None or not ref.maxima:
+        return f"n/a (no {FIGURE3[REFERENCE].label} run)"
+    if not r.maxima:
+        return "n/a (no evaluation)"
+    note = "" if r.max_diff_n == r.runs else f"{r.max_diff_n} of {r.runs} runs have an evaluation"
+    value = _points(r.max_diff_mean) + (
+        "" if math.isnan(r.max_diff_std) else f" ± {100 * r.max_diff_std:.1f}"
+    )
+    return f"{value} {_n(r.max_diff_n, note, r.model == REFERENCE)}"
+
+
+def _points(x: float) -> str:
+    """An accuracy difference in signed percentage points (+0.5); a reference's own -0.0 is +0.0."""
+    points = round(100 * x, 1)
+    return f"{points + 0.0:+.1f}"
+
+
+def paper_speedup(model: str) -> float | str:
+    """The paper's speed-up vs Inception from variants.py: its steps to 72.2% / the variant's; `never`, or
+    `n/a` for a variant not in the paper."""
+    v, ref = FIGURE3[model], FIGURE3[REFERENCE]
+    if not v.in_paper:
+        return "n/a"
+    return ref.paper_steps / v.paper_steps if v.paper_steps else "never"
+
+
+def paper_max_diff(model: str) -> float | str:
+    """The paper's max minus Inception's, in percentage points; the bound its text gives; or `n/a`."""
+    v, ref = FIGURE3[model], FIGURE3[REFERENCE]
+    if v.paper_max is not None:
+        return round(100 * (v.paper_max - ref.paper_max), 1) + 0.0
+    return f"never better than {_pct(v.paper_at_most)}" if v.paper_at_most is not None else "n/a"
+
+
+def paper_speedup_cell(model: str) -> str:
+    x = paper_speedup(model)
+    cell = x if isinstance(x, str) else f"{x:.1f}x"
+    return f"{cell} (reference)" if model == REFERENCE else cell
+
+
+def paper_max_diff_cell(model: str) -> str:
+    x = paper_max_diff(model)
+    cell = x if isinstance(x, str) else f"{x:+.1f}"
+    return f"{cell} (reference)" if model == REFERENCE else cell
+
+
 def final_cell(r: Row) -> str:
     return _accuracy_cell(r, r.final_mean, r.final_std, r.finished, "n/a (no finished run)",
                           "{n} of {runs} runs finished")  # fmt: skip
@@ -220,30 +341,29 @@ def population_cell(r: Row) -> str:
 
 def table_rows(runs: dict[str, list[Run]], target) -> tuple[list[Row], float | None, str]:
     value, origin = resolve_target(target, runs)
-    return [row(m, runs.get(m, []), value) for m in FIGURE3], value, origin
+    rows = [row(m, runs.get(m, []), value) for m in FIGURE3]
+    compare(rows)
+    return rows, value, origin
 
 
 def markdown_table(rows: list[Row], target: float | None) -> list[str]:
     """The table itself: identical for the same runs whatever the source (tests compare it)."""
     reference = next((r for r in rows if r.model == REFERENCE), None)
+    label, paper_target = FIGURE3[REFERENCE].label, _pct(FIGURE3[REFERENCE].paper_max)
     lines = [
         f"| model | steps to {_pct(target) if target is not None else 'target'} | "
-        f"vs {FIGURE3[REFERENCE].label} | max accuracy (at step) | final accuracy | Alg. 2 accuracy | runs | "
-        "paper: steps to 72.2% | paper: max |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"speed-up vs {label} | paper: speed-up | max accuracy (at step) | max vs {label}'s (points) | "
+        f"paper: max vs {label}'s | final accuracy | Alg. 2 accuracy | runs | "
+        f"paper: steps to {paper_target} | paper: max |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ratio = "n/a"
-        if r.model == REFERENCE:
-            ratio = "reference"
-        elif reference and r.reached and reference.reached:
-            ratio = f"{reference.steps_mean / r.steps_mean:.1f}x fewer"
         v = FIGURE3[r.model]
         lines.append(
-            f"| {v.label} | {steps_cell(r, target)} | {ratio} | {max_cell(r)} | {final_cell(r)} | "
-            f"{population_cell(r)} | {r.runs} | "
-            f"{paper_steps_cell(v)} | {_pct(v.paper_max) if v.paper_max else 'n/a'}"
-            f"{f' ({v.note})' if v.note else ''} |"
+            f"| {v.label} | {steps_cell(r, target)} | {speedup_cell(r, reference, target)} | "
+            f"{paper_speedup_cell(r.model)} | {max_cell(r)} | {max_diff_cell(r, reference)} | "
+            f"{paper_max_diff_cell(r.model)} | {final_cell(r)} | {population_cell(r)} | {r.runs} | "
+            f"{paper_steps_cell(v)} | {paper_max_cell(v)}{f' ({v.note})' if v.note else ''} |"
         )
     return lines
 
@@ -251,9 +371,23 @@ def markdown_table(rows: list[Row], target: float | None) -> list[str]:
 def paper_steps_cell(v: Variant) -> str:
     """The paper's steps to 72.2%: `never` for a variant of the paper that did not get there, `n/a` for one
     that is not in the paper."""
-    if v.paper_max is None:
+    if not v.in_paper:
         return "n/a"
     return fmt_steps(v.paper_steps) if v.paper_steps else "never"
+
+
+def paper_max_cell(v: Variant) -> str:
+    """The paper's max accuracy, or the bound its text gives (Inception-Sigmoid), or `n/a`."""
+    if v.paper_max is not None:
+        return _pct(v.paper_max)
+    return f"never better than {_pct(v.paper_at_most)}" if v.paper_at_most is not None else "n/a"
+
+
+def paper_max_csv(v: Variant):
+    """The CSV's paper_max_acc: the accuracy, `at most <bound>` where the paper gives only a bound, or n/a."""
+    if v.paper_max is not None:
+        return v.paper_max
+    return f"at most {v.paper_at_most}" if v.paper_at_most is not None else "n/a"
 
 
 def provenance_lines(prov: dict, source: str) -> list[str]:
@@ -288,6 +422,7 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
     grouped = by_model(runs)
     rows, target, origin = table_rows(grouped, spec.get("target", REFERENCE))
     prov = provenance(runs, command, DATA_NAMES)
+    ref, label = FIGURE3[REFERENCE], FIGURE3[REFERENCE].label
     md = out_dir / "figure3.md"
     md.write_text(prov["paths"]("\n".join([
         "# Figure 3 (Sec. 4.2.2): steps to match Inception, and maximum accuracy",
@@ -304,7 +439,17 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         "accuracy` the same network with population statistics (paper Alg. 2, after the last step), both over "
         "the finished runs (`n/a (not recorded)`: a net without BN, as Inception, or one trained with "
         "`callbacks.population_stats.enabled=false`). `±`: mean ± sample standard deviation (ddof=1) over the runs of the row, in the "
-        "mean's unit (percentage points for accuracies); a cell without it is one run.",
+        "mean's unit (percentage points for accuracies and their differences, x for speed-ups); a cell without it is one run.",
+        "",
+        f"What a proxy can compare with the paper are ratios and differences against {label}, each beside the "
+        f"paper's own: `speed-up vs {label}` is, for each run that reaches the target, the {label} row's mean "
+        f"steps to it divided by the run's steps (the paper's: {label}'s {fmt_steps(ref.paper_steps)} steps / the variant's); "
+        f"`max vs {label}'s` is each run's max minus the {label} row's mean max, in percentage points (the "
+        f"paper's: its max minus {_pct(ref.paper_max)}). Each gives mean ± standard deviation over the runs and `n=`, how many "
+        "runs it is over; where some runs did not reach the target it says how many did and which did not "
+        "(`2 of 3 reached; seed 2 never`), and its mean is over those that did. The "
+        f"{label} row is compared with itself: its spread is its own seeds'. Absolute steps and accuracies "
+        "are the proxy's own and are not comparable with ImageNet's.",
         "",
         *markdown_table(rows, target),
         "",
@@ -316,11 +461,15 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         w.writerow(["model", "runs", "target", "reached", "steps_to_target_mean", "steps_to_target_std",
                     "max_acc_mean", "max_acc_std", "max_acc_step_mean", "diverged", "diverged_at_step",
                     "status", "paper_steps_to_72.2", "paper_max_acc", "final_acc_mean", "final_acc_std",
-                    "population_acc_mean", "population_acc_std"])  # fmt: skip
+                    "population_acc_mean", "population_acc_std", "speedup_mean", "speedup_std", "speedup_n",
+                    f"max_vs_{REFERENCE}_points_mean", f"max_vs_{REFERENCE}_points_std", f"max_vs_{REFERENCE}_n",
+                    "not_reached", "paper_speedup", f"paper_max_vs_{REFERENCE}_points"])  # fmt: skip
         for r in rows:
             v = FIGURE3[r.model]
             w.writerow([r.model, r.runs, target, r.reached, r.steps_mean, r.steps_std, r.max_mean, r.max_std,
                         r.max_step, r.diverged, r.diverged_at, r.statuses or "missing",
-                        v.paper_steps or ("never" if v.paper_max else "n/a"), v.paper_max or "n/a",
-                        r.final_mean, r.final_std, r.population_mean, r.population_std])  # fmt: skip
+                        v.paper_steps or ("never" if v.in_paper else "n/a"), paper_max_csv(v),
+                        r.final_mean, r.final_std, r.population_mean, r.population_std, r.speedup_mean,
+                        r.speedup_std, r.speedup_n, 100 * r.max_diff_mean, 100 * r.max_diff_std, r.max_diff_n,
+                        "; ".join(r.not_reached), paper_speedup(r.model), paper_max_diff(r.model)])  # fmt: skip
     return [md, out_csv]
