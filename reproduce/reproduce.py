@@ -207,7 +207,7 @@ def job_command(job: list[str], launcher: str = "local", launcher_args: tuple[st
 
 def job_log(run_dir: Path) -> Path:
     """<run folder>.log beside the folder. Not run_dir.with_suffix: a run name with a dot in it
-    (`inception-lr0.0015-seed0`, `bn_baseline-x5.0-...`) would lose what follows the dot, and the runs of
+    (`<model>-lr0.0015-seed0`, `<model>-x5.0-...`) would lose what follows the dot, and the runs of
     an LR sweep would all write one log."""
     return run_dir.parent / f"{run_dir.name}.log"
 

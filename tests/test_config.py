@@ -243,11 +243,11 @@ def test_inception_sigmoid_differs_from_inception_only_by_the_sigmoid():
 
 
 def test_cfg_job_prints_the_variants_values():
-    """The documented check: `python src/train.py model=bn_x30 --cfg job` shows the numbers themselves."""
+    """The documented check: `python src/train.py model=bn_x30 --cfg job --resolve` shows the numbers themselves."""
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "model=bn_x30", "--cfg", "job"],
+    out = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "model=bn_x30", "--cfg", "job", "--resolve"],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     for line in ("lr: 0.045", "drop_rate: 0.0", "lrn: false", "weight_decay: 8.0e-06", "speedup: 6",
                  "name: relu", "batch_size: 32", "reference_batch: 32"):  # fmt: skip

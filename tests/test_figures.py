@@ -80,6 +80,9 @@ def test_figure3_table_matches_the_committed_golden_table(tmp_path):
     assert figure3.steps_cell(by["bn_baseline"], target) == "missing"
     assert figure3.steps_cell(by["bn_x5_sigmoid"], target) == "never"
     assert by["bn_x30"].diverged == 1 and by["bn_x30"].diverged_at == 1040.0
+    # plateau reached: the rising Inception curve has not, the flat BN-x5 one has (plateau.py's criterion)
+    assert figure3.plateau_table_cell(by["inception"]) == "0 of 1 (+16.0 pt)"
+    assert figure3.plateau_table_cell(by["bn_x5"]) == "1 of 1 (+0.0 pt)"
 
     md, out_csv = figure3.render(
         runs, tmp_path / "results", command="just reproduce figure3 data=fashion_mnist"
@@ -231,12 +234,17 @@ def test_fashion_figure3_composes_into_the_proxy(tmp_path):
 
     inc = compose_train("experiment=fashion_figure3", "model=inception")
     x30 = compose_train("experiment=fashion_figure3", "model=bn_x30")
+    cpu = compose_train("experiment=fashion_figure3_cpu", "model=bn_x30")
     assert inc.task == x30.task == "fashion_figure3" and inc.data.to_images and inc.augment.name == "none"
-    assert (inc.data.image_size, inc.data.batch_size, inc.loop.epoch_scale) == (64, 128, 0.01)
-    # 774.3 x 0.01 = 7.7 epochs of 60k at batch 128, in whole evaluation periods of 0.25 epochs (117 steps):
-    # the lengths of the committed results/figure3.md runs (3744 and 1287 steps)
-    assert resolve_loop(inc, 128) == (3744, 117) and resolve_loop(x30, 128) == (1287, 117)
-    assert x30.optimizer.lr == 0.045 and x30.lr_schedule.epoch_scale == 0.01
+    assert (inc.data.image_size, inc.data.batch_size, inc.loop.epoch_scale) == (64, 32, 1.0)
+    # Every variant the same length: 1.2 epochs of 60k at the paper's batch of 32, in whole evaluation
+    # periods of 0.1 epochs (188 steps): the lengths of the committed results/figure3.md runs.
+    assert resolve_loop(inc, 32) == resolve_loop(x30, 32) == (2256, 188)
+    # The multipliers apply to the base LR tuned for Inception on the proxy (results/figure3_lr_grid.md).
+    assert (inc.optimizer.lr, x30.optimizer.lr) == (0.005, 0.15) and x30.lr_schedule.decay_every_epochs == 0.128
+    # The 2-core scale differs only in input size, test images and memory layout.
+    assert (cpu.data.image_size, cpu.data.num_val_examples, cpu.task) == (32, 2000, "fashion_figure3_cpu")
+    assert resolve_loop(cpu, 32) == (2256, 188) and cpu.optimizer.lr == 0.15
 
 
 def _load(name: str):

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bnrepro.results.runs import RUNS_ROOT, Run, provenance
+from bnrepro.results.plateau import plateau
 from bnrepro.variants import FIGURE3, REFERENCE, Variant
 
 DATA_NAMES = {
@@ -109,6 +110,7 @@ class Row:
     max_diff_mean: float = math.nan
     max_diff_std: float = math.nan
     max_diff_n: int = 0
+    plateaus: list[tuple[bool, float]] = field(default_factory=list)  # per run: plateau.plateau of its curve
 
 
 def row(model: str, runs: list[Run], target: float | None) -> Row:
@@ -128,6 +130,7 @@ def row(model: str, runs: list[Run], target: float | None) -> Row:
         out.max_step = float(np.mean([s for _, s in maxima]))
     finished = [r for r in runs if r.finished]
     out.finished = len(finished)
+    out.plateaus = [plateau(accuracy_curve(r)[1]) for r in finished if len(accuracy_curve(r)[1])]
     finals = [f for f in map(final_accuracy, finished) if not math.isnan(f)]
     if finals:
         out.final_mean, out.final_std = _mean_std(finals)
@@ -329,6 +332,14 @@ def paper_max_diff_cell(model: str) -> str:
     return f"{cell} (reference)" if model == REFERENCE else cell
 
 
+def plateau_table_cell(r: Row) -> str:
+    """How many finished runs reached the plateau (plateau.py) and each run's change over its last fifth."""
+    if not r.plateaus:
+        return "missing" if not r.runs else "n/a"
+    changes = "/".join(f"{100 * c:+.1f}" for _, c in r.plateaus)
+    return f"{sum(ok for ok, _ in r.plateaus)} of {len(r.plateaus)} ({changes} pt)"
+
+
 def final_cell(r: Row) -> str:
     return _accuracy_cell(r, r.final_mean, r.final_std, r.finished, "n/a (no finished run)",
                           "{n} of {runs} runs finished")  # fmt: skip
@@ -353,16 +364,16 @@ def markdown_table(rows: list[Row], target: float | None) -> list[str]:
     lines = [
         f"| model | steps to {_pct(target) if target is not None else 'target'} | "
         f"speed-up vs {label} | paper: speed-up | max accuracy (at step) | max vs {label}'s (points) | "
-        f"paper: max vs {label}'s | final accuracy | Alg. 2 accuracy | runs | "
+        f"paper: max vs {label}'s | plateau reached | final accuracy | Alg. 2 accuracy | runs | "
         f"paper: steps to {paper_target} | paper: max |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         v = FIGURE3[r.model]
         lines.append(
             f"| {v.label} | {steps_cell(r, target)} | {speedup_cell(r, reference, target)} | "
             f"{paper_speedup_cell(r.model)} | {max_cell(r)} | {max_diff_cell(r, reference)} | "
-            f"{paper_max_diff_cell(r.model)} | {final_cell(r)} | {population_cell(r)} | {r.runs} | "
+            f"{paper_max_diff_cell(r.model)} | {plateau_table_cell(r)} | {final_cell(r)} | {population_cell(r)} | {r.runs} | "
             f"{paper_steps_cell(v)} | {paper_max_cell(v)}{f' ({v.note})' if v.note else ''} |"
         )
     return lines
@@ -408,6 +419,13 @@ def provenance_lines(prov: dict, source: str) -> list[str]:
     ]
 
 
+def scale_notes(runs: list[Run], spec: dict) -> list[str]:
+    """The spec's note for each reduced scale the runs were made at (reproduce/figure3.yaml `scales`, by the
+    runs' task), e.g. the 2-core scale of the Fashion-MNIST proxy and the command for the full one."""
+    scales = spec.get("scales") or {}
+    return [scales[t] for t in sorted({r.summary.get("task") for r in runs} & set(scales))]
+
+
 def by_model(runs: list[Run]) -> dict[str, list[Run]]:
     out: dict[str, list[Run]] = {}
     for r in runs:
@@ -430,6 +448,7 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         *[line for w in prov["warnings"] for line in (w, "")],
         f"**Data: {prov['data']}**",
         "",
+        *[line for s in scale_notes(runs, spec) for line in (f"**{s}**", "")],
         f"Target: {_pct(target) if target is not None else 'n/a'} single-crop top-1 = {origin}. Steps are "
         "paper-equivalent (examples seen / 32, the paper's mini-batch), counted at the evaluations "
         "(first evaluation at or above the target, to within 1e-6). `never`: never reached; `missing`: no run.",
@@ -450,6 +469,11 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         "(`2 of 3 reached; seed 2 never`), and its mean is over those that did. The "
         f"{label} row is compared with itself: its spread is its own seeds'. Absolute steps and accuracies "
         "are the proxy's own and are not comparable with ImageNet's.",
+        "",
+        "`plateau reached`: how many of the finished runs reached their plateau by the criterion of "
+        "src/bnrepro/results/plateau.py (mean accuracy over the last fifth of the evaluations minus the mean "
+        "over the fifth before it below 1 point), and each run's change; a maximum of runs still rising is "
+        "not the maximum they would reach.",
         "",
         *markdown_table(rows, target),
         "",
