@@ -241,7 +241,10 @@ def test_fashion_figure3_composes_into_the_proxy(tmp_path):
     # periods of 0.1 epochs (188 steps): the lengths of the committed results/figure3.md runs.
     assert resolve_loop(inc, 32) == resolve_loop(x30, 32) == (2256, 188)
     # The multipliers apply to the base LR tuned for Inception on the proxy (results/figure3_lr_grid.md).
-    assert (inc.optimizer.lr, x30.optimizer.lr) == (0.005, 0.15) and x30.lr_schedule.decay_every_epochs == 0.128
+    assert (inc.optimizer.lr, x30.optimizer.lr) == (
+        0.005,
+        0.15,
+    ) and x30.lr_schedule.decay_every_epochs == 0.128
     # The 2-core scale differs only in input size, test images and memory layout.
     assert (cpu.data.image_size, cpu.data.num_val_examples, cpu.task) == (32, 2000, "fashion_figure3_cpu")
     assert resolve_loop(cpu, 32) == (2256, 188) and cpu.optimizer.lr == 0.15

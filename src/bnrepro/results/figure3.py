@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bnrepro.results.runs import RUNS_ROOT, Run, provenance
 from bnrepro.results.plateau import plateau
+from bnrepro.results.runs import RUNS_ROOT, Run, provenance
 from bnrepro.variants import FIGURE3, REFERENCE, Variant
 
 DATA_NAMES = {
