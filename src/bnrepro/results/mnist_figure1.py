@@ -117,6 +117,17 @@ def accuracy_claim(baseline: list[Run], bn: list[Run], lo: float, hi: float, wha
     return Decision(text, verdict)
 
 
+def _percentiles_after(run: Run, after: float) -> list[np.ndarray] | None:
+    """The 15/50/85th percentile curves' values after step `after`; None when the run has not got them."""
+    if any(key not in run.metrics for key in PCT):
+        return None
+    out = []
+    for key in PCT:
+        steps, values = run.curve(key)
+        out.append(values[steps > after])
+    return out
+
+
 def drift(run: Run, after: float) -> float:
     """How far the 15/50/85th percentiles move after step `after`, averaged over the three.
 
@@ -125,14 +136,11 @@ def drift(run: Run, after: float) -> float:
     movement; a trend counts in full.
     """
     kernel = np.ones(WINDOW) / WINDOW
+    curves = _percentiles_after(run, after)
+    if curves is None or not all(len(v) for v in curves):
+        return math.nan
     spans = []
-    for key in PCT:
-        if key not in run.metrics:
-            return math.nan
-        steps, values = run.curve(key)
-        values = values[steps > after]
-        if not len(values):
-            return math.nan
+    for values in curves:
         smooth = np.convolve(values, kernel, mode="valid") if len(values) >= WINDOW else values
         spans.append(smooth.max() - smooth.min())
     return float(np.mean(spans))
@@ -148,14 +156,11 @@ def jitter(run: Run, after: float) -> float:
     """
     kernel = np.ones(WINDOW) / WINDOW
     half = WINDOW // 2
+    curves = _percentiles_after(run, after)
+    if curves is None or any(len(v) < WINDOW + 1 for v in curves):
+        return math.nan
     spreads = []
-    for key in PCT:
-        if key not in run.metrics:
-            return math.nan
-        steps, values = run.curve(key)
-        values = values[steps > after]
-        if len(values) < WINDOW + 1:
-            return math.nan
+    for values in curves:
         residual = values[half : len(values) - half] - np.convolve(values, kernel, mode="valid")
         spreads.append(_std(residual))
     return float(np.mean(spreads))
