@@ -202,8 +202,12 @@ def test_sigterm_saves_exits_cleanly_and_the_relaunch_finishes_the_same_run(mnis
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "src" / "train.py"), *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    deadline = time.time() + 120
-    while not (run_dir / "checkpoints" / "last.ckpt").is_file() and time.time() < deadline:
+    deadline = time.time() + 600  # the start-up alone: a minute and more on a loaded machine
+    while (
+        proc.poll() is None
+        and not (run_dir / "checkpoints" / "last.ckpt").is_file()
+        and time.time() < deadline
+    ):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
