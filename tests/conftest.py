@@ -111,10 +111,12 @@ def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.C
 
 def train_main(*args: str, script: str = "train.py") -> int:
     """`python src/train.py *args` (or src/eval.py) in this process, Hydra's main included: its exit
-    status. For the refusals, which end before anything trains; cli() runs the real command."""
+    status; its stdout and stderr are the test's (capsys). cli() runs the real command in a new process,
+    for the tests where the process itself is what is tested."""
     import importlib.util
 
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
     path = ROOT / "src" / script
     spec = importlib.util.spec_from_file_location(f"{path.stem}_script", path)
@@ -130,3 +132,6 @@ def train_main(*args: str, script: str = "train.py") -> int:
     finally:
         sys.argv = argv
         GlobalHydra.instance().clear()
+        # Hydra leaves the last job's config set: a later compose + train() in this process would take
+        # itself for a Hydra launch (a .hydra/ record, a multirun's own-process DDP jobs).
+        HydraConfig.instance().cfg = None

@@ -28,7 +28,7 @@ from bnrepro.evaluation.crops import PAPER_SCALES, MultiCrop, SingleCrop, crop_b
 from bnrepro.evaluation.ensemble import EnsembleClassifier, average_probabilities
 from bnrepro.evaluation.evaluate import evaluate
 from bnrepro.evaluation.members import CheckpointError, Member, Normalize, load_run_member
-from conftest import CONF, ROOT, compose_train
+from conftest import CONF, ROOT, compose_train, train_main
 
 KEYS = {"protocol", "crops", "members", "checkpoints", "weights", "data", "data_root", "num_images", "top1_acc",
         "top5_acc", "top1_err", "top5_err", "world_size", "precision", "hardware", "git_sha", "versions", "command",
@@ -162,10 +162,13 @@ def test_an_ensemble_averages_probabilities_over_crops_then_members_not_logits()
     assert torch.allclose(probs, expected) and torch.allclose(probs.sum(-1), torch.ones(1))
 
 
-def test_eval_cli_writes_eval_json_for_144_crops(tiny_run, val_root, tmp_path):
+def test_eval_main_writes_eval_json_for_144_crops(tiny_run, val_root, tmp_path, capsys):
+    """src/eval.py's main, Hydra's included, in this process."""
     ckpt = tiny_run / "checkpoints" / "best.ckpt"
-    r = eval_cli(f"ckpt={ckpt}", f"data.root={val_root}", "eval.crops=144", f"runs_root={tmp_path}", *TINY)
-    assert r.returncode == 0, r.stderr[-3000:]
+    status = train_main(f"ckpt={ckpt}", f"data.root={val_root}", "eval.crops=144", f"runs_root={tmp_path}",
+                        *TINY, script="eval.py")  # fmt: skip
+    out_err = capsys.readouterr()
+    assert status == 0, out_err.err[-3000:]
     out = tmp_path / "eval" / "imagenet" / "tiny-r-best-144crops"  # the stable default folder
     record = json.loads((out / "eval.json").read_text())
     assert set(record) == KEYS
@@ -178,7 +181,7 @@ def test_eval_cli_writes_eval_json_for_144_crops(tiny_run, val_root, tmp_path):
         and record["weights"] == "run"
     )
     assert record["top1_err"] == pytest.approx(1 - record["top1_acc"]) and 0 <= record["top5_err"] <= 1
-    assert "top-1 error" in r.stdout and str(out / "eval.json") in r.stdout
+    assert "top-1 error" in out_err.out and str(out / "eval.json") in out_err.out
 
 
 def reference_top1(ckpts, val_root, crops) -> float:
@@ -226,10 +229,12 @@ def test_ddp_on_two_cpu_processes_counts_every_image_once(tiny_run, val_root, tm
     assert (ddp["top1_acc"], ddp["top5_acc"]) == (single["top1_acc"], single["top5_acc"])
 
 
-def test_a_missing_checkpoint_exits_2_naming_it(tmp_path, val_root):
+def test_a_missing_checkpoint_exits_2_naming_it(tmp_path, val_root, capsys):
     missing = tmp_path / "runs" / "x" / "checkpoints" / "best.ckpt"
-    r = eval_cli(f"ckpt={missing}", f"data.root={val_root}", f"out={tmp_path / 'out'}", *TINY)
-    assert r.returncode == 2 and f"{missing}: no such checkpoint" in r.stderr, r.stderr[-3000:]
+    status = train_main(f"ckpt={missing}", f"data.root={val_root}", f"out={tmp_path / 'out'}", *TINY,
+                        script="eval.py")  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 2 and f"{missing}: no such checkpoint" in err, err[-3000:]
     assert not (tmp_path / "out" / "eval.json").exists()
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from bnrepro.data.images import ImageDataError
 from bnrepro.run import train
-from conftest import cli, compose_train
+from conftest import cli, compose_train, train_main
 
 CLASSES = ("n01440764", "n01443537")
 
@@ -117,9 +117,10 @@ def test_a_broken_folder_is_refused_before_training_with_the_path(tmp_path, dama
     assert str(root) in str(e.value)
 
 
-def test_a_missing_data_root_exits_2_before_anything_is_written(tmp_path):
-    r = cli(*imagenet_overrides(tmp_path / "nowhere", tmp_path / "runs"))
-    assert r.returncode == 2 and "error:" in r.stderr and str(tmp_path / "nowhere" / "train") in r.stderr
+def test_a_missing_data_root_exits_2_before_anything_is_written(tmp_path, capsys):
+    status = train_main(*imagenet_overrides(tmp_path / "nowhere", tmp_path / "runs"))
+    err = capsys.readouterr().err
+    assert status == 2 and "error:" in err and str(tmp_path / "nowhere" / "train") in err, err[-2000:]
     assert not (tmp_path / "runs").exists()  # not even Hydra's record, its log or the folder it made
 
 

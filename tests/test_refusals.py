@@ -1,6 +1,6 @@
 """Bad input is a clean refusal: exit status 2, a message naming the key or file and what to do, no
-traceback, and nothing written. Through Hydra's main in this process (the command is tested in
-test_train.py::test_bad_override_fails_at_start_with_the_key_named)."""
+traceback, and nothing written. Through src/train.py's main (Hydra's included) in this process; the
+command itself runs in test_train.py's one command-line smoke test."""
 
 from __future__ import annotations
 

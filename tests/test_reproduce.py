@@ -1,22 +1,42 @@
-"""`just reproduce mnist`: trains only what is missing, then renders; `just tables` never trains."""
+"""`just reproduce mnist`: trains only what is missing, then renders; `just tables` never trains.
+
+reproduce.py's main runs in this process; the jobs it launches are its own processes (src/train.py),
+as they are for the user."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from types import SimpleNamespace
+
+import pytest
 
 from bnrepro.variants import FIGURE3
 from conftest import ROOT
 
 
-def reproduce(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "reproduce" / "reproduce.py"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+@pytest.fixture
+def reproduce(capsys, monkeypatch):
+    """`python reproduce/reproduce.py *args`: its exit status, stdout and stderr (sys.exit's message too)."""
+    monkeypatch.syspath_prepend(str(ROOT / "reproduce"))
+    monkeypatch.chdir(ROOT)
+    import reproduce as rp
+
+    def run(*args: str) -> SimpleNamespace:
+        try:
+            rp.main(list(args))
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        out, err = capsys.readouterr()
+        if isinstance(code, str):  # sys.exit("error: ..."): printed to stderr, status 1
+            code, err = 1, err + code
+        return SimpleNamespace(returncode=code or 0, stdout=out, stderr=err)
+
+    return run
 
 
-def test_reproduce_runs_the_missing_runs_once_then_only_renders(mnist_root, tmp_path):
+def test_reproduce_runs_the_missing_runs_once_then_only_renders(mnist_root, tmp_path, reproduce):
+    """Its pool launches the two missing runs; a second call trains nothing, and refuses to overwrite a
+    finished run of another configuration; --render-only renders from the run folders."""
     runs, results = tmp_path / "runs", tmp_path / "results"
     overrides = [f"data.root={mnist_root}", "data.download=false", f"runs_root={runs}", "trainer.max_steps=20",
                  "loop.eval_every_steps=10", "trainer.accelerator=cpu", "logger=csv"]  # fmt: skip
@@ -33,25 +53,20 @@ def test_reproduce_runs_the_missing_runs_once_then_only_renders(mnist_root, tmp_
     assert again.returncode == 0 and "launch:" not in again.stdout  # both runs are finished: nothing trains
     assert {p: p.stat().st_mtime for p in runs.glob("**/summary.json")} == mtimes
 
+    # A finished run of another configuration in the way is reported, not overwritten.
+    summaries = {p: p.read_text() for p in runs.glob("**/summary.json")}
+    other = reproduce("mnist", *overrides, "optimizer.lr=0.05", "--results", str(results))
+    assert other.returncode != 0 and "holds a finished run with another configuration" in other.stderr
+    assert "optimizer.lr: 0.1 there, 0.05 now" in other.stderr and "launch:" not in other.stdout
+    assert {p: p.read_text() for p in runs.glob("**/summary.json")} == summaries
+
     (results / "mnist_figure1.md").unlink()
     tables = reproduce("--render-only", "mnist", "--runs-root", str(runs), "--results", str(results))
     assert tables.returncode == 0 and (results / "mnist_figure1.md").is_file()
     assert "launch:" not in tables.stdout
 
 
-def test_a_run_of_another_configuration_in_the_way_is_reported_not_overwritten(mnist_root, tmp_path):
-    runs = tmp_path / "runs"
-    base = [f"data.root={mnist_root}", "data.download=false", f"runs_root={runs}", "loop.eval_every_steps=10",
-            "trainer.accelerator=cpu", "logger=csv", "--results", str(tmp_path / "results")]  # fmt: skip
-    assert reproduce("mnist", *base, "trainer.max_steps=10").returncode == 0
-    summaries = {p: p.read_text() for p in runs.glob("**/summary.json")}
-    r = reproduce("mnist", *base, "trainer.max_steps=10", "optimizer.lr=0.05")
-    assert r.returncode != 0 and "holds a finished run with another configuration" in r.stderr
-    assert "optimizer.lr: 0.1 there, 0.05 now" in r.stderr
-    assert {p: p.read_text() for p in runs.glob("**/summary.json")} == summaries  # nothing overwritten
-
-
-def test_figure3_proxy_end_to_end_and_the_same_table_from_wandb_offline(mnist_root, tmp_path):
+def test_figure3_proxy_end_to_end_and_the_same_table_from_wandb_offline(mnist_root, tmp_path, reproduce):
     """`just reproduce figure3 data=fashion_mnist` for a few CPU steps: runs logged to W&B offline by
     the real training code; `just tables` then gives the same table from the run folders and from the
     .wandb logs read by `wandb leet inspect --json`."""

@@ -22,7 +22,7 @@ from bnrepro.lit.classifier import ClassifierModule
 from bnrepro.lit.multistep import MultiStepClassifier
 from bnrepro.loggers import MetricsFileError, rows_up_to
 from bnrepro.run import train
-from conftest import ROOT, cli, compose_train, fast_overrides
+from conftest import ROOT, cli, compose_train, fast_overrides, train_main
 
 
 @pytest.fixture
@@ -124,15 +124,18 @@ def test_a_checkpoint_of_the_other_way_of_stepping_resumes_at_its_step(tmp_path,
     assert_same_run(run_dir.parent / "straight", run_dir)
 
 
-def test_resume_requested_with_nothing_to_resume_is_an_error(mnist_root, tmp_path):
+def test_resume_requested_with_nothing_to_resume_is_an_error(mnist_root, tmp_path, capsys):
     cfg = compose_train("model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "resume=true")
     with pytest.raises(ResumeError, match="resume=true but .* holds no checkpoint"):
         train(cfg, tmp_path / "runs" / "r")
-    r = cli("model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "resume=/nowhere/last.ckpt")
-    assert r.returncode == 2 and "resume=/nowhere/last.ckpt: no such checkpoint file" in r.stderr
+    status = train_main("model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"),
+                        "resume=/nowhere/last.ckpt")  # fmt: skip
+    assert status == 2 and "resume=/nowhere/last.ckpt: no such checkpoint file" in capsys.readouterr().err
 
 
-def test_a_truncated_checkpoint_is_named_and_the_fallback_resumes_from_the_previous_one(mnist_root, tmp_path):
+def test_a_truncated_checkpoint_is_named_and_the_fallback_resumes_from_the_previous_one(
+    mnist_root, tmp_path, capsys
+):
     overrides = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs", steps=30), "run_name=r",
                  "loop.steps_per_batch=1"]  # fmt: skip
     cfg = compose_train(*overrides, "testing.stop_at_step=25")
@@ -148,20 +151,20 @@ def test_a_truncated_checkpoint_is_named_and_the_fallback_resumes_from_the_previ
         compose_train(*overrides, "optimizer.lrr=0.1")
     with pytest.raises(HydraException, match="optimizer.lr"):
         compose_train(*overrides, "optimizer.lr=fast")
-    r = cli(*overrides, f"data.root={tmp_path / 'nowhere'}")
-    assert r.returncode == 2 and "mnist: no data found" in r.stderr, r.stderr[-1500:]
+    status, err = train_main(*overrides, f"data.root={tmp_path / 'nowhere'}"), capsys.readouterr().err
+    assert status == 2 and "mnist: no data found" in err, err[-1500:]
     after = written(run_dir)
     assert {k: v for k, v in after.items() if k in kept} == kept  # nothing written before has changed
     assert all(k.startswith(".hydra") for k in set(after) - set(kept))  # only Hydra's launch records
 
     last.write_bytes(last.read_bytes()[:1000])  # truncated, as a full disk would leave it
     kept = written(run_dir)
-    r = cli(*overrides)
-    assert r.returncode == 2 and f"{last} is not a readable checkpoint" in r.stderr
-    assert "resume_fallback=true" in r.stderr
+    status, err = train_main(*overrides), capsys.readouterr().err
+    assert status == 2 and f"{last} is not a readable checkpoint" in err, err[-1500:]
+    assert "resume_fallback=true" in err
     # The fallback is asked for but another check fails: still nothing is renamed or trimmed.
-    r = cli(*overrides, "resume_fallback=true", f"data.root={tmp_path / 'nowhere'}")
-    assert r.returncode == 2 and "mnist: no data found" in r.stderr
+    status = train_main(*overrides, "resume_fallback=true", f"data.root={tmp_path / 'nowhere'}")
+    assert status == 2 and "mnist: no data found" in capsys.readouterr().err
     after = written(run_dir)
     assert {k: v for k, v in after.items() if k in kept} == kept and last.stat().st_size == 1000
 
@@ -189,18 +192,22 @@ def test_a_partial_run_of_another_configuration_is_not_resumed(mnist_root, tmp_p
 
 
 def test_sigterm_saves_exits_cleanly_and_the_relaunch_finishes_the_same_run(mnist_root, tmp_path):
-    """A real SIGTERM to a training process; the same command relaunched continues in the same folder."""
+    """A real SIGTERM to a training process (src/train.py); the same command relaunched continues in the
+    same folder. The reference and the relaunch run in this process: only the signal needs a process."""
     runs = tmp_path / "runs"
     args = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, runs, steps=1000, every=100), "run_name=r",
             "loop.steps_per_batch=1"]  # fmt: skip
-    straight = cli(*args[:-2], "run_name=straight", "loop.steps_per_batch=1")
-    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert train_main(*args[:-2], "run_name=straight", "loop.steps_per_batch=1") == 0  # the reference
     run_dir = runs / "mnist" / "r"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # as cli(): same float sums
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "src" / "train.py"), *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    deadline = time.time() + 120
-    while not (run_dir / "checkpoints" / "last.ckpt").is_file() and time.time() < deadline:
+    deadline = time.time() + 600  # the start-up alone: a minute and more on a loaded machine
+    while (
+        proc.poll() is None
+        and not (run_dir / "checkpoints" / "last.ckpt").is_file()
+        and time.time() < deadline
+    ):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
@@ -213,8 +220,7 @@ def test_sigterm_saves_exits_cleanly_and_the_relaunch_finishes_the_same_run(mnis
     )  # saved where it stopped
 
     stopped_at = summary["steps"]
-    again = cli(*args)
-    assert again.returncode == 0, again.stderr[-2000:]
+    assert train_main(*args) == 0  # the same command again, in this process
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["resumed_at_steps"] == [stopped_at]
     assert summary["status"] == "finished" and summary["steps"] == 1000

@@ -13,7 +13,7 @@ import pytest
 
 from bnrepro.run import train
 from bnrepro.runlock import LOCK_NAME, STALE_AFTER_S, RunLock, RunLockedError
-from conftest import ROOT, cli, compose_train, files, train_main
+from conftest import ROOT, compose_train, files, train_main
 
 HOLD = (
     "import sys; from pathlib import Path; from bnrepro.runlock import RunLock\n"
@@ -52,7 +52,7 @@ def write_record(run_dir, **record):
     (run_dir / LOCK_NAME).write_text(json.dumps({**base, **record}))
 
 
-def test_a_second_launch_is_refused_while_the_first_holds_the_run_folder(partial_run, holder):
+def test_a_second_launch_is_refused_while_the_first_holds_the_run_folder(partial_run, holder, capsys):
     overrides, run_dir = partial_run
     assert not (run_dir / LOCK_NAME).exists()  # released when the launch ended
     owner = holder(run_dir)
@@ -60,10 +60,10 @@ def test_a_second_launch_is_refused_while_the_first_holds_the_run_folder(partial
     with pytest.raises(RunLockedError, match=f"in use by another launch of this run \\(pid {owner.pid} on "):
         train(compose_train(*overrides), run_dir)
     assert files(run_dir) == kept
-    # The command line: exit status 2 and the owner named.
-    r = cli(*overrides)
-    assert r.returncode == 2, r.stderr[-2000:]
-    assert f"error: {run_dir} is in use by another launch of this run (pid {owner.pid}" in r.stderr
+    # src/train.py's main: exit status 2 and the owner named.
+    status, err = train_main(*overrides), capsys.readouterr().err
+    assert status == 2, err[-2000:]
+    assert f"error: {run_dir} is in use by another launch of this run (pid {owner.pid}" in err
     assert files(run_dir) == kept  # not even Hydra's record of the launch or its log file
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from bnrepro.results.runs import load_run
 from bnrepro.run import RunExistsError, train
-from conftest import ROOT, cli, compose_train, fast_overrides
+from conftest import ROOT, cli, compose_train, fast_overrides, train_main
 
 MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
 MNIST_MODELS = [m for m in MODELS if m.startswith("mnist")]
@@ -96,10 +96,12 @@ def test_steps_per_batch_does_not_change_what_a_step_is(mnist_root, tmp_path):
     assert curves[0] == curves[1]
 
 
-def test_experiment_figure1_trains_both_nets_as_a_multirun_each_its_own_wandb_run(mnist_root, tmp_path):
+def test_experiment_figure1_trains_both_nets_as_a_multirun_each_its_own_wandb_run(
+    mnist_root, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("WANDB_MODE", "offline")
     overrides = [o for o in fast_overrides(mnist_root, tmp_path / "runs") if o != "logger=csv"]
-    r = cli("experiment=mnist_figure1", *overrides, "logger=wandb", env={"WANDB_MODE": "offline"})
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert train_main("experiment=mnist_figure1", *overrides, "logger=wandb") == 0  # Hydra's multirun
     folders = sorted(p.parent for p in (tmp_path / "runs" / "mnist_figure1").glob("*/summary.json"))
     assert [f.name for f in folders] == ["mnist_mlp-mnist-seed0", "mnist_mlp_bn-mnist-seed0"]
     wandb_runs = [list((f / "wandb").glob("offline-run-*")) for f in folders]
@@ -107,22 +109,26 @@ def test_experiment_figure1_trains_both_nets_as_a_multirun_each_its_own_wandb_ru
     assert wandb_runs[0][0].name.split("-")[-1] != wandb_runs[1][0].name.split("-")[-1]
 
 
-def test_bad_override_fails_at_start_with_the_key_named(tmp_path):
-    r = cli("optimizer.lrr=0.1", f"runs_root={tmp_path}")  # Hydra's composition error: bad input too
-    assert r.returncode == 2 and "Key 'lrr' not in 'SGDConfig'" in r.stderr
-    r = cli("activation.name=tanhh", f"runs_root={tmp_path}")  # reaches the network: refused there, named
-    assert r.returncode == 2 and "error: model.net=" in r.stderr and "'act_layer': 'tanhh'" in r.stderr
+def test_bad_override_fails_at_start_with_the_key_named(tmp_path, capsys):
+    """Through src/train.py's main in this process (test_refusals.py has the other refusals)."""
+    assert train_main("activation.name=tanhh", f"runs_root={tmp_path}") == 2  # refused at the network
+    err = capsys.readouterr().err
+    assert "error: model.net=" in err and "'act_layer': 'tanhh'" in err, err[-2000:]
     assert not list(tmp_path.glob("**/summary.json"))
 
 
-def test_missing_data_fails_before_training_with_what_to_do(tmp_path):
-    r = cli("data=fashion_mnist", f"data.root={tmp_path / 'none'}", "data.download=false",
-            "data.system_dirs=[]", f"runs_root={tmp_path}")  # fmt: skip
-    assert r.returncode == 2
-    assert "fashion_mnist: no data found" in r.stderr and str(tmp_path / "none") in r.stderr
+def test_missing_data_fails_before_training_with_what_to_do(tmp_path, capsys):
+    status = train_main("data=fashion_mnist", f"data.root={tmp_path / 'none'}", "data.download=false",
+                        "data.system_dirs=[]", f"runs_root={tmp_path}")  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 2, err[-2000:]
+    assert "fashion_mnist: no data found" in err and str(tmp_path / "none") in err
 
 
 def test_wandb_runs_offline_without_an_api_key_and_the_csv_is_still_written(mnist_root, tmp_path):
+    """The command-line smoke test: `python src/train.py` as a user runs it, in a fresh process whose
+    environment holds no W&B key, mode or netrc (W&B reads them once per process). Exit status 0 and a
+    complete run folder; every other test calls the same main or train() in this process."""
     env = {
         "WANDB_API_KEY": None,
         "WANDB_MODE": None,
@@ -293,14 +299,17 @@ def test_a_huge_learning_rate_diverges_inside_a_chunk_of_steps(mnist_root, tmp_p
     assert s["diverged"] is True and s["diverged_at_step"] == 2
 
 
-def test_divergence_exits_with_its_own_status_and_a_sweep_goes_on(tmp_path):
-    r = cli("model=bn_x30", *synthetic_overrides(tmp_path), "run_name=single",
-            "testing.inject_nan_at_step=3")  # fmt: skip
-    assert r.returncode == 3, r.stderr[-3000:]
-    assert "diverged" in r.stderr and "step 3" in r.stderr
-    r = cli("-m", "model=bn_x30", *synthetic_overrides(tmp_path), "run_name=inj${testing.inject_nan_at_step}",
-            "testing.inject_nan_at_step=3,null")  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_divergence_exits_with_its_own_status_and_a_sweep_goes_on(tmp_path, capsys):
+    # One thread, as the command ran under cli()'s OMP_NUM_THREADS=1: two on a busy 2-core machine wait
+    # on each other at every convolution.
+    one = [*synthetic_overrides(tmp_path), "trainer.num_threads=1"]
+    status = train_main("model=bn_x30", *one, "run_name=single", "testing.inject_nan_at_step=3")
+    err = capsys.readouterr().err
+    assert status == 3, err[-3000:]
+    assert "diverged: single" in err and "step 3" in err
+    status = train_main("-m", "model=bn_x30", *one, "run_name=inj${testing.inject_nan_at_step}",
+                        "testing.inject_nan_at_step=3,null")  # fmt: skip
+    assert status == 0, capsys.readouterr().err[-3000:]
     status = {
         p.parent.name: json.loads(p.read_text())["status"]
         for p in tmp_path.glob("imagenet/inj*/summary.json")
