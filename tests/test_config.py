@@ -38,6 +38,12 @@ def test_mnist_models_compose_to_section_4_1(model, norm):
 def test_both_mnist_nets_share_every_value_but_bn():
     a, b = compose_train("model=mnist_mlp"), compose_train("model=mnist_mlp_bn")
     a.model.net.norm, a.model.name = b.model.net.norm, b.model.name
+    # how BN is evaluated (Alg. 2's statistics) means nothing to the net without BN
+    assert (a.callbacks.population_stats.eval_bn, b.callbacks.population_stats.eval_bn) == (
+        "moving",
+        "population",
+    )
+    a.callbacks.population_stats.eval_bn = "population"
     assert a == b
 
 

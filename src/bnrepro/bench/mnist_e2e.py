@@ -10,7 +10,8 @@ net (`mnist_mlp`, `mnist_mlp_bn`), both at once, `--threads` torch threads each.
   stream (drawn here and handed over in a file: the peer imports neither Lightning nor Hydra);
 - every `--eval-every` steps evaluates the whole test set: top-1, top-5, loss, and the 15/50/85th
   percentiles of every unit of the last hidden layer's sigmoid input (torch.quantile, as
-  callbacks/percentiles.py does);
+  callbacks/percentiles.py does); the BN net as Figure 1 evaluates it, with Alg. 2's population
+  statistics over the stream's first ALG2_BATCHES mini-batches, its moving averages put back afterwards;
 - writes its curves at the end (metrics.csv, unit_percentiles.npz).
 
 The project: `python reproduce/reproduce.py mnist data=<data> logger=csv` (no W&B, whose network time
@@ -49,6 +50,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[3]
 MODELS = {"mnist_mlp": "none", "mnist_mlp_bn": "batchnorm"}  # model name -> the net's norm
 QUANTILES = (0.15, 0.5, 0.85)
+ALG2_BATCHES = 100  # callbacks.population_stats.eval_bn_batches of mnist_mlp_bn: Figure 1's evaluation
 CURVES = ("val/acc", "val/loss", "train/loss", "act/p15", "act/p50", "act/p85")
 
 
@@ -74,7 +76,8 @@ def peer(args) -> None:
     net = timm.create_model("mnist_mlp", norm=MODELS[args.model], act_layer="sigmoid", init_seed=args.seed,
                             in_features=784, hidden=[100, 100, 100], num_classes=10, init_std=0.05)  # fmt: skip
     opt = torch.optim.SGD(net.parameters(), lr=args.lr)
-    indices = torch.load(args.indices)[: args.steps]
+    stream = torch.load(args.indices)  # the training stream; its first ALG2_BATCHES also feed Alg. 2
+    indices = stream[: args.steps]
     tracked = net.get_submodule("blocks.2.act")  # Figure 1(b,c): its input
     q = torch.tensor(QUANTILES)
     rows, values, losses = [], [], []
@@ -89,10 +92,24 @@ def peer(args) -> None:
             continue
         inputs = []
         hook = tracked.register_forward_hook(lambda m, i, o, inputs=inputs: inputs.append(i[0]))
-        net.eval()
+        bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in bns]
         with torch.no_grad():
+            if bns:  # Alg. 2: average the BN statistics of the first 100 training mini-batches
+                for m in bns:
+                    m.reset_running_stats()
+                    m.momentum = None
+                for idx in stream[:ALG2_BATCHES]:
+                    net(x.index_select(0, idx))
+                for m in bns:
+                    m.momentum = 0.1
+            hook_on = len(inputs)
+            net.eval()
             logits = net(xt)
+            del inputs[:hook_on]  # only the test set's inputs
         net.train()
+        for m, state in zip(bns, saved):
+            m.load_state_dict(state)
         hook.remove()
         per_unit = torch.quantile(inputs[0].float().t().contiguous(), q, dim=1)  # [Q, units]
         values.append(per_unit.numpy())
@@ -130,6 +147,7 @@ def write_indices(path: Path, data: str, root: Path, steps: int, batch: int = 60
     from bnrepro.data.device_loader import StepChunkSampler
 
     n = len(load_split(data, str(root), train=True)[1])
+    steps = max(steps, ALG2_BATCHES)  # a short run's Alg. 2 still reads the stream's first ALG2_BATCHES
     torch.save(StepChunkSampler(n, batch, steps_per_epoch=steps, seed=seed).step_indices(0, steps), path)
 
 
