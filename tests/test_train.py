@@ -171,14 +171,15 @@ def assert_two_process_ddp_run(run_dir, mnist_root, num_val: int) -> None:
                           "cuda_graphs": False, "num_threads": 1}  # fmt: skip
 
     # The percentiles were gathered from both ranks' shards of the test set: they equal the quantiles
-    # of the final weights over the whole (evaluated) set.
+    # of the final weights over the whole (evaluated) set. Figure 1 evaluates the BN net with Alg. 2's
+    # statistics (eval_bn: population), from the same batches as population.ckpt's.
     import timm
     import torch
 
     from bnrepro.data.mnist import load_tensors
 
     net = timm.create_model("mnist_mlp", norm="batchnorm").eval()
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    state = torch.load(run_dir / "checkpoints" / "population.ckpt", weights_only=False)["state_dict"]
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
     x, _ = load_tensors("mnist", mnist_root, train=False, binarize_threshold=0.5)
     with torch.no_grad():
