@@ -16,9 +16,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from bnrepro.results.figure3 import (  # noqa: E402
     DATA_NAMES,
-    REFERENCE_BATCH,
     accuracy_curve,
     by_model,
+    diverged_at,
     fmt_steps,
     resolve_target,
     steps_to,
@@ -49,9 +49,8 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
             if run.summary.get("status") == "diverged":
                 # At the step the loss became non-finite (paper-equivalent), at its last accuracy (0 if it
                 # diverged before its first evaluation); the last evaluation may be long before.
-                at = run.summary.get("diverged_at_step")
-                batch = run.summary.get("global_batch", REFERENCE_BATCH)
-                x = at * batch / REFERENCE_BATCH if at is not None else (steps[-1] if len(steps) else 0.0)
+                at = diverged_at(run)
+                x = at if at is not None else (steps[-1] if len(steps) else 0.0)
                 ax.plot([x], [acc[-1] if len(acc) else 0.0], "x", color=color, ms=8)
     if target is not None:
         ax.axhline(target, color="0.5", lw=0.8, ls=":")

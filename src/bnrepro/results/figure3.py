@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bnrepro.results.page import markdown
 from bnrepro.results.plateau import plateau
-from bnrepro.results.runs import RUNS_ROOT, Run, provenance
+from bnrepro.results.runs import Run, provenance
 from bnrepro.variants import FIGURE3, REFERENCE, Variant
 
 DATA_NAMES = {
@@ -43,6 +44,15 @@ def accuracy_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
     steps, acc = run.curve(METRIC)
     paper = steps * run.summary.get("global_batch", REFERENCE_BATCH) / REFERENCE_BATCH
     return paper.astype(float), acc
+
+
+def diverged_at(run: Run) -> float | None:
+    """The paper-equivalent step at which the run's loss became non-finite; None if it did not diverge
+    (or did not record the step)."""
+    at = run.summary.get("diverged_at_step")
+    if run.summary.get("status") != "diverged" or at is None:
+        return None
+    return at * run.summary.get("global_batch", REFERENCE_BATCH) / REFERENCE_BATCH
 
 
 def steps_to(run: Run, target: float) -> float | None:
@@ -121,8 +131,7 @@ def row(model: str, runs: list[Run], target: float | None) -> Row:
     diverged = [r for r in runs if r.summary.get("status") == "diverged"]
     out.diverged = len(diverged)
     if diverged:
-        first = min(r.summary.get("diverged_at_step") or 0 for r in diverged)
-        out.diverged_at = first * diverged[0].summary.get("global_batch", REFERENCE_BATCH) / REFERENCE_BATCH
+        out.diverged_at = min(diverged_at(r) or 0 for r in diverged)
     maxima = [best(r) for r in runs if len(r.curve(METRIC)[0])]
     if maxima:
         out.maxima = [m for m, _ in maxima]
@@ -130,7 +139,7 @@ def row(model: str, runs: list[Run], target: float | None) -> Row:
         out.max_step = float(np.mean([s for _, s in maxima]))
     finished = [r for r in runs if r.finished]
     out.finished = len(finished)
-    out.plateaus = [plateau(accuracy_curve(r)[1]) for r in finished if len(accuracy_curve(r)[1])]
+    out.plateaus = [plateau(acc) for r in finished if len(acc := accuracy_curve(r)[1])]
     finals = [f for f in map(final_accuracy, finished) if not math.isnan(f)]
     if finals:
         out.final_mean, out.final_std = _mean_std(finals)
@@ -401,24 +410,6 @@ def paper_max_csv(v: Variant):
     return f"at most {v.paper_at_most}" if v.paper_at_most is not None else "n/a"
 
 
-def provenance_lines(prov: dict, source: str) -> list[str]:
-    return [
-        "Provenance:",
-        "",
-        f"- data: {prov['data']}",
-        f"- command: `{prov['command']}`",
-        *[f"- runs trained with: `{c}`" for c in prov["run_commands"]],
-        f"- source: {source}",
-        f"- hardware: {prov['hardware']}; world size {prov['world_size']}; global batch {prov['global_batch']}",
-        f"- runs trained at: {prov['git_sha']}",
-        f"- rendered at: {prov['rendered_sha']}",
-        f"- {prov['num_runs']} runs: {prov['runs']}",
-        f"- paths: relative to the repository; `{RUNS_ROOT}`: the runs folder read, where it lies outside it",
-        f"- rendered: {prov['rendered']}",
-        "",
-    ]
-
-
 def scale_notes(runs: list[Run], spec: dict) -> list[str]:
     """The spec's note for each reduced scale the runs were made at (reproduce/figure3.yaml `scales`, by the
     runs' task), e.g. the 2-core scale of the Fashion-MNIST proxy and the command for the full one."""
@@ -442,12 +433,7 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
     prov = provenance(runs, command, DATA_NAMES)
     ref, label = FIGURE3[REFERENCE], FIGURE3[REFERENCE].label
     md = out_dir / "figure3.md"
-    md.write_text(prov["paths"]("\n".join([
-        "# Figure 3 (Sec. 4.2.2): steps to match Inception, and maximum accuracy",
-        "",
-        *[line for w in prov["warnings"] for line in (w, "")],
-        f"**Data: {prov['data']}**",
-        "",
+    md.write_text(markdown("Figure 3 (Sec. 4.2.2): steps to match Inception, and maximum accuracy", prov, [
         *[line for s in scale_notes(runs, spec) for line in (f"**{s}**", "")],
         f"Target: {_pct(target) if target is not None else 'n/a'} single-crop top-1 = {origin}. Steps are "
         "paper-equivalent (examples seen / 32, the paper's mini-batch), counted at the evaluations "
@@ -476,9 +462,7 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         "not the maximum they would reach.",
         "",
         *markdown_table(rows, target),
-        "",
-        *provenance_lines(prov, spec.get("source", "local run folders")),
-    ])))  # fmt: skip
+    ], spec.get("source", "local run folders")))  # fmt: skip
     out_csv = out_dir / "figure3.csv"
     with open(out_csv, "w", newline="") as f:
         w = csv.writer(f)

@@ -27,10 +27,10 @@ from bnrepro.results.figure3 import (
     _pct,
     accuracy_curve,
     best,
+    diverged_at,
     final_accuracy,
     fmt_steps,
 )
-from bnrepro.results.lr_stability import diverged_at
 from bnrepro.results.page import markdown
 from bnrepro.results.plateau import EndOfRun, end_of_run, plateau, plateau_cell
 from bnrepro.results.runs import Run, provenance

@@ -26,10 +26,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from bnrepro.results.figure3 import (  # noqa: E402
     DATA_NAMES,
-    REFERENCE_BATCH,
     _pct,
     accuracy_curve,
     best,
+    diverged_at,
     final_accuracy,
     fmt_steps,
     steps_to,
@@ -45,15 +45,6 @@ TRAINS = 0.9  # a run trains when it does not diverge and its max is at least 90
 
 def multiplier(run: Run) -> float:
     return float(run.summary.get("lr_multiplier") or 1)
-
-
-def diverged_at(run: Run) -> float | None:
-    """The paper-equivalent step at which the run's loss became non-finite; None if it did not diverge
-    (or did not record the step)."""
-    at = run.summary.get("diverged_at_step")
-    if run.summary.get("status") != "diverged" or at is None:
-        return None
-    return at * run.summary.get("global_batch", REFERENCE_BATCH) / REFERENCE_BATCH
 
 
 def grouped(runs: list[Run]) -> dict[tuple[str, float], list[Run]]:

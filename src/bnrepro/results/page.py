@@ -7,8 +7,25 @@ from __future__ import annotations
 
 import textwrap
 
-from bnrepro.results.figure3 import provenance_lines
-from bnrepro.results.runs import short_sha
+from bnrepro.results.runs import RUNS_ROOT, short_sha
+
+
+def provenance_lines(prov: dict, source: str) -> list[str]:
+    return [
+        "Provenance:",
+        "",
+        f"- data: {prov['data']}",
+        f"- command: `{prov['command']}`",
+        *[f"- runs trained with: `{c}`" for c in prov["run_commands"]],
+        f"- source: {source}",
+        f"- hardware: {prov['hardware']}; world size {prov['world_size']}; global batch {prov['global_batch']}",
+        f"- runs trained at: {prov['git_sha']}",
+        f"- rendered at: {prov['rendered_sha']}",
+        f"- {prov['num_runs']} runs: {prov['runs']}",
+        f"- paths: relative to the repository; `{RUNS_ROOT}`: the runs folder read, where it lies outside it",
+        f"- rendered: {prov['rendered']}",
+        "",
+    ]
 
 
 def markdown(title: str, prov: dict, body: list[str], source: str) -> str:
