@@ -167,7 +167,7 @@ def train_mlp(cuda_graphs, steps=40, chunk=10, schedule=None, device="cpu", **kw
     y = torch.randint(0, 10, (600,), generator=gen).to(device)
     net = timm.create_model("mnist_mlp", norm="batchnorm", act_layer="sigmoid", init_seed=0)
     opt = partial(torch.optim.SGD, lr=0.5, momentum=0.9)
-    module = MultiStepClassifier(net, 10, 30, opt, schedule or Constant(), reference_batch=30, steps_per_batch=chunk,
+    module = MultiStepClassifier(net, 10, 30, opt, schedule or Constant(), reference_batch=30,
                                  cuda_graphs=cuda_graphs, **kwargs)  # fmt: skip
     sampler = StepChunkSampler(600, 30, steps_per_epoch=steps, steps_per_batch=chunk)
     trainer = L.Trainer(accelerator=device, devices=1, max_steps=steps, max_epochs=1, logger=False,

@@ -78,7 +78,7 @@ def build_module(cfg, net, speed: Speed | None = None, steps_per_batch: int = 1)
     )
     graphs = bool(speed and speed.cuda_graphs)
     if steps_per_batch > 1 or graphs:
-        return MultiStepClassifier(net, **kwargs, steps_per_batch=steps_per_batch, cuda_graphs=graphs)
+        return MultiStepClassifier(net, **kwargs, cuda_graphs=graphs)
     return ClassifierModule(net, **kwargs)
 
 

@@ -71,7 +71,7 @@ def lightning_loop(
                   reference_batch=BATCH)  # fmt: skip
     chunks = steps_per_batch > 1 or cuda_graphs
     if chunks:
-        module = MultiStepClassifier(net, **kwargs, steps_per_batch=steps_per_batch, cuda_graphs=cuda_graphs)
+        module = MultiStepClassifier(net, **kwargs, cuda_graphs=cuda_graphs)
     else:
         module = ClassifierModule(net, **kwargs)
     loader = device_loader((x, y), sampler(steps, steps_per_batch if chunks else None))

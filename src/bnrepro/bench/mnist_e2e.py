@@ -11,7 +11,7 @@ net (`mnist_mlp`, `mnist_mlp_bn`), both at once, `--threads` torch threads each.
 - every `--eval-every` steps evaluates the whole test set: top-1, top-5, loss, and the 15/50/85th
   percentiles of every unit of the last hidden layer's sigmoid input (torch.quantile, as
   callbacks/percentiles.py does); the BN net as Figure 1 evaluates it, with Alg. 2's population
-  statistics over the stream's first ALG2_BATCHES mini-batches, its moving averages put back afterwards;
+  statistics over the stream's first `eval_bn_batches` mini-batches (the project's config), its moving averages put back afterwards;
 - writes its curves at the end (metrics.csv, unit_percentiles.npz).
 
 The project: `python reproduce/reproduce.py mnist data=<data> logger=csv` (no W&B, whose network time
@@ -50,7 +50,6 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[3]
 MODELS = {"mnist_mlp": "none", "mnist_mlp_bn": "batchnorm"}  # model name -> the net's norm
 QUANTILES = (0.15, 0.5, 0.85)
-ALG2_BATCHES = 100  # callbacks.population_stats.eval_bn_batches of mnist_mlp_bn: Figure 1's evaluation
 CURVES = ("val/acc", "val/loss", "train/loss", "act/p15", "act/p50", "act/p85")
 
 
@@ -76,7 +75,7 @@ def peer(args) -> None:
     net = timm.create_model("mnist_mlp", norm=MODELS[args.model], act_layer="sigmoid", init_seed=args.seed,
                             in_features=784, hidden=[100, 100, 100], num_classes=10, init_std=0.05)  # fmt: skip
     opt = torch.optim.SGD(net.parameters(), lr=args.lr)
-    stream = torch.load(args.indices)  # the training stream; its first ALG2_BATCHES also feed Alg. 2
+    stream = torch.load(args.indices)  # the training stream; its first --alg2-batches also feed Alg. 2
     indices = stream[: args.steps]
     tracked = net.get_submodule("blocks.2.act")  # Figure 1(b,c): its input
     q = torch.tensor(QUANTILES)
@@ -95,14 +94,15 @@ def peer(args) -> None:
         bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm1d)]
         saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in bns]
         with torch.no_grad():
-            if bns:  # Alg. 2: average the BN statistics of the first 100 training mini-batches
+            if bns and args.alg2_batches:  # Alg. 2: the average BN statistics of the first training batches
+                momenta = [m.momentum for m in bns]
                 for m in bns:
                     m.reset_running_stats()
                     m.momentum = None
-                for idx in stream[:ALG2_BATCHES]:
+                for idx in stream[: args.alg2_batches]:
                     net(x.index_select(0, idx))
-                for m in bns:
-                    m.momentum = 0.1
+                for m, momentum in zip(bns, momenta):
+                    m.momentum = momentum
             hook_on = len(inputs)
             net.eval()
             logits = net(xt)
@@ -142,12 +142,21 @@ def prepare_data(data: str, root: Path) -> None:
     prepare(data, root, compose_train(f"data={data}").data.system_dirs, download=False)
 
 
+def alg2_batches() -> int:
+    """How many training batches Figure 1's BN net averages for Alg. 2 before each evaluation (its config's
+    callbacks.population_stats.eval_bn_batches; 0 when it evaluates with its moving averages)."""
+    from bnrepro.bench import compose_train
+
+    stats = compose_train("model=mnist_mlp_bn").callbacks.population_stats
+    return stats.eval_bn_batches if stats.eval_bn == "population" else 0
+
+
 def write_indices(path: Path, data: str, root: Path, steps: int, batch: int = 60, seed: int = 0) -> None:
     """The project's training stream (data/device_loader.py StepChunkSampler) for seed 0, as [steps, 60]."""
     from bnrepro.data.device_loader import StepChunkSampler
 
     n = len(load_split(data, str(root), train=True)[1])
-    steps = max(steps, ALG2_BATCHES)  # a short run's Alg. 2 still reads the stream's first ALG2_BATCHES
+    steps = max(steps, alg2_batches())  # a short run's Alg. 2 still reads the stream's first batches
     torch.save(StepChunkSampler(n, batch, steps_per_epoch=steps, seed=seed).step_indices(0, steps), path)
 
 
@@ -156,6 +165,7 @@ def run_peer(args, work: Path, indices: Path) -> dict:
     out = work / "peer"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    alg2 = str(alg2_batches())  # composed before the clock starts
     t0 = time.perf_counter()
     procs = {
         m: subprocess.Popen(
@@ -177,6 +187,8 @@ def run_peer(args, work: Path, indices: Path) -> dict:
                 str(args.data_root),
                 "--indices",
                 str(indices),
+                "--alg2-batches",
+                alg2,
                 "--out",
                 str(out / m),
             ],
@@ -266,6 +278,7 @@ def main(argv=None) -> dict:
     p.add_argument("--keep", type=Path, default=None, help="keep the runs here instead of a temporary folder")
     p.add_argument("--worker", choices=tuple(MODELS), help=argparse.SUPPRESS)  # the peer's process
     p.add_argument("--indices", help=argparse.SUPPRESS)
+    p.add_argument("--alg2-batches", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--lr", type=float, default=0.1, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)

@@ -188,14 +188,6 @@ class RandomResizedCropFlip:
         return out
 
 
-def train_crop_transform(
-    image_size: int, crop_scale: tuple[float, float], crop_ratio: tuple[float, float], hflip: bool
-) -> RandomResizedCropFlip:
-    """train_transform's geometric part only: uint8 RGB -> uint8 [3, image_size, image_size] crop
-    (the colour jitter and normalisation then run on the training device: gpu_decode.DeviceColorJitter)."""
-    return RandomResizedCropFlip(image_size, crop_scale, crop_ratio, hflip)
-
-
 def eval_transform(
     image_size: int = 224,
     resize_size: int = 256,

@@ -38,6 +38,7 @@ from torchvision.io import encode_jpeg
 from torchvision.transforms.v2 import functional as F
 
 from bnrepro.data.images import ImageDataError, decode_rgb, scan_class_folders
+from bnrepro.provenance import write_json_atomic  # a reader sees the old file, the new one, or none
 
 MARKER = "prepared.json"
 REPORT = "unreadable.tsv"
@@ -158,15 +159,9 @@ def _prepare_split(
         "images_per_s": round(len(samples) / seconds, 1),
         "short_side": side,
     }
-    _write_json(output / f"{split}.json", stats)  # this split is done (read on resume)
+    write_json_atomic(output / f"{split}.json", stats)  # this split is done (read on resume)
     shutil.rmtree(log_dir)
     return stats
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)  # atomic: a reader sees the old file, the new one, or none
 
 
 def prepare(
@@ -226,7 +221,7 @@ def prepare(
         "per_class": {split: stats[split]["per_class"] for split in SPLITS},
         "seconds": {split: stats[split]["seconds"] for split in SPLITS},
     }
-    _write_json(marker, summary)
+    write_json_atomic(marker, summary)
     return summary
 
 

@@ -33,7 +33,7 @@ from bnrepro.data.device_loader import own_generator
 from bnrepro.data.gpu_decode import DeviceColorJitter
 from bnrepro.data.image_batches import BatchedImages, ImageBatchLoader, UnreadableImage
 from bnrepro.data.imagenet import ImageFolderDataConfig, ImageFolderDataModule
-from bnrepro.data.images import ImageDataError, decode_rgb, train_crop_transform
+from bnrepro.data.images import ImageDataError, RandomResizedCropFlip, decode_rgb
 from bnrepro.data.prepare import read_marker
 
 
@@ -137,7 +137,9 @@ class PreparedDataModule(ImageFolderDataModule):
         augment = kwargs["augment"]
         self.device_jitter = None
         if device_color_jitter and augment["name"] != "none":
-            self.train_tf = train_crop_transform(
+            # train_transform's geometric part only (uint8 crop); the colour jitter and normalisation run
+            # on the training device (gpu_decode.DeviceColorJitter)
+            self.train_tf = RandomResizedCropFlip(
                 kwargs["image_size"],
                 tuple(augment["crop_scale"]),
                 tuple(augment["crop_ratio"]),

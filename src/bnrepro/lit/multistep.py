@@ -48,10 +48,9 @@ class MultiStepClassifier(ClassifierModule):
     `cuda_graphs`: True to replay the K steps as one CUDA graph (lit/graphed.py), or "emulate" (the same
     bookkeeping without a graph, for the CPU tests)."""
 
-    def __init__(self, *args, steps_per_batch: int, cuda_graphs: bool | str = False, **kwargs):
+    def __init__(self, *args, cuda_graphs: bool | str = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.automatic_optimization = False
-        self.steps_per_batch = steps_per_batch
         self.graphed = GraphedSteps(self._steps, emulate=cuda_graphs == "emulate") if cuda_graphs else None
 
     def mini_batches(self, batch) -> list:
