@@ -92,9 +92,9 @@ def test_both_files_carry_the_shared_provenance_and_no_absolute_path(tmp_path, m
     commits, and the run folders relative to the runs folder."""
     from test_result_provenance import ABSOLUTE
 
-    from bnrepro.results import runs as runs_module
+    from bnrepro.results import page as page_module
 
-    monkeypatch.setattr(runs_module, "git_sha", lambda *a, **k: "a" * 40 + "-dirty")
+    monkeypatch.setattr(page_module, "git_sha", lambda *a, **k: "a" * 40 + "-dirty")
     root, out = tmp_path / "runs", tmp_path / "results"
     stability = sweep(root / "fashion_lr_stability", {"inception": 5, "bn_baseline": 100})
     lr_grid = grid(root / "fashion_figure3_lr_grid", {0.005: FLAT, 0.015: FLAT})

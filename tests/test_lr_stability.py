@@ -68,7 +68,9 @@ def test_lr_stability_claim_needs_the_run_to_train_not_only_not_diverge(tmp_path
     runs.append(lr_run(tmp_path / "more", "bn_baseline", 100, lambda s: 0.5))
     decided = lr_stability.claim(lr_stability.grouped(runs))
     assert decided.largest == {"inception": 1.0, "bn_baseline": 30.0} and decided.verdict == "holds"
-    assert "does not train (max below 90%" in "\n".join(lr_stability.table(lr_stability.grouped(runs), 0.8))
+    assert "does not train (max below 90%" in "\n".join(
+        lr_stability.lr_table(lr_stability.grouped(runs), 0.8)
+    )
 
 
 def test_lr_stability_claim_cannot_separate_nets_that_both_train_everywhere(tmp_path):

@@ -20,55 +20,21 @@ from pathlib import Path
 
 import numpy as np
 
-from bnrepro.results.page import markdown
+from bnrepro.results.cells import fmt_steps, pct, pm, points
+from bnrepro.results.page import Page, table
 from bnrepro.results.plateau import plateau
-from bnrepro.results.runs import Run, provenance
+from bnrepro.results.runs import (
+    METRIC,
+    Run,
+    accuracy_curve,
+    best,
+    diverged_at,
+    final_accuracy,
+    mean_std,
+    population_accuracy,
+    steps_to,
+)
 from bnrepro.variants import FIGURE3, REFERENCE, Variant
-
-DATA_NAMES = {
-    "imagenet": "ImageNet (ILSVRC-2012), single-crop top-1 on the 50k validation images",
-    "imagenette": "Imagenette (10 ImageNet classes) -- a proxy; the paper's numbers are on ImageNet",
-    "fashion_mnist": "Fashion-MNIST as 3-channel images -- an offline proxy, NOT ImageNet; "
-    "the paper's numbers are on ImageNet",
-    "synthetic": "synthetic random images -- a smoke test with nothing to learn",
-}
-METRIC = "val/acc"
-REFERENCE_BATCH = 32  # the paper's mini-batch: paper-equivalent steps = examples seen / 32
-# Accuracies are compared with this tolerance: the target is a mean of maxima, and the mean of equal
-# floats can differ from them in the last bit; 1e-6 is below one example in a million.
-TOLERANCE = 1e-6
-
-
-def accuracy_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
-    """(paper-equivalent steps, single-crop top-1) at each evaluation of the run."""
-    steps, acc = run.curve(METRIC)
-    paper = steps * run.summary.get("global_batch", REFERENCE_BATCH) / REFERENCE_BATCH
-    return paper.astype(float), acc
-
-
-def diverged_at(run: Run) -> float | None:
-    """The paper-equivalent step at which the run's loss became non-finite; None if it did not diverge
-    (or did not record the step)."""
-    at = run.summary.get("diverged_at_step")
-    if run.summary.get("status") != "diverged" or at is None:
-        return None
-    return at * run.summary.get("global_batch", REFERENCE_BATCH) / REFERENCE_BATCH
-
-
-def steps_to(run: Run, target: float) -> float | None:
-    """First paper-equivalent step with accuracy >= target (up to TOLERANCE); None if never."""
-    steps, acc = accuracy_curve(run)
-    hit = np.flatnonzero(acc >= target - TOLERANCE)
-    return float(steps[hit[0]]) if len(hit) else None
-
-
-def best(run: Run) -> tuple[float, float]:
-    """(max accuracy, paper-equivalent step where it was first reached); NaN for a run with no evaluation."""
-    steps, acc = accuracy_curve(run)
-    if not len(acc):
-        return math.nan, math.nan
-    i = int(np.argmax(acc))
-    return float(acc[i]), float(steps[i])
 
 
 def resolve_target(target, runs: dict[str, list[Run]]) -> tuple[float | None, str]:
@@ -135,18 +101,18 @@ def row(model: str, runs: list[Run], target: float | None) -> Row:
     maxima = [best(r) for r in runs if len(r.curve(METRIC)[0])]
     if maxima:
         out.maxima = [m for m, _ in maxima]
-        out.max_mean, out.max_std = _mean_std(out.maxima)
+        out.max_mean, out.max_std = mean_std(out.maxima)
         out.max_step = float(np.mean([s for _, s in maxima]))
     finished = [r for r in runs if r.finished]
     out.finished = len(finished)
     out.plateaus = [plateau(acc) for r in finished if len(acc := accuracy_curve(r)[1])]
     finals = [f for f in map(final_accuracy, finished) if not math.isnan(f)]
     if finals:
-        out.final_mean, out.final_std = _mean_std(finals)
+        out.final_mean, out.final_std = mean_std(finals)
     populations = [p for p in map(population_accuracy, finished) if not math.isnan(p)]
     out.with_population = len(populations)
     if populations:
-        out.population_mean, out.population_std = _mean_std(populations)
+        out.population_mean, out.population_std = mean_std(populations)
     if target is not None:
         hits = [(r, steps_to(r, target)) for r in runs]
         reached = [s for _, s in hits if s is not None]
@@ -155,7 +121,7 @@ def row(model: str, runs: list[Run], target: float | None) -> Row:
         out.diverged_early = sum(s is None and r.summary.get("status") == "diverged" for r, s in hits)
         out.never = len(runs) - out.reached - out.diverged_early
         if reached:
-            out.steps_mean, out.steps_std = _mean_std(reached)
+            out.steps_mean, out.steps_std = mean_std(reached)
     return out
 
 
@@ -181,48 +147,10 @@ def compare(rows: list[Row]) -> None:
     for r in rows:
         if r.steps and ref.steps:
             ratios = [ref.steps_mean / s if s > 0 else math.inf for s in r.steps]
-            r.speedup_n, (r.speedup_mean, r.speedup_std) = len(ratios), _mean_std(ratios)
+            r.speedup_n, (r.speedup_mean, r.speedup_std) = len(ratios), mean_std(ratios)
         if r.maxima and ref.maxima:
             diffs = [m - ref.max_mean for m in r.maxima]
-            r.max_diff_n, (r.max_diff_mean, r.max_diff_std) = len(diffs), _mean_std(diffs)
-
-
-def final_accuracy(run: Run) -> float:
-    """Top-1 at the last evaluation (summary.json's final_acc; else the curve's last value)."""
-    value = run.summary.get("final_acc")
-    if value is None:
-        acc = accuracy_curve(run)[1]
-        return float(acc[-1]) if len(acc) else math.nan
-    return float(value)
-
-
-def population_accuracy(run: Run) -> float:
-    """Top-1 with Alg. 2's population statistics after the last step (BN nets); NaN without BN."""
-    value = run.summary.get("population_acc")
-    if value is None and "population/acc" in run.metrics:
-        logged = run.curve("population/acc")[1]
-        value = logged[-1] if len(logged) else None
-    return math.nan if value is None else float(value)
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
-
-
-def fmt_steps(x: float | None, like: float | None = None) -> str:
-    """Steps in e6 from 1e5 on, else in full; `like`: take the unit of that value (a spread takes its
-    mean's, so one cell has one unit)."""
-    if x is None or math.isnan(x):
-        return "n/a"
-    return f"{x / 1e6:.2f}e6" if (x if like is None else like) >= 1e5 else f"{x:,.0f}"
-
-
-def _pm(mean: float, std: float, fmt) -> str:
-    return fmt(mean) + ("" if math.isnan(std) else f" ± {fmt(std)}")
-
-
-def _pct(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{100 * x:.1f}%"
+            r.max_diff_n, (r.max_diff_mean, r.max_diff_std) = len(diffs), mean_std(diffs)
 
 
 def steps_cell(r: Row, target: float | None) -> str:
@@ -232,7 +160,7 @@ def steps_cell(r: Row, target: float | None) -> str:
         return "n/a (no target)"
     if r.reached == 0:
         return f"diverged at {fmt_steps(r.diverged_at)}" if r.diverged == r.runs else "never"
-    cell = _pm(r.steps_mean, r.steps_std, lambda x: fmt_steps(x, like=r.steps_mean))
+    cell = pm(r.steps_mean, r.steps_std, lambda x: fmt_steps(x, like=r.steps_mean))
     if r.reached == r.runs:  # how many runs the mean is over
         return cell if r.runs == 1 else f"{cell} (mean of {r.runs} runs)"
     others = [
@@ -245,7 +173,7 @@ def steps_cell(r: Row, target: float | None) -> str:
 def max_cell(r: Row) -> str:
     if r.runs == 0:
         return "missing"
-    cell = f"{_pm(r.max_mean, r.max_std, _pct)} at {fmt_steps(r.max_step)}"
+    cell = f"{pm(r.max_mean, r.max_std, pct)} at {fmt_steps(r.max_step)}"
     if r.diverged:
         cell += f"; diverged ({r.diverged}/{r.runs}) at {fmt_steps(r.diverged_at)}"
     return cell
@@ -260,7 +188,7 @@ def _accuracy_cell(r: Row, mean, std, recorded: int, unrecorded: str, of_runs: s
         return "n/a (no finished run)"
     if recorded == 0:
         return unrecorded
-    cell = _pm(mean, std, _pct)
+    cell = pm(mean, std, pct)
     return cell if recorded == r.runs else f"{cell} ({of_runs.format(n=recorded, runs=r.runs)})"
 
 
@@ -300,16 +228,8 @@ def max_diff_cell(r: Row, ref: Row | None) -> str:
     if not r.maxima:
         return "n/a (no evaluation)"
     note = "" if r.max_diff_n == r.runs else f"{r.max_diff_n} of {r.runs} runs have an evaluation"
-    value = _points(r.max_diff_mean) + (
-        "" if math.isnan(r.max_diff_std) else f" ± {100 * r.max_diff_std:.1f}"
-    )
+    value = points(r.max_diff_mean) + ("" if math.isnan(r.max_diff_std) else f" ± {100 * r.max_diff_std:.1f}")
     return f"{value} {_n(r.max_diff_n, note, r.model == REFERENCE)}"
-
-
-def _points(x: float) -> str:
-    """An accuracy difference in signed percentage points (+0.5); a reference's own -0.0 is +0.0."""
-    points = round(100 * x, 1)
-    return f"{points + 0.0:+.1f}"
 
 
 def paper_speedup(model: str) -> float | str:
@@ -326,7 +246,7 @@ def paper_max_diff(model: str) -> float | str:
     v, ref = FIGURE3[model], FIGURE3[REFERENCE]
     if v.paper_max is not None:
         return round(100 * (v.paper_max - ref.paper_max), 1) + 0.0
-    return f"never better than {_pct(v.paper_at_most)}" if v.paper_at_most is not None else "n/a"
+    return f"never better than {pct(v.paper_at_most)}" if v.paper_at_most is not None else "n/a"
 
 
 def paper_speedup_cell(model: str) -> str:
@@ -369,23 +289,25 @@ def table_rows(runs: dict[str, list[Run]], target) -> tuple[list[Row], float | N
 def markdown_table(rows: list[Row], target: float | None) -> list[str]:
     """The table itself: identical for the same runs whatever the source (tests compare it)."""
     reference = next((r for r in rows if r.model == REFERENCE), None)
-    label, paper_target = FIGURE3[REFERENCE].label, _pct(FIGURE3[REFERENCE].paper_max)
-    lines = [
-        f"| model | steps to {_pct(target) if target is not None else 'target'} | "
-        f"speed-up vs {label} | paper: speed-up | max accuracy (at step) | max vs {label}'s (points) | "
-        f"paper: max vs {label}'s | plateau reached | final accuracy | Alg. 2 accuracy | runs | "
-        f"paper: steps to {paper_target} | paper: max |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        v = FIGURE3[r.model]
-        lines.append(
-            f"| {v.label} | {steps_cell(r, target)} | {speedup_cell(r, reference, target)} | "
-            f"{paper_speedup_cell(r.model)} | {max_cell(r)} | {max_diff_cell(r, reference)} | "
-            f"{paper_max_diff_cell(r.model)} | {plateau_table_cell(r)} | {final_cell(r)} | {population_cell(r)} | {r.runs} | "
-            f"{paper_steps_cell(v)} | {paper_max_cell(v)}{f' ({v.note})' if v.note else ''} |"
-        )
-    return lines
+    label, paper_target = FIGURE3[REFERENCE].label, pct(FIGURE3[REFERENCE].paper_max)
+    columns = {"model": "model", "steps": f"steps to {pct(target) if target is not None else 'target'}",
+               "speedup": f"speed-up vs {label}", "paper_speedup": "paper: speed-up",
+               "max": "max accuracy (at step)", "max_diff": f"max vs {label}'s (points)",
+               "paper_max_diff": f"paper: max vs {label}'s", "plateau": "plateau reached",
+               "final": "final accuracy", "population": "Alg. 2 accuracy", "runs": "runs",
+               "paper_steps": f"paper: steps to {paper_target}", "paper_max": "paper: max"}  # fmt: skip
+    return table(columns, [table_row(r, reference, target) for r in rows])
+
+
+def table_row(r: Row, reference: Row | None, target: float | None) -> dict[str, str]:
+    """One row of the table: its cells by column (markdown_table's keys)."""
+    v = FIGURE3[r.model]
+    return {"model": v.label, "steps": steps_cell(r, target), "speedup": speedup_cell(r, reference, target),
+            "paper_speedup": paper_speedup_cell(r.model), "max": max_cell(r),
+            "max_diff": max_diff_cell(r, reference), "paper_max_diff": paper_max_diff_cell(r.model),
+            "plateau": plateau_table_cell(r), "final": final_cell(r), "population": population_cell(r),
+            "runs": str(r.runs), "paper_steps": paper_steps_cell(v),
+            "paper_max": paper_max_cell(v) + (f" ({v.note})" if v.note else "")}  # fmt: skip
 
 
 def paper_steps_cell(v: Variant) -> str:
@@ -399,8 +321,8 @@ def paper_steps_cell(v: Variant) -> str:
 def paper_max_cell(v: Variant) -> str:
     """The paper's max accuracy, or the bound its text gives (Inception-Sigmoid), or `n/a`."""
     if v.paper_max is not None:
-        return _pct(v.paper_max)
-    return f"never better than {_pct(v.paper_at_most)}" if v.paper_at_most is not None else "n/a"
+        return pct(v.paper_max)
+    return f"never better than {pct(v.paper_at_most)}" if v.paper_at_most is not None else "n/a"
 
 
 def paper_max_csv(v: Variant):
@@ -424,18 +346,32 @@ def by_model(runs: list[Run]) -> dict[str, list[Run]]:
     return out
 
 
+def csv_row(r: Row, target: float | None) -> dict:
+    """One row of figure3.csv: the numbers behind the table's cells (CSV_COLUMNS)."""
+    v = FIGURE3[r.model]
+    values = [r.model, r.runs, target, r.reached, r.steps_mean, r.steps_std, r.max_mean, r.max_std, r.max_step,
+              r.diverged, r.diverged_at, r.statuses or "missing", v.paper_steps or ("never" if v.in_paper else "n/a"),
+              paper_max_csv(v), r.final_mean, r.final_std, r.population_mean, r.population_std, r.speedup_mean,
+              r.speedup_std, r.speedup_n, 100 * r.max_diff_mean, 100 * r.max_diff_std, r.max_diff_n,
+              "; ".join(r.not_reached), paper_speedup(r.model), paper_max_diff(r.model)]  # fmt: skip
+    return dict(zip(CSV_COLUMNS, values, strict=True))
+
+
+CSV_COLUMNS = ["model", "runs", "target", "reached", "steps_to_target_mean", "steps_to_target_std", "max_acc_mean",
+               "max_acc_std", "max_acc_step_mean", "diverged", "diverged_at_step", "status", "paper_steps_to_72.2",
+               "paper_max_acc", "final_acc_mean", "final_acc_std", "population_acc_mean", "population_acc_std",
+               "speedup_mean", "speedup_std", "speedup_n", f"max_vs_{REFERENCE}_points_mean",
+               f"max_vs_{REFERENCE}_points_std", f"max_vs_{REFERENCE}_n", "not_reached", "paper_speedup",
+               f"paper_max_vs_{REFERENCE}_points"]  # fmt: skip
+
+
 def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None = None) -> list[Path]:
-    spec = spec or {}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    grouped = by_model(runs)
-    rows, target, origin = table_rows(grouped, spec.get("target", REFERENCE))
-    prov = provenance(runs, command, DATA_NAMES)
+    page = Page.of(runs, out_dir, command, spec)
+    rows, target, origin = table_rows(by_model(runs), page.spec.get("target", REFERENCE))
     ref, label = FIGURE3[REFERENCE], FIGURE3[REFERENCE].label
-    md = out_dir / "figure3.md"
-    md.write_text(markdown("Figure 3 (Sec. 4.2.2): steps to match Inception, and maximum accuracy", prov, [
-        *[line for s in scale_notes(runs, spec) for line in (f"**{s}**", "")],
-        f"Target: {_pct(target) if target is not None else 'n/a'} single-crop top-1 = {origin}. Steps are "
+    md = page.markdown("figure3.md", "Figure 3 (Sec. 4.2.2): steps to match Inception, and maximum accuracy", [
+        *[line for s in scale_notes(runs, page.spec) for line in (f"**{s}**", "")],
+        f"Target: {pct(target) if target is not None else 'n/a'} single-crop top-1 = {origin}. Steps are "
         "paper-equivalent (examples seen / 32, the paper's mini-batch), counted at the evaluations "
         "(first evaluation at or above the target, to within 1e-6). `never`: never reached; `missing`: no run.",
         "",
@@ -450,7 +386,7 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         f"paper's own: `speed-up vs {label}` is, for each run that reaches the target, the {label} row's mean "
         f"steps to it divided by the run's steps (the paper's: {label}'s {fmt_steps(ref.paper_steps)} steps / the variant's); "
         f"`max vs {label}'s` is each run's max minus the {label} row's mean max, in percentage points (the "
-        f"paper's: its max minus {_pct(ref.paper_max)}). Each gives mean ± standard deviation over the runs and `n=`, how many "
+        f"paper's: its max minus {pct(ref.paper_max)}). Each gives mean ± standard deviation over the runs and `n=`, how many "
         "runs it is over; where some runs did not reach the target it says how many did and which did not "
         "(`2 of 3 reached; seed 2 never`), and its mean is over those that did. The "
         f"{label} row is compared with itself: its spread is its own seeds'. Absolute steps and accuracies "
@@ -462,22 +398,10 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         "not the maximum they would reach.",
         "",
         *markdown_table(rows, target),
-    ], spec.get("source", "local run folders")))  # fmt: skip
-    out_csv = out_dir / "figure3.csv"
+    ])  # fmt: skip
+    out_csv = page.out_dir / "figure3.csv"
     with open(out_csv, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model", "runs", "target", "reached", "steps_to_target_mean", "steps_to_target_std",
-                    "max_acc_mean", "max_acc_std", "max_acc_step_mean", "diverged", "diverged_at_step",
-                    "status", "paper_steps_to_72.2", "paper_max_acc", "final_acc_mean", "final_acc_std",
-                    "population_acc_mean", "population_acc_std", "speedup_mean", "speedup_std", "speedup_n",
-                    f"max_vs_{REFERENCE}_points_mean", f"max_vs_{REFERENCE}_points_std", f"max_vs_{REFERENCE}_n",
-                    "not_reached", "paper_speedup", f"paper_max_vs_{REFERENCE}_points"])  # fmt: skip
-        for r in rows:
-            v = FIGURE3[r.model]
-            w.writerow([r.model, r.runs, target, r.reached, r.steps_mean, r.steps_std, r.max_mean, r.max_std,
-                        r.max_step, r.diverged, r.diverged_at, r.statuses or "missing",
-                        v.paper_steps or ("never" if v.in_paper else "n/a"), paper_max_csv(v),
-                        r.final_mean, r.final_std, r.population_mean, r.population_std, r.speedup_mean,
-                        r.speedup_std, r.speedup_n, 100 * r.max_diff_mean, 100 * r.max_diff_std, r.max_diff_n,
-                        "; ".join(r.not_reached), paper_speedup(r.model), paper_max_diff(r.model)])  # fmt: skip
+        w = csv.DictWriter(f, CSV_COLUMNS)
+        w.writeheader()
+        w.writerows(csv_row(r, target) for r in rows)
     return [md, out_csv]

@@ -32,7 +32,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bnrepro.results.runs import RUNS_ROOT, Run, provenance, short_sha  # noqa: E402
+from bnrepro.results.page import RUNS_ROOT, Page, short_sha, table  # noqa: E402
+from bnrepro.results.runs import Run  # noqa: E402
 
 # Where BN's head start is largest first; then the paper's 10k-step grid up to the end.
 TABLE_STEPS = (500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000)
@@ -220,15 +221,14 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
     if missing:
         raise ValueError(f"Figure 1 needs a run of mnist_mlp and mnist_mlp_bn; missing: {', '.join(missing)}")
     baseline, bn = groups["mnist_mlp"], groups["mnist_mlp_bn"]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    prov = provenance(baseline + bn, command, DATA_NAMES)
+    page = Page.of(baseline + bn, out_dir, command, spec, DATA_NAMES)
+    prov = page.prov
     substitute = prov["data"] != "MNIST"
     decisions = claims(baseline, bn)
-    png = out_dir / "mnist_figure1.png"
+    png = page.out_dir / "mnist_figure1.png"
     plot(baseline, bn, prov, substitute, png)
-    md = out_dir / "mnist_figure1.md"
-    md.write_text(prov["paths"](table(baseline, bn, prov, substitute, decisions)))
+    md = page.out_dir / "mnist_figure1.md"
+    md.write_text(prov["paths"](markdown_file(baseline, bn, prov, substitute, decisions)))
     return [png, md]
 
 
@@ -318,14 +318,22 @@ def evaluated(bn: list[Run]) -> str:
     return text + "."
 
 
-def table(baseline: list[Run], bn: list[Run], prov: dict, substitute: bool, decisions: list[Decision]) -> str:
-    header = "| model | " + " | ".join(_steps(s) for s in TABLE_STEPS) + " | best (step) |"
-    lines = [header, "|---" * (len(TABLE_STEPS) + 2) + "|"]
+def accuracy_table(baseline: list[Run], bn: list[Run]) -> list[str]:
+    """Per net: the accuracy at TABLE_STEPS and the best (at which steps), mean ± std over seeds."""
+    columns = {"model": "model", **{s: _steps(s) for s in TABLE_STEPS}, "best": "best (step)"}
+    rows = []
     for (model, label), runs in zip(MODELS.items(), (baseline, bn)):
-        accs = " | ".join(_pm([r.at_step("val/acc", s) for r in runs]) for s in TABLE_STEPS)
         best = _pm([float(r.summary.get("best_acc", math.nan)) for r in runs])
         at = ", ".join(str(r.summary.get("best_step")) for r in runs)
-        lines.append(f"| {label} ({model}) | {accs} | {best} ({at}) |")
+        rows.append({"model": f"{label} ({model})", **{s: _pm([r.at_step("val/acc", s) for r in runs])
+                     for s in TABLE_STEPS}, "best": f"{best} ({at})"})  # fmt: skip
+    return table(columns, rows)
+
+
+def markdown_file(
+    baseline: list[Run], bn: list[Run], prov: dict, substitute: bool, decisions: list[Decision]
+) -> str:
+    lines = accuracy_table(baseline, bn)
     seeds = max(len(baseline), len(bn))
     spread = (
         f" Cells are mean ± sample standard deviation over {seeds} seeds ({len(baseline)} without BN, "
