@@ -22,7 +22,7 @@ import numpy as np
 
 from bnrepro.results.cells import fmt_steps, pct, pm, points
 from bnrepro.results.page import Page, table
-from bnrepro.results.plateau import plateau
+from bnrepro.results.plateau import change_points, plateau
 from bnrepro.results.runs import (
     METRIC,
     Run,
@@ -37,19 +37,29 @@ from bnrepro.results.runs import (
 from bnrepro.variants import FIGURE3, REFERENCE, Variant
 
 
+def reference_max(runs: dict[str, list[Run]]) -> float | None:
+    """The one reference accuracy of the table: the mean of the finished Inception runs' maxima (a
+    diverged run's max is not the level Inception trains to); the default target, and what `max vs
+    Inception's` subtracts. None without a finished Inception run."""
+    finished = [r for r in runs.get(REFERENCE, []) if r.finished]
+    return float(np.mean([best(r)[0] for r in finished])) if finished else None
+
+
 def resolve_target(target, runs: dict[str, list[Run]]) -> tuple[float | None, str]:
-    """The accuracy to reach and where it comes from: a number, or the Inception runs' (mean) max."""
+    """The accuracy to reach and where it comes from: a number, or reference_max."""
     if target not in (None, REFERENCE):
         return float(target), "given (target=...)"
     label = FIGURE3[REFERENCE].label
     finished = [r for r in runs.get(REFERENCE, []) if r.finished]
     if not finished:
         return None, f"unknown: no finished {label} run; pass target=<accuracy>"
+    left_out = len(runs[REFERENCE]) - len(finished)
+    left_out = f"; {left_out} {label} run(s) that did not finish left out" if left_out else ""
     if len(finished) == 1:
-        return best(finished[0])[0], f"the {label} run's max (as the paper's 72.2%)"
-    return float(np.mean([best(r)[0] for r in finished])), (
+        return reference_max(runs), f"the {label} run's max (as the paper's 72.2%){left_out}"
+    return reference_max(runs), (
         f"the mean of the {len(finished)} {label} runs' maxima (as the paper's 72.2%, Inception's max); "
-        "a seed whose max is below the mean never reaches it"
+        f"a seed whose max is below the mean never reaches it{left_out}"
     )
 
 
@@ -64,7 +74,8 @@ class Row:
     max_std: float = math.nan
     max_step: float = math.nan
     diverged: int = 0
-    diverged_at: float = math.nan  # paper-equivalent step of the first divergence
+    diverged_at: float = math.nan  # paper-equivalent step of the first divergence whose step is known
+    diverged_unknown: int = 0  # diverged runs whose summary lacks the step (left out of diverged_at)
     never: int = 0  # runs that ended (finished) below the target
     diverged_early: int = 0  # runs that diverged before reaching the target
     statuses: str = ""
@@ -79,7 +90,7 @@ class Row:
     maxima: list[float] = field(default_factory=list)  # each run's max, those with an evaluation
     not_reached: list[str] = field(default_factory=list)  # "seed 2 never", "seed 1 diverged"
     # Against the reference row (compare()): per run, the reference's mean steps to the target / the run's
-    # (speed-up), and the run's max minus the reference's mean max; mean, sample std and n over the runs.
+    # (speed-up), and the run's max minus reference_max; mean, sample std and n over the runs.
     speedup_mean: float = math.nan
     speedup_std: float = math.nan
     speedup_n: int = 0
@@ -96,8 +107,10 @@ def row(model: str, runs: list[Run], target: float | None) -> Row:
     out.statuses = ", ".join(sorted({r.summary.get("status", "unknown") for r in runs}))
     diverged = [r for r in runs if r.summary.get("status") == "diverged"]
     out.diverged = len(diverged)
-    if diverged:
-        out.diverged_at = min(diverged_at(r) or 0 for r in diverged)
+    known = [at for at in map(diverged_at, diverged) if at is not None]
+    out.diverged_unknown = len(diverged) - len(known)
+    if known:
+        out.diverged_at = min(known)
     maxima = [best(r) for r in runs if len(r.curve(METRIC)[0])]
     if maxima:
         out.maxima = [m for m, _ in maxima]
@@ -137,10 +150,10 @@ def short_of(run: Run) -> str:
     return {"finished": "never", "diverged": "diverged"}.get(status, status)
 
 
-def compare(rows: list[Row]) -> None:
+def compare(rows: list[Row], ref_max: float | None) -> None:
     """Each row against the reference row (Inception): per run that reaches the target, the reference's
-    mean steps to it / the run's (the speed-up); per run with an evaluation, its max minus the reference's
-    mean max. The reference row is compared with itself, which shows the spread of its own seeds."""
+    mean steps to it / the run's (the speed-up); per run with an evaluation, its max minus `ref_max`
+    (reference_max). The reference row is compared with itself, which shows the spread of its own seeds."""
     ref = next((r for r in rows if r.model == REFERENCE), None)
     if ref is None:
         return
@@ -148,8 +161,8 @@ def compare(rows: list[Row]) -> None:
         if r.steps and ref.steps:
             ratios = [ref.steps_mean / s if s > 0 else math.inf for s in r.steps]
             r.speedup_n, (r.speedup_mean, r.speedup_std) = len(ratios), mean_std(ratios)
-        if r.maxima and ref.maxima:
-            diffs = [m - ref.max_mean for m in r.maxima]
+        if r.maxima and ref_max is not None:
+            diffs = [m - ref_max for m in r.maxima]
             r.max_diff_n, (r.max_diff_mean, r.max_diff_std) = len(diffs), mean_std(diffs)
 
 
@@ -159,7 +172,7 @@ def steps_cell(r: Row, target: float | None) -> str:
     if target is None:
         return "n/a (no target)"
     if r.reached == 0:
-        return f"diverged at {fmt_steps(r.diverged_at)}" if r.diverged == r.runs else "never"
+        return f"diverged {diverged_when(r)}" if r.diverged == r.runs else "never"
     cell = pm(r.steps_mean, r.steps_std, lambda x: fmt_steps(x, like=r.steps_mean))
     if r.reached == r.runs:  # how many runs the mean is over
         return cell if r.runs == 1 else f"{cell} (mean of {r.runs} runs)"
@@ -175,8 +188,17 @@ def max_cell(r: Row) -> str:
         return "missing"
     cell = f"{pm(r.max_mean, r.max_std, pct)} at {fmt_steps(r.max_step)}"
     if r.diverged:
-        cell += f"; diverged ({r.diverged}/{r.runs}) at {fmt_steps(r.diverged_at)}"
+        cell += f"; diverged ({r.diverged}/{r.runs}) {diverged_when(r)}"
     return cell
+
+
+def diverged_when(r: Row) -> str:
+    """`at 1,040` (the first divergence whose step is known), `(step unknown)` where no run recorded it,
+    and how many did not where only some did."""
+    if math.isnan(r.diverged_at):
+        return "(step unknown)"
+    unknown = f" ({r.diverged_unknown} with the step unknown)" if r.diverged_unknown else ""
+    return f"at {fmt_steps(r.diverged_at)}{unknown}"
 
 
 def _accuracy_cell(r: Row, mean, std, recorded: int, unrecorded: str, of_runs: str) -> str:
@@ -220,13 +242,15 @@ def speedup_cell(r: Row, ref: Row | None, target: float | None) -> str:
 
 
 def max_diff_cell(r: Row, ref: Row | None) -> str:
-    """Max accuracy minus the reference's mean max, in percentage points: mean ± std over runs, n."""
+    """Max accuracy minus reference_max, in percentage points: mean ± std over runs, n."""
     if r.runs == 0:
         return "missing"
     if ref is None or not ref.maxima:
         return f"n/a (no {FIGURE3[REFERENCE].label} run)"
     if not r.maxima:
         return "n/a (no evaluation)"
+    if not r.max_diff_n:
+        return f"n/a (no finished {FIGURE3[REFERENCE].label} run)"
     note = "" if r.max_diff_n == r.runs else f"{r.max_diff_n} of {r.runs} runs have an evaluation"
     value = points(r.max_diff_mean) + ("" if math.isnan(r.max_diff_std) else f" ± {100 * r.max_diff_std:.1f}")
     return f"{value} {_n(r.max_diff_n, note, r.model == REFERENCE)}"
@@ -265,7 +289,7 @@ def plateau_table_cell(r: Row) -> str:
     """How many finished runs reached the plateau (plateau.py) and each run's change over its last fifth."""
     if not r.plateaus:
         return "missing" if not r.runs else "n/a"
-    changes = "/".join(f"{100 * c:+.1f}" for _, c in r.plateaus)
+    changes = "/".join(f"{change_points(c):+.1f}" for _, c in r.plateaus)
     return f"{sum(ok for ok, _ in r.plateaus)} of {len(r.plateaus)} ({changes} pt)"
 
 
@@ -282,7 +306,7 @@ def population_cell(r: Row) -> str:
 def table_rows(runs: dict[str, list[Run]], target) -> tuple[list[Row], float | None, str]:
     value, origin = resolve_target(target, runs)
     rows = [row(m, runs.get(m, []), value) for m in FIGURE3]
-    compare(rows)
+    compare(rows, reference_max(runs))
     return rows, value, origin
 
 
@@ -385,7 +409,8 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         f"What a proxy can compare with the paper are ratios and differences against {label}, each beside the "
         f"paper's own: `speed-up vs {label}` is, for each run that reaches the target, the {label} row's mean "
         f"steps to it divided by the run's steps (the paper's: {label}'s {fmt_steps(ref.paper_steps)} steps / the variant's); "
-        f"`max vs {label}'s` is each run's max minus the {label} row's mean max, in percentage points (the "
+        f"`max vs {label}'s` is each run's max minus the mean of the finished {label} runs' maxima (the "
+        f"reference the default target is too; a diverged {label} run is left out of both), in percentage points (the "
         f"paper's: its max minus {pct(ref.paper_max)}). Each gives mean ± standard deviation over the runs and `n=`, how many "
         "runs it is over; where some runs did not reach the target it says how many did and which did not "
         "(`2 of 3 reached; seed 2 never`), and its mean is over those that did. The "

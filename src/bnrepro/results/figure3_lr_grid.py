@@ -85,7 +85,11 @@ def table_row(r: GridRow, chosen: bool) -> dict[str, str]:
         "final": pct(final_accuracy(r.run)) if r.run.finished else f"n/a ({status})",
         "end": f"{pct(r.end.mean)} ± {100 * r.end.se:.2f} pt ({r.end.n})",
         "plateau": plateau_cell(accuracy_curve(r.run)[1]),
-        "diverged": "no" if not r.diverged else "yes" if when is None else f"yes, at {fmt_steps(when)}",
+        "diverged": "no"
+        if not r.diverged
+        else "yes (step unknown)"
+        if when is None
+        else f"yes, at {fmt_steps(when)}",
     }
 
 

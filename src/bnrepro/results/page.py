@@ -105,19 +105,30 @@ def markdown(title: str, prov: dict, body: list[str], source: str) -> str:
     ]))  # fmt: skip
 
 
+FOOTER_SIZE = 5  # points
+# The widest a footer character is on average, in ems (digits and capitals of DejaVu Sans are 0.6-0.7): a
+# line of fig width / (FOOTER_SIZE x this) characters fits.
+CHAR_EM = 0.7
+
+
 def figure_provenance(fig, prov: dict, note: str = "") -> tuple[float, float, float, float]:
     """Writes the warnings (bold, at the top, as at the top of the tables) and a footer (command, commits,
-    hardware, `note`) on `fig`; returns the rect for fig.tight_layout that leaves room for both."""
+    hardware, `note`) on `fig`; returns the rect for fig.tight_layout that leaves room for both. The footer
+    is wrapped to the figure's width, so a long note never pushes the commits and the run count off it."""
     warnings = [textwrap.fill(w.strip("*"), 150) for w in prov["warnings"]]
     if warnings:
         fig.text(0.5, 0.995, "\n".join(warnings), ha="center", va="top", fontsize=6, fontweight="bold",
                  color="darkred")  # fmt: skip
-    fig.text(0.01, 0.005, prov["paths"](
-             f"{prov['command']}   {note + '   ' if note else ''}trained at git {short_sha(prov['git_sha'])}, "
-             f"rendered at git {short_sha(prov['rendered_sha'])}   {prov['hardware']}   world size "
-             f"{prov['world_size']}, global batch {prov['global_batch']}, {prov['num_runs']} runs"),
-             fontsize=5, color="0.4")  # fmt: skip
-    return (0, 0.03, 1, 1 - 0.03 * sum(w.count("\n") + 1 for w in warnings))
+    footer = prov["paths"](
+        f"{prov['command']}   {note + '   ' if note else ''}trained at git {short_sha(prov['git_sha'])}, "
+        f"rendered at git {short_sha(prov['rendered_sha'])}   {prov['hardware']}   world size "
+        f"{prov['world_size']}, global batch {prov['global_batch']}, {prov['num_runs']} runs")  # fmt: skip
+    width = int(0.98 * fig.get_figwidth() * 72 / (FOOTER_SIZE * CHAR_EM))
+    lines = textwrap.wrap(footer, width, break_on_hyphens=False)
+    fig.text(0.01, 0.005, "\n".join(lines), fontsize=FOOTER_SIZE, color="0.4")
+    # One line fits in the bottom 3%; each further one takes its height (matplotlib's line spacing: 1.2).
+    bottom = 0.03 + (len(lines) - 1) * 1.2 * FOOTER_SIZE / 72 / fig.get_figheight()
+    return (0, bottom, 1, 1 - 0.03 * sum(w.count("\n") + 1 for w in warnings))
 
 
 def provenance(runs: list[Run], command: str, data_names: dict | None = None) -> dict:
