@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bnrepro.results.figure3 import by_model, resolve_target  # noqa: E402  (Figure 3's target)
+from bnrepro.results.figure3_rows import by_model, resolve_target  # noqa: E402  (Figure 3's target)
 from bnrepro.results.page import Page, figure_provenance, steps_axis  # noqa: E402
 from bnrepro.results.runs import Run, accuracy_curve, divergence_mark, steps_to  # noqa: E402
 from bnrepro.variants import FIGURE3, REFERENCE  # noqa: E402  (the variants, their labels and styles)
