@@ -17,33 +17,32 @@ summary.json says "finished" (or "diverged": a result too) with the same configu
 else is (re)run. Driver options, not Hydra overrides: target= (figure2/3), source= / entity= / project=
 (render only: read the runs from W&B instead of the run folders, results/sources.py).
 
-Why the missing jobs run in this script's own pool of processes and not through a Hydra launcher: the
-jobs to run are the sweep's points minus the finished runs, which is not a sweep Hydra can express (a
-launcher would get one one-job multirun per run, as --launcher slurm does), and for the local case
-- hydra/launcher=basic runs the jobs one after another in this one process: no job per CPU core, and a
-  job's sys.exit (src/train.py's exit status 2, bad input) is not caught by Hydra and ends the sweep;
-- hydra/launcher=joblib (hydra-joblib-launcher, a dependency more) runs them in parallel in reused joblib
-  workers: no fresh process per job, every job's output in one stream (no log per job), and no exit
-  status per job (in a multirun a diverged job returns normally; only its summary.json says so).
-The pool starts each job as its own `src/train.py <overrides> hydra.mode=RUN` process (no DDP or CUDA
-state carried over), keeps its whole output in <run folder>.log and echoes its progress and error lines,
-runs one job per CPU core with the cores split between them, and judges each job by its exit status
-(3, diverged, is a result; any other failure is reported once the other jobs are done). On SLURM,
-where a launcher is the way in, each missing run goes through hydra/launcher=slurm.
+Why the missing jobs run as processes of this script (concurrent.futures + subprocess) and not through a
+Hydra launcher: the jobs to run are the sweep's points minus the finished runs, which is not a sweep Hydra
+can express (a launcher would get one one-job multirun per run, as --launcher slurm does), and locally
+hydra/launcher=basic runs the jobs one after another in this one process (a job's sys.exit, src/train.py's
+exit status 2, ends the sweep), while hydra-joblib-launcher reuses workers, mixes every job's output in one
+stream and gives no exit status per job. Here each job is its own `src/train.py <overrides> hydra.mode=RUN`
+process (no DDP or CUDA state carried over), with its whole output in <run folder>.log and its progress
+and error lines echoed; one job per CPU core with the cores split between them; each judged by its exit
+status (3, diverged, is a result; any other failure is reported with the end of its log once the other
+jobs are done). On SLURM, where a launcher is the way in, each missing run goes through
+hydra/launcher=slurm.
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import gc
 import importlib
 import os
 import shlex
 import subprocess
 import sys
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # As src/train.py: the garbage collector off while importing, the imports then frozen, and the exit not
@@ -168,15 +167,6 @@ def _show(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def _pump(proc: subprocess.Popen, log: Path) -> None:
-    """Keeps the job's whole output in its log; echoes its progress and error lines."""
-    with open(log, "w") as f:
-        for line in proc.stdout:
-            f.write(line)
-            if line.startswith("[") or line.startswith("error"):
-                print(line, end="", flush=True)
-
-
 EXIT_DIVERGED = 3  # src/train.py's exit status for a run whose loss became non-finite
 
 
@@ -212,41 +202,49 @@ def job_log(run_dir: Path) -> Path:
     return run_dir.parent / f"{run_dir.name}.log"
 
 
+LOG_TAIL = 15  # lines of a failed job's log shown on the console
+
+
+def run_job(job: list[str], run_dir: Path, env: dict, launcher: str, launcher_args) -> int:
+    """One job as its own process: its whole output in its log, its progress and error lines echoed."""
+    cmd = job_command(job, launcher, launcher_args)
+    print(f"launch: {shlex.join(cmd[1:])}", flush=True)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(job_log(run_dir), "w") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for line in proc.stdout:
+            log.write(line)
+            if line.startswith("[") or line.startswith("error"):
+                print(line, end="", flush=True)
+    code = proc.wait()
+    # The job's whole process, start-up included (bench/mnist_e2e.py reads these lines).
+    print(f"done: {_show(run_dir)} exit {code} in {time.perf_counter() - started:.1f} s", flush=True)
+    return code
+
+
 def run_jobs(
     jobs: list[tuple[list[str], Path]], parallel: int, launcher: str = "local", launcher_args=()
 ) -> None:
-    """Runs the jobs, `parallel` at a time. A failed job does not stop the others (their work is kept)."""
+    """Runs the jobs, `parallel` at a time. A failed job does not stop the others (their work is kept);
+    once all are done, each failed one is named with the last LOG_TAIL lines of its log. A diverged run
+    (EXIT_DIVERGED) is a result, not a failure."""
     # Each job's share of the cores: torch's default thread count follows OMP_NUM_THREADS, and the job
     # decides and records its count from it (trainer.num_threads, speed.py; 1 for the MNIST MLPs).
     threads = max(1, (os.cpu_count() or 1) // parallel)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    pending, running, failed = list(jobs), [], []
-    while pending or running:
-        while pending and len(running) < parallel:
-            job, run_dir = pending.pop(0)
-            cmd = job_command(job, launcher, launcher_args)
-            print(f"launch: {shlex.join(cmd[1:])}", flush=True)
-            run_dir.parent.mkdir(parents=True, exist_ok=True)
-            proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
-            pump = threading.Thread(target=_pump, args=(proc, job_log(run_dir)))
-            pump.start()
-            running.append((proc, pump, run_dir, time.perf_counter()))
-        time.sleep(0.05)  # a finished job is noticed (and the next launched) within 50 ms
-        for item in [r for r in running if r[0].poll() is not None]:
-            running.remove(item)
-            proc, pump, run_dir, started = item
-            pump.join()
-            # The job's whole process, start-up included (bench/mnist_e2e.py reads these lines).
-            print(
-                f"done: {_show(run_dir)} exit {proc.returncode} in {time.perf_counter() - started:.1f} s",
-                flush=True,
-            )
-            if proc.returncode not in (0, EXIT_DIVERGED):  # a diverged run is a result, not a failure
-                failed.append(f"{run_dir} (exit {proc.returncode}, output in {job_log(run_dir)})")
+    with ThreadPoolExecutor(parallel) as pool:  # threads only wait on the jobs' processes
+        codes = list(pool.map(lambda j: run_job(*j, env, launcher, launcher_args), jobs))
+    failed = [(d, code) for (_, d), code in zip(jobs, codes) if code not in (0, EXIT_DIVERGED)]
+    for d, code in failed:
+        tail = job_log(d).read_text(errors="replace").splitlines()[-LOG_TAIL:]
+        print(f"failed: {_show(d)} (exit {code}); the last {len(tail)} lines of {_show(job_log(d))}:",
+              *(f"  | {line}" for line in tail), sep="\n", flush=True)  # fmt: skip
     if failed:
-        sys.exit("error: these jobs failed: " + "; ".join(failed))
+        sys.exit("error: these jobs failed: "
+                 + "; ".join(f"{d} (exit {code}, output in {job_log(d)})" for d, code in failed))  # fmt: skip
 
 
 def renderers(spec: dict) -> list[str]:
@@ -293,67 +291,67 @@ def planned_names(spec: dict, overrides: list[str], data: str) -> dict[tuple[str
     return {(c.task, c.run_name): c.model.name for c in cfgs}
 
 
+def sweep_runs(spec: dict, overrides: list[str], data: str, read) -> tuple[list[str], list]:
+    """The models the spec's sweep runs on data set `data`, and the newest complete run of each of its
+    points there (by run folder: a sweep may run a model more than once; `read` gives oldest first)."""
+    names = planned_names(spec, overrides, data)
+    found = {}
+    for task in sorted({t for t, _ in names}):
+        for r in read(task):
+            key = (r.summary.get("task"), r.summary.get("run_name"))
+            if r.complete and r.summary.get("data") == data and key in names:
+                found[key] = r
+    return list(dict.fromkeys(names.values())), list(found.values())
+
+
+def render_source(spec: dict, overrides: list[str], runs_root: Path) -> tuple[str | None, list, list[str]]:
+    """(data set, its runs, the models its sweep runs): what a table is rendered from. The rule: the
+    data set named by data=; else, of the spec's data sets and those of its default experiment's runs,
+    the newest whose sweep has a run of every model (a plain `just tables mnist` renders the runs of
+    `just reproduce mnist data=fashion_mnist`); with `allow_missing`, else the newest with any run."""
+    source, entity, project = spec.get("source", "local"), spec.get("entity"), spec.get("project")
+    read = functools.cache(lambda task: read_runs(source, runs_root, task, entity, project))
+    default = compose_job([f"experiment={spec['experiment']}", *overrides])
+    present = [r.summary.get("data") for r in read(default.task) if r.summary.get("data")]
+    named = [o.split("=", 1)[1] for o in overrides if o.startswith("data=")][-1:]
+    candidates = named or list(
+        dict.fromkeys([default.data.name, *spec.get("experiments", {}), *sorted(set(present))])
+    )
+    found = {data: sweep_runs(spec, overrides, data, read) for data in candidates}
+    whole = [
+        d for d, (models, runs) in found.items() if runs and {r.summary["model"] for r in runs} >= set(models)
+    ]
+    pool = whole or ([d for d, (_, runs) in found.items() if runs] if spec.get("allow_missing") else [])
+    if not pool:
+        return None, [], found[candidates[0]][0]
+    data = max(pool, key=lambda d: max(r.summary["finished_at"] for r in found[d][1]))
+    return data, found[data][1], found[data][0]
+
+
 def render_only(name: str, args: list[str], runs_root: Path, results: Path) -> None:
-    """Renders from the newest complete runs of the spec's sweep: on data=<name>, or on the data set
-    whose runs are all there (the newest such), else the newest partial one when the spec allows it."""
+    """Renders from the newest complete runs of the spec's sweep (render_source), or Figure 4 from the
+    evaluations under runs_root/eval."""
     spec, overrides = apply_arguments(load_spec(name), args)
+    source = spec.get("source", "local")
     if "evaluations" in spec:
         from evaluations import read_evaluations
 
-        evals = read_evaluations(runs_root)
-        if not evals:
-            print(
-                f"{name}: no evaluations under {_show(runs_root / 'eval')}; `just reproduce {name}` or src/eval.py"
-            )
-            return
-        render(spec, evals, f"just tables {name} {shlex.join(args)}".strip(), results)
+        runs, command = read_evaluations(runs_root), f"just tables {name} {shlex.join(args)}".strip()
+        missing = f"no evaluations under {_show(runs_root / 'eval')}; `just reproduce {name}` or src/eval.py"
+    else:
+        try:
+            data, runs, wanted = render_source(spec, overrides, runs_root)
+        except SourceError as e:
+            sys.exit(f"error: {e}")
+        command = f"just tables {name} data={data} {shlex.join(a for a in args if not a.startswith('data='))}"
+        missing = f"no complete runs of {', '.join(wanted)} ({source}); `just reproduce {name}` makes them"
+        spec["source"] = {"local": f"local run folders under {_show(runs_root)}",
+                          "wandb_offline": f"W&B offline runs under {_show(runs_root)} (wandb leet inspect --json)",
+                          "wandb": f"W&B API, project {spec.get('entity') or '(default entity)'}/{spec.get('project')}"}[source]  # fmt: skip
+    if not runs:
+        print(f"{name}: {missing}")
         return
-    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("data=")]
-    default = compose_job([f"experiment={spec['experiment']}", *overrides])
-    source, fetched = spec.get("source", "local"), {}
-    models: dict[str, list[str]] = {}  # data set -> the models its sweep runs
-    by_data: dict[str, dict[tuple, object]] = {}
-    try:
-        # The data sets to consider: the one asked for; else the spec's, and any the default
-        # experiment's runs were made on (`just reproduce mnist data=fashion_mnist`).
-        fetched[default.task] = read_runs(
-            source, runs_root, default.task, spec.get("entity"), spec.get("project")
-        )
-        present = sorted({r.summary.get("data") for r in fetched[default.task] if r.summary.get("data")})
-        candidates = chosen[-1:] or list(
-            dict.fromkeys([default.data.name, *spec.get("experiments", {}), *present])
-        )
-        for data in candidates:
-            names = planned_names(spec, overrides, data)
-            models[data] = list(dict.fromkeys(names.values()))
-            for task in sorted({t for t, _ in names}):
-                if task not in fetched:
-                    fetched[task] = read_runs(
-                        source, runs_root, task, spec.get("entity"), spec.get("project")
-                    )
-                # Oldest first, so the newest run of each sweep point wins; keyed by the point's run
-                # folder, not (model, seed): a sweep may run a model more than once (lr_stability).
-                for r in fetched[task]:
-                    key = (r.summary.get("task"), r.summary.get("run_name"))
-                    if r.complete and r.summary.get("data") == data and key in names:
-                        by_data.setdefault(data, {})[key] = r
-    except SourceError as e:
-        sys.exit(f"error: {e}")
-    newest = {d: max(r.summary["finished_at"] for r in v.values()) for d, v in by_data.items()}
-    whole = [d for d, v in by_data.items() if {r.summary["model"] for r in v.values()} >= set(models[d])]
-    pool = whole or (list(by_data) if spec.get("allow_missing") else [])
-    if not pool:
-        wanted = next(iter(models.values()), [])
-        print(
-            f"{name}: no complete runs of {', '.join(wanted)} ({source}); `just reproduce {name}` makes them"
-        )
-        return
-    data = max(pool, key=newest.get)
-    spec["source"] = {"local": f"local run folders under {_show(runs_root)}",
-                      "wandb_offline": f"W&B offline runs under {_show(runs_root)} (wandb leet inspect --json)",
-                      "wandb": f"W&B API, project {spec.get('entity') or '(default entity)'}/{spec.get('project')}"}[source]  # fmt: skip
-    rest = shlex.join(a for a in args if not a.startswith("data="))
-    render(spec, list(by_data[data].values()), f"just tables {name} data={data} {rest}".strip(), results)
+    render(spec, runs, command.strip(), results)
 
 
 def not_covered(names: list[str]) -> list[str]:

@@ -156,3 +156,25 @@ def test_a_smooth_bn_band_holds_the_third_claim_however_far_the_baseline_drifts(
 def test_runs_without_eval_bn_were_evaluated_with_moving_averages(tmp_path):
     c = claims(tmp_path, rising(0.5, 0.9), rising(0.7, 0.95))
     assert "with its moving-average statistics (momentum 0.1)" in c["text"]
+
+
+def test_the_percentile_panels_say_in_words_what_they_show(tmp_path, monkeypatch):
+    """(b) and (c): the axis names the sigmoid in words, not the module path the callback records; a
+    legend tells the 15th, 50th and 85th percentiles apart and explains the shading and the bands."""
+    figures = []
+    monkeypatch.setattr(mnist_figure1.plt, "close", figures.append)
+    runs = [write(tmp_path / f"{m}-{k}", m, rising(0.5, 0.9), steady, seed=k)
+            for m in ("mnist_mlp", "mnist_mlp_bn") for k in (0, 1)]  # fmt: skip
+    for r in runs:
+        r.summary["percentile_unit"] = "blocks.2.act[0]"  # callbacks/percentiles.py: module[unit]
+    render(runs, out_dir=tmp_path / "results", command="x")
+    a, b, c = figures[0].axes
+    for ax in (b, c):
+        assert ax.get_ylabel() == "input to one sigmoid of hidden layer 3"
+        legend = ax.get_legend()
+        assert [t.get_text() for t in legend.get_texts()] == [
+            "85th percentile", "50th percentile", "15th percentile", "first tenth: not in claim 2"]  # fmt: skip
+        assert legend.get_title().get_text() == "bands: ± 1 std over seeds"
+        assert len({line.get_linestyle() for line in ax.get_lines()}) == 3  # three lines told apart
+    assert "windows of claims 1a, 1b" in [t.get_text() for t in a.get_legend().get_texts()]
+    assert mnist_figure1.sigmoid_label(None) == "input to one sigmoid of the last hidden layer"

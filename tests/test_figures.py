@@ -14,7 +14,7 @@ import pytest
 
 from bnrepro import variants
 from bnrepro.results import figure2, figure3, figure4
-from bnrepro.results.runs import load_run
+from bnrepro.results.runs import best, load_run, steps_to
 from bnrepro.results.sources import read_runs, read_wandb_offline
 from bnrepro.variants import FIGURE3
 
@@ -63,10 +63,10 @@ def hand_made_runs(root: Path):
 def test_steps_to_target_and_max_on_hand_made_curves(tmp_path):
     run, _, _ = write_run(tmp_path / "r", "bn_x5", lambda s: [0.1, 0.5, 0.7, 0.7, 0.6][s // 100 - 1],
                           steps=range(100, 501, 100), global_batch=64)  # fmt: skip
-    assert figure3.steps_to(run, 0.7) == 300 * 64 / 32  # first evaluation at or above, in paper steps
-    assert figure3.steps_to(run, 0.5) == 400.0
-    assert figure3.steps_to(run, 0.71) is None
-    assert figure3.best(run) == (0.7, 600.0)  # the first time the max was reached
+    assert steps_to(run, 0.7) == 300 * 64 / 32  # first evaluation at or above, in paper steps
+    assert steps_to(run, 0.5) == 400.0
+    assert steps_to(run, 0.71) is None
+    assert best(run) == (0.7, 600.0)  # the first time the max was reached
 
 
 def test_figure3_table_matches_the_committed_golden_table(tmp_path):

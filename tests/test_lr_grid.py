@@ -70,7 +70,7 @@ def test_the_plateau_criterion_can_fail():
     reached, change = plateau(rising)
     assert not reached and change == pytest.approx(0.04) and plateau_cell(rising) == "no (change +4.0 pt)"
     assert plateau([0.8, 0.9, 0.6, 0.5]) == (True, pytest.approx(-0.1))  # falling: past its peak
-    assert plateau([0.80, 0.8099])[0] and not plateau([0.80, 0.8101])[0]  # one evaluation per fifth
+    assert plateau([0.80, 0.8094])[0] and not plateau([0.80, 0.8096])[0]  # +0.9 and +1.0 as printed
     assert plateau_cell([0.5]) == "n/a (fewer than 2 evaluations)"
     end = end_of_run(list(range(11)))  # 11 evaluations: the last fifth is 3 of them
     assert (end.mean, end.n) == (9.0, 3) and end.se == pytest.approx(np.std([8, 9, 10], ddof=1) / np.sqrt(3))
@@ -92,9 +92,9 @@ def test_both_files_carry_the_shared_provenance_and_no_absolute_path(tmp_path, m
     commits, and the run folders relative to the runs folder."""
     from test_result_provenance import ABSOLUTE
 
-    from bnrepro.results import runs as runs_module
+    from bnrepro.results import page as page_module
 
-    monkeypatch.setattr(runs_module, "git_sha", lambda *a, **k: "a" * 40 + "-dirty")
+    monkeypatch.setattr(page_module, "git_sha", lambda *a, **k: "a" * 40 + "-dirty")
     root, out = tmp_path / "runs", tmp_path / "results"
     stability = sweep(root / "fashion_lr_stability", {"inception": 5, "bn_baseline": 100})
     lr_grid = grid(root / "fashion_figure3_lr_grid", {0.005: FLAT, 0.015: FLAT})
@@ -112,3 +112,12 @@ def test_both_files_carry_the_shared_provenance_and_no_absolute_path(tmp_path, m
         assert not ABSOLUTE.findall(text) and "$runs_root/fashion_" in text and "python src/train.py" in text
         assert text.splitlines()[2].startswith("**Warning: rendered from a tree with uncommitted changes")
         assert "runs trained at: abc123" in text
+
+
+def test_a_change_of_one_point_is_judged_as_it_prints_whatever_its_last_bit():
+    """0.57 - 0.56 is 0.009999999999999898 and 0.81 - 0.80 is 0.010000000000000009: both print `+1.0`, and
+    a change of one point is not below one point, so neither run has reached its plateau."""
+    below, above = 0.57 - 0.56, 0.81 - 0.80
+    assert below < 0.01 < above  # the float rounding the rule must not depend on
+    assert plateau([0.56, 0.57]) == (False, below) and plateau([0.80, 0.81]) == (False, above)
+    assert plateau_cell([0.56, 0.57]) == plateau_cell([0.80, 0.81]) == "no (change +1.0 pt)"

@@ -5,6 +5,7 @@ as they are for the user."""
 
 from __future__ import annotations
 
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -99,3 +100,24 @@ def test_figure3_proxy_end_to_end_and_the_same_table_from_wandb_offline(mnist_ro
         and "| Inception | missing" not in local
         and "| BN-x30 | missing" not in local
     )
+
+
+def test_a_failed_job_shows_the_end_of_its_log_and_a_diverged_one_is_a_result(tmp_path, capsys, monkeypatch):
+    """Three jobs at once: one prints 30 lines and fails, one diverges (exit 3), one finishes. The run
+    goes on to the end, then names the failed job with its last 15 lines on the console."""
+    monkeypatch.syspath_prepend(str(ROOT / "reproduce"))
+    import reproduce as rp
+
+    scripts = {"bad": "for i in range(30): print(f'line {i}')\nraise SystemExit(1)",
+               "diverged": "raise SystemExit(3)", "good": "print('[progress] done')"}  # fmt: skip
+    monkeypatch.setattr(rp, "job_command", lambda job, *a: [sys.executable, "-c", scripts[job[0]]])
+    jobs = [([name], tmp_path / "runs" / name) for name in scripts]
+    with pytest.raises(SystemExit, match=r"these jobs failed: \S*bad \(exit 1, output in \S*bad\.log\)$"):
+        rp.run_jobs(jobs, parallel=3)
+    out = capsys.readouterr().out
+    assert out.count("launch:") == 3 and "[progress] done" in out  # progress lines are echoed
+    failed = out[out.index("failed:") :]
+    assert "(exit 1); the last 15 lines of" in failed and "bad.log" in failed
+    assert all(f"  | line {i}\n" in failed for i in range(15, 30)) and "line 14\n" not in failed
+    assert "diverged" not in failed and "good" not in failed
+    assert (tmp_path / "runs" / "bad.log").read_text().count("line ") == 30  # the whole output is kept

@@ -13,7 +13,7 @@ from test_figures import hand_made_runs
 from test_results import write_run as write_mnist_run
 
 from bnrepro.results import figure2, figure3, figure4, mnist_figure1
-from bnrepro.results import runs as runs_module
+from bnrepro.results import page as page_module
 
 A, B = "a" * 40, "b" * 40
 # An absolute path of this machine: a slash at the start of a word, then a top-level folder.
@@ -22,10 +22,10 @@ ABSOLUTE = re.compile(r"(?<![\w.:/<-])/(?:tmp|home|work|root|usr|var|mnt|data|op
 
 @pytest.fixture
 def rendered_at(monkeypatch):
-    """Sets the commit the renderers see (runs.git_sha), as a clean or a dirty tree would give it."""
+    """Sets the commit the renderers see (page.git_sha), as a clean or a dirty tree would give it."""
 
     def at(sha: str) -> None:
-        monkeypatch.setattr(runs_module, "git_sha", lambda *a, **k: sha, raising=False)
+        monkeypatch.setattr(page_module, "git_sha", lambda *a, **k: sha, raising=False)
 
     at(A)
     return at

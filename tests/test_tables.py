@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -163,3 +164,64 @@ def test_figure3_shows_final_and_alg2_accuracy_beside_the_max_and_defines_the_sp
     assert "biased upward" in text
     csv_rows = {r["model"]: r for r in csv.DictReader(open(out_csv))}
     assert float(csv_rows["bn_x5"]["population_acc_mean"]) == pytest.approx(0.82)
+
+
+def test_a_diverged_inception_seed_is_left_out_of_the_target_and_of_max_vs_inception(tmp_path):
+    """Inception: two seeds peak at 0.80, a third diverges at 0.50. The target is the finished seeds' mean
+    (0.80), and `max vs Inception's` subtracts the same reference: a BN-x5 run peaking at 0.80 is +0.0
+    (subtracting the mean over all three seeds, 0.70, would give +10.0)."""
+    runs = [write_run(tmp_path / f"i{k}", "inception", lambda s: 0.8 * s / 1000, seed=k)[0] for k in (0, 1)]
+    runs.append(write_run(tmp_path / "i2", "inception", lambda s: 0.5, steps=range(100, 301, 100), seed=2,
+                          status="diverged", diverged_at=320)[0])  # fmt: skip
+    runs.append(write_run(tmp_path / "x5", "bn_x5", lambda s: min(0.8, s / 500))[0])
+    rows, target, origin = figure3.table_rows(figure3.by_model(runs), "inception")
+    assert target == pytest.approx(0.8) and "1 Inception run(s) that did not finish left out" in origin
+    by = {r.model: r for r in rows}
+    assert by["bn_x5"].max_diff_mean == pytest.approx(0.0)
+    assert figure3.max_diff_cell(by["bn_x5"], by["inception"]) == "+0.0 (n=1)"
+    md, _ = figure3.render(runs, tmp_path / "results", command="x")
+    assert "minus the mean of the finished Inception runs' maxima (the reference the default target is" in (
+        md.read_text()
+    )
+
+
+def test_a_divergence_without_its_step_is_not_step_zero(tmp_path):
+    """BN-x30: one seed diverges at step 520 (paper step 1040), one without the step in its summary; alone,
+    a run without the step says `step unknown`, and it does not pull the row's divergence to 0."""
+    runs = [write_run(tmp_path / "i", "inception", lambda s: 0.8 * s / 1000)[0]]
+    for k, at in enumerate((520, None)):
+        runs.append(write_run(tmp_path / f"x30-{k}", "bn_x30", lambda s: 0.5, steps=range(100, 501, 100), seed=k,
+                              status="diverged", diverged_at=at)[0])  # fmt: skip
+    rows, target, _ = figure3.table_rows(figure3.by_model(runs), "inception")
+    x30 = rows[3]
+    assert x30.model == "bn_x30" and x30.diverged_at == 1040.0 and x30.diverged_unknown == 1
+    assert figure3.steps_cell(x30, target) == "diverged at 1,040 (1 with the step unknown)"
+    assert figure3.max_cell(x30).endswith("; diverged (2/2) at 1,040 (1 with the step unknown)")
+    rows, target, _ = figure3.table_rows(figure3.by_model(runs[:1] + runs[2:]), "inception")
+    assert figure3.steps_cell(rows[3], target) == "diverged (step unknown)"
+    assert figure3.max_cell(rows[3]) == "50.0% at 200; diverged (1/1) (step unknown)"
+    assert math.isnan(rows[3].diverged_at)
+
+
+def test_figure2_footer_keeps_commit_hardware_and_run_count_inside_the_figure(tmp_path, monkeypatch):
+    """A long target note (three Inception seeds) used to push the footer's end past the right edge."""
+    from test_figures import seeded_runs
+
+    from bnrepro.results import figure2
+
+    figures = []
+    monkeypatch.setattr(figure2.plt, "close", figures.append)
+    runs = seeded_runs(tmp_path / "runs")
+    for r in runs:
+        r.summary["hardware"] = "a very long hardware description, 2x Intel Xeon Platinum 8480+ CPU"
+    figure2.render(runs, tmp_path / "results", command="just reproduce figure3 data=fashion_mnist seed=0,1,2")
+    fig = figures[0]
+    renderer = fig.canvas.get_renderer()
+    (footer,) = [t for t in fig.texts if "trained at git" in t.get_text()]
+    text = footer.get_text()
+    assert "never reaches it" in text and "abc123" in text and "Xeon Platinum" in text
+    assert text.rstrip().endswith(f"{len(runs)} runs")
+    box, frame = footer.get_window_extent(renderer), fig.bbox
+    assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0, (box, frame)
+    for ax in fig.axes:  # the plot leaves room for it
+        assert ax.get_tightbbox(renderer).y0 >= box.y1 - 1

@@ -14,27 +14,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bnrepro.results.figure3 import (  # noqa: E402
-    DATA_NAMES,
-    accuracy_curve,
-    by_model,
-    diverged_at,
-    fmt_steps,
-    resolve_target,
-    steps_to,
-)
-from bnrepro.results.page import figure_provenance  # noqa: E402
-from bnrepro.results.runs import Run, provenance  # noqa: E402
+from bnrepro.results.figure3_rows import by_model, resolve_target  # noqa: E402  (Figure 3's target)
+from bnrepro.results.page import Page, figure_provenance, steps_axis  # noqa: E402
+from bnrepro.results.runs import Run, accuracy_curve, divergence_mark, steps_to  # noqa: E402
 from bnrepro.variants import FIGURE3, REFERENCE  # noqa: E402  (the variants, their labels and styles)
 
 
 def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None = None) -> list[Path]:
-    spec = spec or {}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    grouped = by_model(runs)
-    target, origin = resolve_target(spec.get("target", REFERENCE), grouped)
-    prov = provenance(runs, command, DATA_NAMES)
+    page = Page.of(runs, out_dir, command, spec)
+    prov, grouped = page.prov, by_model(runs)
+    target, origin = resolve_target(page.spec.get("target", REFERENCE), grouped)
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for model, v in FIGURE3.items():
@@ -46,19 +35,15 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
             hit = steps_to(run, target) if target is not None else None
             if hit is not None:
                 ax.plot([hit], [target], "o", color=color, ms=6, mec="k")
-            if run.summary.get("status") == "diverged":
-                # At the step the loss became non-finite (paper-equivalent), at its last accuracy (0 if it
-                # diverged before its first evaluation); the last evaluation may be long before.
-                at = diverged_at(run)
-                x = at if at is not None else (steps[-1] if len(steps) else 0.0)
-                ax.plot([x], [acc[-1] if len(acc) else 0.0], "x", color=color, ms=8)
+            if (mark := divergence_mark(run)) is not None:
+                ax.plot(*([x] for x in mark), "x", color=color, ms=8)
     if target is not None:
         ax.axhline(target, color="0.5", lw=0.8, ls=":")
         ax.text(ax.get_xlim()[1], target, f" target {100 * target:.1f}%", va="bottom", ha="right",
                 fontsize=7, color="0.3")  # fmt: skip
     missing = [v.label for m, v in FIGURE3.items() if not grouped.get(m)]
     ax.set(xlabel="paper-equivalent steps (examples seen / 32)", ylabel="single-crop top-1 accuracy")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: fmt_steps(x) if x else "0"))
+    steps_axis(ax)
     ax.legend(loc="lower right", fontsize=8, title="o: reaches target; x: diverged", title_fontsize=7)
     ax.grid(alpha=0.3)
     title = "Figure 2 (Ioffe & Szegedy 2015) regenerated\n" + textwrap.fill(f"Data: {prov['data']}", 110)
@@ -66,7 +51,7 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         title += f"\nmissing: {', '.join(missing)}"
     ax.set_title(title, fontsize=8)
     fig.tight_layout(rect=figure_provenance(fig, prov, f"target: {origin}"))
-    paths = [out_dir / "figure2.png", out_dir / "figure2.svg"]
+    paths = [page.out_dir / "figure2.png", page.out_dir / "figure2.svg"]
     for p in paths:
         fig.savefig(p, dpi=130, metadata={"Date": None} if p.suffix == ".svg" else None)
     plt.close(fig)

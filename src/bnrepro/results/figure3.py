@@ -15,214 +15,16 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from bnrepro.results.page import markdown
-from bnrepro.results.plateau import plateau
-from bnrepro.results.runs import Run, provenance
+from bnrepro.results.cells import fmt_steps, pct, pm, points
+from bnrepro.results.figure3_rows import Row, by_model, table_rows
+from bnrepro.results.page import Page, table
+from bnrepro.results.plateau import change_points
+from bnrepro.results.runs import Run
 from bnrepro.variants import FIGURE3, REFERENCE, Variant
 
-DATA_NAMES = {
-    "imagenet": "ImageNet (ILSVRC-2012), single-crop top-1 on the 50k validation images",
-    "imagenette": "Imagenette (10 ImageNet classes) -- a proxy; the paper's numbers are on ImageNet",
-    "fashion_mnist": "Fashion-MNIST as 3-channel images -- an offline proxy, NOT ImageNet; "
-    "the paper's numbers are on ImageNet",
-    "synthetic": "synthetic random images -- a smoke test with nothing to learn",
-}
-METRIC = "val/acc"
-REFERENCE_BATCH = 32  # the paper's mini-batch: paper-equivalent steps = examples seen / 32
-# Accuracies are compared with this tolerance: the target is a mean of maxima, and the mean of equal
-# floats can differ from them in the last bit; 1e-6 is below one example in a million.
-TOLERANCE = 1e-6
-
-
-def accuracy_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
-    """(paper-equivalent steps, single-crop top-1) at each evaluation of the run."""
-    steps, acc = run.curve(METRIC)
-    paper = steps * run.summary.get("global_batch", REFERENCE_BATCH) / REFERENCE_BATCH
-    return paper.astype(float), acc
-
-
-def diverged_at(run: Run) -> float | None:
-    """The paper-equivalent step at which the run's loss became non-finite; None if it did not diverge
-    (or did not record the step)."""
-    at = run.summary.get("diverged_at_step")
-    if run.summary.get("status") != "diverged" or at is None:
-        return None
-    return at * run.summary.get("global_batch", REFERENCE_BATCH) / REFERENCE_BATCH
-
-
-def steps_to(run: Run, target: float) -> float | None:
-    """First paper-equivalent step with accuracy >= target (up to TOLERANCE); None if never."""
-    steps, acc = accuracy_curve(run)
-    hit = np.flatnonzero(acc >= target - TOLERANCE)
-    return float(steps[hit[0]]) if len(hit) else None
-
-
-def best(run: Run) -> tuple[float, float]:
-    """(max accuracy, paper-equivalent step where it was first reached); NaN for a run with no evaluation."""
-    steps, acc = accuracy_curve(run)
-    if not len(acc):
-        return math.nan, math.nan
-    i = int(np.argmax(acc))
-    return float(acc[i]), float(steps[i])
-
-
-def resolve_target(target, runs: dict[str, list[Run]]) -> tuple[float | None, str]:
-    """The accuracy to reach and where it comes from: a number, or the Inception runs' (mean) max."""
-    if target not in (None, REFERENCE):
-        return float(target), "given (target=...)"
-    label = FIGURE3[REFERENCE].label
-    finished = [r for r in runs.get(REFERENCE, []) if r.finished]
-    if not finished:
-        return None, f"unknown: no finished {label} run; pass target=<accuracy>"
-    if len(finished) == 1:
-        return best(finished[0])[0], f"the {label} run's max (as the paper's 72.2%)"
-    return float(np.mean([best(r)[0] for r in finished])), (
-        f"the mean of the {len(finished)} {label} runs' maxima (as the paper's 72.2%, Inception's max); "
-        "a seed whose max is below the mean never reaches it"
-    )
-
-
-@dataclass
-class Row:
-    model: str
-    runs: int
-    reached: int = 0
-    steps_mean: float = math.nan
-    steps_std: float = math.nan
-    max_mean: float = math.nan
-    max_std: float = math.nan
-    max_step: float = math.nan
-    diverged: int = 0
-    diverged_at: float = math.nan  # paper-equivalent step of the first divergence
-    never: int = 0  # runs that ended (finished) below the target
-    diverged_early: int = 0  # runs that diverged before reaching the target
-    statuses: str = ""
-    # The last evaluation (BN with its moving averages) and Alg. 2's (population statistics), finished runs.
-    final_mean: float = math.nan
-    final_std: float = math.nan
-    population_mean: float = math.nan
-    population_std: float = math.nan
-    finished: int = 0
-    with_population: int = 0  # finished runs with an Alg. 2 accuracy (BN nets)
-    steps: list[float] = field(default_factory=list)  # each run's steps to the target, those that reach it
-    maxima: list[float] = field(default_factory=list)  # each run's max, those with an evaluation
-    not_reached: list[str] = field(default_factory=list)  # "seed 2 never", "seed 1 diverged"
-    # Against the reference row (compare()): per run, the reference's mean steps to the target / the run's
-    # (speed-up), and the run's max minus the reference's mean max; mean, sample std and n over the runs.
-    speedup_mean: float = math.nan
-    speedup_std: float = math.nan
-    speedup_n: int = 0
-    max_diff_mean: float = math.nan
-    max_diff_std: float = math.nan
-    max_diff_n: int = 0
-    plateaus: list[tuple[bool, float]] = field(default_factory=list)  # per run: plateau.plateau of its curve
-
-
-def row(model: str, runs: list[Run], target: float | None) -> Row:
-    out = Row(model, len(runs))
-    if not runs:
-        return out
-    out.statuses = ", ".join(sorted({r.summary.get("status", "unknown") for r in runs}))
-    diverged = [r for r in runs if r.summary.get("status") == "diverged"]
-    out.diverged = len(diverged)
-    if diverged:
-        out.diverged_at = min(diverged_at(r) or 0 for r in diverged)
-    maxima = [best(r) for r in runs if len(r.curve(METRIC)[0])]
-    if maxima:
-        out.maxima = [m for m, _ in maxima]
-        out.max_mean, out.max_std = _mean_std(out.maxima)
-        out.max_step = float(np.mean([s for _, s in maxima]))
-    finished = [r for r in runs if r.finished]
-    out.finished = len(finished)
-    out.plateaus = [plateau(acc) for r in finished if len(acc := accuracy_curve(r)[1])]
-    finals = [f for f in map(final_accuracy, finished) if not math.isnan(f)]
-    if finals:
-        out.final_mean, out.final_std = _mean_std(finals)
-    populations = [p for p in map(population_accuracy, finished) if not math.isnan(p)]
-    out.with_population = len(populations)
-    if populations:
-        out.population_mean, out.population_std = _mean_std(populations)
-    if target is not None:
-        hits = [(r, steps_to(r, target)) for r in runs]
-        reached = [s for _, s in hits if s is not None]
-        out.steps, out.reached = reached, len(reached)
-        out.not_reached = [f"{run_label(r)} {short_of(r)}" for r, s in hits if s is None]
-        out.diverged_early = sum(s is None and r.summary.get("status") == "diverged" for r, s in hits)
-        out.never = len(runs) - out.reached - out.diverged_early
-        if reached:
-            out.steps_mean, out.steps_std = _mean_std(reached)
-    return out
-
-
-def run_label(run: Run) -> str:
-    """How a cell names one run of a row: its seed (else its folder)."""
-    seed = run.summary.get("seed")
-    return f"seed {seed}" if seed is not None else run.path.name
-
-
-def short_of(run: Run) -> str:
-    """Why a run did not reach the target: it ended below it (never), it diverged, or it is unfinished."""
-    status = run.summary.get("status", "unknown")
-    return {"finished": "never", "diverged": "diverged"}.get(status, status)
-
-
-def compare(rows: list[Row]) -> None:
-    """Each row against the reference row (Inception): per run that reaches the target, the reference's
-    mean steps to it / the run's (the speed-up); per run with an evaluation, its max minus the reference's
-    mean max. The reference row is compared with itself, which shows the spread of its own seeds."""
-    ref = next((r for r in rows if r.model == REFERENCE), None)
-    if ref is None:
-        return
-    for r in rows:
-        if r.steps and ref.steps:
-            ratios = [ref.steps_mean / s if s > 0 else math.inf for s in r.steps]
-            r.speedup_n, (r.speedup_mean, r.speedup_std) = len(ratios), _mean_std(ratios)
-        if r.maxima and ref.maxima:
-            diffs = [m - ref.max_mean for m in r.maxima]
-            r.max_diff_n, (r.max_diff_mean, r.max_diff_std) = len(diffs), _mean_std(diffs)
-
-
-def final_accuracy(run: Run) -> float:
-    """Top-1 at the last evaluation (summary.json's final_acc; else the curve's last value)."""
-    value = run.summary.get("final_acc")
-    if value is None:
-        acc = accuracy_curve(run)[1]
-        return float(acc[-1]) if len(acc) else math.nan
-    return float(value)
-
-
-def population_accuracy(run: Run) -> float:
-    """Top-1 with Alg. 2's population statistics after the last step (BN nets); NaN without BN."""
-    value = run.summary.get("population_acc")
-    if value is None and "population/acc" in run.metrics:
-        logged = run.curve("population/acc")[1]
-        value = logged[-1] if len(logged) else None
-    return math.nan if value is None else float(value)
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
-
-
-def fmt_steps(x: float | None, like: float | None = None) -> str:
-    """Steps in e6 from 1e5 on, else in full; `like`: take the unit of that value (a spread takes its
-    mean's, so one cell has one unit)."""
-    if x is None or math.isnan(x):
-        return "n/a"
-    return f"{x / 1e6:.2f}e6" if (x if like is None else like) >= 1e5 else f"{x:,.0f}"
-
-
-def _pm(mean: float, std: float, fmt) -> str:
-    return fmt(mean) + ("" if math.isnan(std) else f" ± {fmt(std)}")
-
-
-def _pct(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{100 * x:.1f}%"
+__all__ = ["by_model", "render", "table_rows"]  # the rows' two entry points, re-exported for callers
 
 
 def steps_cell(r: Row, target: float | None) -> str:
@@ -231,8 +33,8 @@ def steps_cell(r: Row, target: float | None) -> str:
     if target is None:
         return "n/a (no target)"
     if r.reached == 0:
-        return f"diverged at {fmt_steps(r.diverged_at)}" if r.diverged == r.runs else "never"
-    cell = _pm(r.steps_mean, r.steps_std, lambda x: fmt_steps(x, like=r.steps_mean))
+        return f"diverged {diverged_when(r)}" if r.diverged == r.runs else "never"
+    cell = pm(r.steps_mean, r.steps_std, lambda x: fmt_steps(x, like=r.steps_mean))
     if r.reached == r.runs:  # how many runs the mean is over
         return cell if r.runs == 1 else f"{cell} (mean of {r.runs} runs)"
     others = [
@@ -245,10 +47,19 @@ def steps_cell(r: Row, target: float | None) -> str:
 def max_cell(r: Row) -> str:
     if r.runs == 0:
         return "missing"
-    cell = f"{_pm(r.max_mean, r.max_std, _pct)} at {fmt_steps(r.max_step)}"
+    cell = f"{pm(r.max_mean, r.max_std, pct)} at {fmt_steps(r.max_step)}"
     if r.diverged:
-        cell += f"; diverged ({r.diverged}/{r.runs}) at {fmt_steps(r.diverged_at)}"
+        cell += f"; diverged ({r.diverged}/{r.runs}) {diverged_when(r)}"
     return cell
+
+
+def diverged_when(r: Row) -> str:
+    """`at 1,040` (the first divergence whose step is known), `(step unknown)` where no run recorded it,
+    and how many did not where only some did."""
+    if math.isnan(r.diverged_at):
+        return "(step unknown)"
+    unknown = f" ({r.diverged_unknown} with the step unknown)" if r.diverged_unknown else ""
+    return f"at {fmt_steps(r.diverged_at)}{unknown}"
 
 
 def _accuracy_cell(r: Row, mean, std, recorded: int, unrecorded: str, of_runs: str) -> str:
@@ -260,7 +71,7 @@ def _accuracy_cell(r: Row, mean, std, recorded: int, unrecorded: str, of_runs: s
         return "n/a (no finished run)"
     if recorded == 0:
         return unrecorded
-    cell = _pm(mean, std, _pct)
+    cell = pm(mean, std, pct)
     return cell if recorded == r.runs else f"{cell} ({of_runs.format(n=recorded, runs=r.runs)})"
 
 
@@ -292,24 +103,18 @@ def speedup_cell(r: Row, ref: Row | None, target: float | None) -> str:
 
 
 def max_diff_cell(r: Row, ref: Row | None) -> str:
-    """Max accuracy minus the reference's mean max, in percentage points: mean ± std over runs, n."""
+    """Max accuracy minus reference_max, in percentage points: mean ± std over runs, n."""
     if r.runs == 0:
         return "missing"
     if ref is None or not ref.maxima:
         return f"n/a (no {FIGURE3[REFERENCE].label} run)"
     if not r.maxima:
         return "n/a (no evaluation)"
+    if not r.max_diff_n:
+        return f"n/a (no finished {FIGURE3[REFERENCE].label} run)"
     note = "" if r.max_diff_n == r.runs else f"{r.max_diff_n} of {r.runs} runs have an evaluation"
-    value = _points(r.max_diff_mean) + (
-        "" if math.isnan(r.max_diff_std) else f" ± {100 * r.max_diff_std:.1f}"
-    )
+    value = points(r.max_diff_mean) + ("" if math.isnan(r.max_diff_std) else f" ± {100 * r.max_diff_std:.1f}")
     return f"{value} {_n(r.max_diff_n, note, r.model == REFERENCE)}"
-
-
-def _points(x: float) -> str:
-    """An accuracy difference in signed percentage points (+0.5); a reference's own -0.0 is +0.0."""
-    points = round(100 * x, 1)
-    return f"{points + 0.0:+.1f}"
 
 
 def paper_speedup(model: str) -> float | str:
@@ -326,7 +131,7 @@ def paper_max_diff(model: str) -> float | str:
     v, ref = FIGURE3[model], FIGURE3[REFERENCE]
     if v.paper_max is not None:
         return round(100 * (v.paper_max - ref.paper_max), 1) + 0.0
-    return f"never better than {_pct(v.paper_at_most)}" if v.paper_at_most is not None else "n/a"
+    return f"never better than {pct(v.paper_at_most)}" if v.paper_at_most is not None else "n/a"
 
 
 def paper_speedup_cell(model: str) -> str:
@@ -345,7 +150,7 @@ def plateau_table_cell(r: Row) -> str:
     """How many finished runs reached the plateau (plateau.py) and each run's change over its last fifth."""
     if not r.plateaus:
         return "missing" if not r.runs else "n/a"
-    changes = "/".join(f"{100 * c:+.1f}" for _, c in r.plateaus)
+    changes = "/".join(f"{change_points(c):+.1f}" for _, c in r.plateaus)
     return f"{sum(ok for ok, _ in r.plateaus)} of {len(r.plateaus)} ({changes} pt)"
 
 
@@ -359,33 +164,28 @@ def population_cell(r: Row) -> str:
                           "{n} of {runs} runs")  # fmt: skip
 
 
-def table_rows(runs: dict[str, list[Run]], target) -> tuple[list[Row], float | None, str]:
-    value, origin = resolve_target(target, runs)
-    rows = [row(m, runs.get(m, []), value) for m in FIGURE3]
-    compare(rows)
-    return rows, value, origin
-
-
 def markdown_table(rows: list[Row], target: float | None) -> list[str]:
     """The table itself: identical for the same runs whatever the source (tests compare it)."""
     reference = next((r for r in rows if r.model == REFERENCE), None)
-    label, paper_target = FIGURE3[REFERENCE].label, _pct(FIGURE3[REFERENCE].paper_max)
-    lines = [
-        f"| model | steps to {_pct(target) if target is not None else 'target'} | "
-        f"speed-up vs {label} | paper: speed-up | max accuracy (at step) | max vs {label}'s (points) | "
-        f"paper: max vs {label}'s | plateau reached | final accuracy | Alg. 2 accuracy | runs | "
-        f"paper: steps to {paper_target} | paper: max |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        v = FIGURE3[r.model]
-        lines.append(
-            f"| {v.label} | {steps_cell(r, target)} | {speedup_cell(r, reference, target)} | "
-            f"{paper_speedup_cell(r.model)} | {max_cell(r)} | {max_diff_cell(r, reference)} | "
-            f"{paper_max_diff_cell(r.model)} | {plateau_table_cell(r)} | {final_cell(r)} | {population_cell(r)} | {r.runs} | "
-            f"{paper_steps_cell(v)} | {paper_max_cell(v)}{f' ({v.note})' if v.note else ''} |"
-        )
-    return lines
+    label, paper_target = FIGURE3[REFERENCE].label, pct(FIGURE3[REFERENCE].paper_max)
+    columns = {"model": "model", "steps": f"steps to {pct(target) if target is not None else 'target'}",
+               "speedup": f"speed-up vs {label}", "paper_speedup": "paper: speed-up",
+               "max": "max accuracy (at step)", "max_diff": f"max vs {label}'s (points)",
+               "paper_max_diff": f"paper: max vs {label}'s", "plateau": "plateau reached",
+               "final": "final accuracy", "population": "Alg. 2 accuracy", "runs": "runs",
+               "paper_steps": f"paper: steps to {paper_target}", "paper_max": "paper: max"}  # fmt: skip
+    return table(columns, [table_row(r, reference, target) for r in rows])
+
+
+def table_row(r: Row, reference: Row | None, target: float | None) -> dict[str, str]:
+    """One row of the table: its cells by column (markdown_table's keys)."""
+    v = FIGURE3[r.model]
+    return {"model": v.label, "steps": steps_cell(r, target), "speedup": speedup_cell(r, reference, target),
+            "paper_speedup": paper_speedup_cell(r.model), "max": max_cell(r),
+            "max_diff": max_diff_cell(r, reference), "paper_max_diff": paper_max_diff_cell(r.model),
+            "plateau": plateau_table_cell(r), "final": final_cell(r), "population": population_cell(r),
+            "runs": str(r.runs), "paper_steps": paper_steps_cell(v),
+            "paper_max": paper_max_cell(v) + (f" ({v.note})" if v.note else "")}  # fmt: skip
 
 
 def paper_steps_cell(v: Variant) -> str:
@@ -399,8 +199,8 @@ def paper_steps_cell(v: Variant) -> str:
 def paper_max_cell(v: Variant) -> str:
     """The paper's max accuracy, or the bound its text gives (Inception-Sigmoid), or `n/a`."""
     if v.paper_max is not None:
-        return _pct(v.paper_max)
-    return f"never better than {_pct(v.paper_at_most)}" if v.paper_at_most is not None else "n/a"
+        return pct(v.paper_max)
+    return f"never better than {pct(v.paper_at_most)}" if v.paper_at_most is not None else "n/a"
 
 
 def paper_max_csv(v: Variant):
@@ -417,25 +217,32 @@ def scale_notes(runs: list[Run], spec: dict) -> list[str]:
     return [scales[t] for t in sorted({r.summary.get("task") for r in runs} & set(scales))]
 
 
-def by_model(runs: list[Run]) -> dict[str, list[Run]]:
-    out: dict[str, list[Run]] = {}
-    for r in runs:
-        out.setdefault(r.summary.get("model"), []).append(r)
-    return out
+def csv_row(r: Row, target: float | None) -> dict:
+    """One row of figure3.csv: the numbers behind the table's cells (CSV_COLUMNS)."""
+    v = FIGURE3[r.model]
+    values = [r.model, r.runs, target, r.reached, r.steps_mean, r.steps_std, r.max_mean, r.max_std, r.max_step,
+              r.diverged, r.diverged_at, r.statuses or "missing", v.paper_steps or ("never" if v.in_paper else "n/a"),
+              paper_max_csv(v), r.final_mean, r.final_std, r.population_mean, r.population_std, r.speedup_mean,
+              r.speedup_std, r.speedup_n, 100 * r.max_diff_mean, 100 * r.max_diff_std, r.max_diff_n,
+              "; ".join(r.not_reached), paper_speedup(r.model), paper_max_diff(r.model)]  # fmt: skip
+    return dict(zip(CSV_COLUMNS, values, strict=True))
+
+
+CSV_COLUMNS = ["model", "runs", "target", "reached", "steps_to_target_mean", "steps_to_target_std", "max_acc_mean",
+               "max_acc_std", "max_acc_step_mean", "diverged", "diverged_at_step", "status", "paper_steps_to_72.2",
+               "paper_max_acc", "final_acc_mean", "final_acc_std", "population_acc_mean", "population_acc_std",
+               "speedup_mean", "speedup_std", "speedup_n", f"max_vs_{REFERENCE}_points_mean",
+               f"max_vs_{REFERENCE}_points_std", f"max_vs_{REFERENCE}_n", "not_reached", "paper_speedup",
+               f"paper_max_vs_{REFERENCE}_points"]  # fmt: skip
 
 
 def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None = None) -> list[Path]:
-    spec = spec or {}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    grouped = by_model(runs)
-    rows, target, origin = table_rows(grouped, spec.get("target", REFERENCE))
-    prov = provenance(runs, command, DATA_NAMES)
+    page = Page.of(runs, out_dir, command, spec)
+    rows, target, origin = table_rows(by_model(runs), page.spec.get("target", REFERENCE))
     ref, label = FIGURE3[REFERENCE], FIGURE3[REFERENCE].label
-    md = out_dir / "figure3.md"
-    md.write_text(markdown("Figure 3 (Sec. 4.2.2): steps to match Inception, and maximum accuracy", prov, [
-        *[line for s in scale_notes(runs, spec) for line in (f"**{s}**", "")],
-        f"Target: {_pct(target) if target is not None else 'n/a'} single-crop top-1 = {origin}. Steps are "
+    md = page.markdown("figure3.md", "Figure 3 (Sec. 4.2.2): steps to match Inception, and maximum accuracy", [
+        *[line for s in scale_notes(runs, page.spec) for line in (f"**{s}**", "")],
+        f"Target: {pct(target) if target is not None else 'n/a'} single-crop top-1 = {origin}. Steps are "
         "paper-equivalent (examples seen / 32, the paper's mini-batch), counted at the evaluations "
         "(first evaluation at or above the target, to within 1e-6). `never`: never reached; `missing`: no run.",
         "",
@@ -449,8 +256,9 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         f"What a proxy can compare with the paper are ratios and differences against {label}, each beside the "
         f"paper's own: `speed-up vs {label}` is, for each run that reaches the target, the {label} row's mean "
         f"steps to it divided by the run's steps (the paper's: {label}'s {fmt_steps(ref.paper_steps)} steps / the variant's); "
-        f"`max vs {label}'s` is each run's max minus the {label} row's mean max, in percentage points (the "
-        f"paper's: its max minus {_pct(ref.paper_max)}). Each gives mean ± standard deviation over the runs and `n=`, how many "
+        f"`max vs {label}'s` is each run's max minus the mean of the finished {label} runs' maxima (the "
+        f"reference the default target is too; a diverged {label} run is left out of both), in percentage points (the "
+        f"paper's: its max minus {pct(ref.paper_max)}). Each gives mean ± standard deviation over the runs and `n=`, how many "
         "runs it is over; where some runs did not reach the target it says how many did and which did not "
         "(`2 of 3 reached; seed 2 never`), and its mean is over those that did. The "
         f"{label} row is compared with itself: its spread is its own seeds'. Absolute steps and accuracies "
@@ -462,22 +270,10 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         "not the maximum they would reach.",
         "",
         *markdown_table(rows, target),
-    ], spec.get("source", "local run folders")))  # fmt: skip
-    out_csv = out_dir / "figure3.csv"
+    ])  # fmt: skip
+    out_csv = page.out_dir / "figure3.csv"
     with open(out_csv, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model", "runs", "target", "reached", "steps_to_target_mean", "steps_to_target_std",
-                    "max_acc_mean", "max_acc_std", "max_acc_step_mean", "diverged", "diverged_at_step",
-                    "status", "paper_steps_to_72.2", "paper_max_acc", "final_acc_mean", "final_acc_std",
-                    "population_acc_mean", "population_acc_std", "speedup_mean", "speedup_std", "speedup_n",
-                    f"max_vs_{REFERENCE}_points_mean", f"max_vs_{REFERENCE}_points_std", f"max_vs_{REFERENCE}_n",
-                    "not_reached", "paper_speedup", f"paper_max_vs_{REFERENCE}_points"])  # fmt: skip
-        for r in rows:
-            v = FIGURE3[r.model]
-            w.writerow([r.model, r.runs, target, r.reached, r.steps_mean, r.steps_std, r.max_mean, r.max_std,
-                        r.max_step, r.diverged, r.diverged_at, r.statuses or "missing",
-                        v.paper_steps or ("never" if v.in_paper else "n/a"), paper_max_csv(v),
-                        r.final_mean, r.final_std, r.population_mean, r.population_std, r.speedup_mean,
-                        r.speedup_std, r.speedup_n, 100 * r.max_diff_mean, 100 * r.max_diff_std, r.max_diff_n,
-                        "; ".join(r.not_reached), paper_speedup(r.model), paper_max_diff(r.model)])  # fmt: skip
+        w = csv.DictWriter(f, CSV_COLUMNS)
+        w.writeheader()
+        w.writerows(csv_row(r, target) for r in rows)
     return [md, out_csv]

@@ -21,19 +21,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from bnrepro.results.figure3 import (
-    DATA_NAMES,
-    REFERENCE_BATCH,
-    _pct,
-    accuracy_curve,
-    best,
-    diverged_at,
-    final_accuracy,
-    fmt_steps,
-)
-from bnrepro.results.page import markdown
+from bnrepro.results.cells import fmt_steps, pct
+from bnrepro.results.page import Page, table
 from bnrepro.results.plateau import EndOfRun, end_of_run, plateau, plateau_cell
-from bnrepro.results.runs import Run, provenance
+from bnrepro.results.runs import REFERENCE_BATCH, Run, accuracy_curve, best, diverged_at, final_accuracy
 
 CONF_FILE = "conf/experiment/fashion_figure3.yaml"
 
@@ -76,24 +67,30 @@ def _lr(x: float) -> str:
     return f"{x:g}"
 
 
-def table(rows: list[GridRow], chosen: GridRow | None) -> list[str]:
-    lines = [
-        "| base LR | max accuracy (at step) | final accuracy | mean over the last fifth ± SE (evaluations) | "
-        "plateau reached | diverged |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        acc = accuracy_curve(r.run)[1]
-        top, at = best(r.run)
-        when = diverged_at(r.run)
-        diverged = "no" if not r.diverged else "yes" if when is None else f"yes, at {fmt_steps(when)}"
-        mark = " **(chosen)**" if r is chosen else ""
-        final = _pct(final_accuracy(r.run)) if r.run.finished else f"n/a ({r.run.summary.get('status', '?')})"
-        lines.append(
-            f"| {_lr(r.lr)}{mark} | {_pct(top)} at {fmt_steps(at)} | {final} | "
-            f"{_pct(r.end.mean)} ± {100 * r.end.se:.2f} pt ({r.end.n}) | {plateau_cell(acc)} | {diverged} |"
-        )
-    return lines
+COLUMNS = {"lr": "base LR", "max": "max accuracy (at step)", "final": "final accuracy",
+           "end": "mean over the last fifth ± SE (evaluations)", "plateau": "plateau reached", "diverged": "diverged"}  # fmt: skip
+
+
+def grid_table(rows: list[GridRow], chosen: GridRow | None) -> list[str]:
+    return table(COLUMNS, [table_row(r, r is chosen) for r in rows])
+
+
+def table_row(r: GridRow, chosen: bool) -> dict[str, str]:
+    top, at = best(r.run)
+    when = diverged_at(r.run)
+    status = r.run.summary.get("status", "?")
+    return {
+        "lr": _lr(r.lr) + (" **(chosen)**" if chosen else ""),
+        "max": f"{pct(top)} at {fmt_steps(at)}",
+        "final": pct(final_accuracy(r.run)) if r.run.finished else f"n/a ({status})",
+        "end": f"{pct(r.end.mean)} ± {100 * r.end.se:.2f} pt ({r.end.n})",
+        "plateau": plateau_cell(accuracy_curve(r.run)[1]),
+        "diverged": "no"
+        if not r.diverged
+        else "yes (step unknown)"
+        if when is None
+        else f"yes, at {fmt_steps(when)}",
+    }
 
 
 def decision(rows: list[GridRow]) -> list[str]:
@@ -101,7 +98,7 @@ def decision(rows: list[GridRow]) -> list[str]:
     if chosen is None:
         return ["**No base LR can be chosen: no run of the grid trained without diverging.**"]
     lines = [
-        f"Best mean over the last fifth: base LR {_lr(top.lr)} ({_pct(top.end.mean)} ± "
+        f"Best mean over the last fifth: base LR {_lr(top.lr)} ({pct(top.end.mean)} ± "
         f"{100 * top.end.se:.2f} pt). Within one SE of it: "
         + ", ".join(_lr(r.lr) for r in within)
         + f". **Chosen: base LR {_lr(chosen.lr)}**"
@@ -125,12 +122,9 @@ def decision(rows: list[GridRow]) -> list[str]:
 
 
 def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None = None) -> list[Path]:
-    spec = spec or {}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    page = Page.of(runs, out_dir, command, spec)
     rows = grid_rows(runs)
     chosen = choose(rows)[0]
-    prov = provenance(runs, command, DATA_NAMES)
     body = [
         "Inception (no BN) on the proxy at each base LR of the grid, before any BN variant is run; the "
         "paper's multipliers (x5, x30) and the Sec. 4.2.1 changes are then applied relative to the chosen "
@@ -143,13 +137,11 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         "sqrt(their number)), the smallest. A diverged run is never chosen. `plateau reached`: the mean "
         "over the last fifth minus the mean over the fifth before it is below 1 point.",
         "",
-        *table(rows, chosen),
+        *grid_table(rows, chosen),
         "",
         *decision(rows),
     ]
-    md = out_dir / "figure3_lr_grid.md"
-    md.write_text(markdown("The Figure 3 proxy's base LR: Inception's LR grid", prov, body,
-                           spec.get("source", "local run folders")))  # fmt: skip
+    md = page.markdown("figure3_lr_grid.md", "The Figure 3 proxy's base LR: Inception's LR grid", body)
     if chosen is not None:
         print(
             f"figure3_lr_grid: chosen base LR {_lr(chosen.lr)}; in {CONF_FILE}: lr_multiplier.base: {_lr(chosen.lr)}"

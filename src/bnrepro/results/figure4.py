@@ -10,8 +10,8 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bnrepro.results import runs as _runs
-from bnrepro.results.runs import RUNS_ROOT, RelativePaths, commit_warnings, short_sha
+from bnrepro.results import page as _page
+from bnrepro.results.page import RUNS_ROOT, RelativePaths, commit_warnings, short_sha, table
 
 # Figure 4 of the paper, ImageNet validation (top-5 of the ensemble: 4.82% on the test server).
 PAPER = [
@@ -78,6 +78,20 @@ def network(e: dict) -> str:
     return f"ensemble of {members} {name}" if members > 1 else name
 
 
+COLUMNS = {"network": "network", "protocol": "protocol", "data": "data", "images": "images", "top1": "top-1 error",
+           "top5": "top-5 error", "evaluated": "evaluated on (world size), git", "trained": "trained on",
+           "comparable": "comparable to the paper"}  # fmt: skip
+PAPER_COLUMNS = ("network", "protocol", "top-1 error", "top-5 error")
+
+
+def table_row(e: dict) -> dict[str, str]:
+    """One evaluation's cells (COLUMNS)."""
+    return {"network": network(e), "protocol": e["protocol"], "data": e["data"], "images": str(e["num_images"]),
+            "top1": _err(e["top1_err"]), "top5": _err(e.get("top5_err")),
+            "evaluated": f"{e.get('hardware', '?')} ({e.get('world_size', '?')}), {short_sha(str(e.get('git_sha', '?')))}",
+            "trained": training(e), "comparable": comparable(e)}  # fmt: skip
+
+
 def render(evals: list[dict], out_dir: str | Path, command: str, spec: dict | None = None) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -85,24 +99,15 @@ def render(evals: list[dict], out_dir: str | Path, command: str, spec: dict | No
     rows = sorted(
         newest.values(), key=lambda e: (e.get("weights") != "caffe_port", e.get("members", 1), e.get("crops"))
     )
-    lines = ["| network | protocol | data | images | top-1 error | top-5 error | evaluated on (world size), git | "
-             "trained on | comparable to the paper |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for e in rows:
-        lines.append(
-            f"| {network(e)} | {e['protocol']} | {e['data']} | {e['num_images']} | {_err(e['top1_err'])} | "
-            f"{_err(e.get('top5_err'))} | {e.get('hardware', '?')} ({e.get('world_size', '?')}), "
-            f"{short_sha(str(e.get('git_sha', '?')))} | {training(e)} | {comparable(e)} |"
-        )
+    lines = table(COLUMNS, [table_row(e) for e in rows])
     if not rows:
         lines.append(
             "| (no evaluation yet: `python src/eval.py ...` or `just reproduce figure4`) | | | | | | | | |"
         )
-    paper = ["| network | protocol | top-1 error | top-5 error |", "|---|---|---|---|"]
-    paper += [f"| {n} | {p} | {t1} | {t5} |" for n, p, t1, t5 in PAPER]
+    paper = table(dict(zip(PAPER_COLUMNS, PAPER_COLUMNS)), [dict(zip(PAPER_COLUMNS, r)) for r in PAPER])
     trained = sorted({str(s.get("git_sha") or "unknown") for e in rows for s in summaries(e)})
     evaluated = sorted({str(e.get("git_sha") or "unknown") for e in rows})
-    rendered = _runs.git_sha()  # looked up at call time: tests set the commit there
+    rendered = _page.git_sha()  # looked up at call time: tests set the commit there
     paths = RelativePaths.of(
         [e.get("path", "") for e in rows]
         + [Path(c).parent.parent for e in rows for c in e.get("checkpoints", [])],

@@ -23,6 +23,7 @@ more than", holds when BN's jitter is at most the baseline's (mean over seeds).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bnrepro.results.runs import RUNS_ROOT, Run, provenance, short_sha  # noqa: E402
+from bnrepro.results.page import RUNS_ROOT, Page, figure_provenance, table  # noqa: E402
+from bnrepro.results.runs import Run  # noqa: E402
 
 # Where BN's head start is largest first; then the paper's 10k-step grid up to the end.
 TABLE_STEPS = (500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000)
@@ -220,15 +222,14 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
     if missing:
         raise ValueError(f"Figure 1 needs a run of mnist_mlp and mnist_mlp_bn; missing: {', '.join(missing)}")
     baseline, bn = groups["mnist_mlp"], groups["mnist_mlp_bn"]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    prov = provenance(baseline + bn, command, DATA_NAMES)
+    page = Page.of(baseline + bn, out_dir, command, spec, DATA_NAMES)
+    prov = page.prov
     substitute = prov["data"] != "MNIST"
     decisions = claims(baseline, bn)
-    png = out_dir / "mnist_figure1.png"
+    png = page.out_dir / "mnist_figure1.png"
     plot(baseline, bn, prov, substitute, png)
-    md = out_dir / "mnist_figure1.md"
-    md.write_text(prov["paths"](table(baseline, bn, prov, substitute, decisions)))
+    md = page.out_dir / "mnist_figure1.md"
+    md.write_text(prov["paths"](markdown_file(baseline, bn, prov, substitute, decisions)))
     return [png, md]
 
 
@@ -241,46 +242,53 @@ def _band(ax, steps, values, style, label=None, color="k"):
         ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, lw=0)
 
 
+# Fig. 1(b, c)'s three lines, told apart by their style (the paper's are all black).
+PCT_STYLES = {"act/p85": ("--", "85th percentile"), "act/p50": ("-", "50th percentile"),
+              "act/p15": (":", "15th percentile")}  # fmt: skip
+
+
+def sigmoid_label(unit: str | None) -> str:
+    """The percentiles' axis label in words: `blocks.2.act[0]` (the callback's module and unit) is the
+    input to one sigmoid of hidden layer 3, as the paper says "a typical sigmoid of the last layer"."""
+    found = re.fullmatch(r"blocks\.(\d+)\.act\[\d+\]", unit or "")
+    where = f"hidden layer {int(found[1]) + 1}" if found else "the last hidden layer"
+    return f"input to one sigmoid of {where}"
+
+
 def plot(baseline: list[Run], bn: list[Run], prov: dict, substitute: bool, png: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     total = length(baseline + bn)
+    seeds = max(len(baseline), len(bn)) > 1
     for runs, label, style in ((baseline, "Without BN", "--"), (bn, "With BN", "-")):
         n = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
         _band(axes[0], *stacked(runs, "val/acc"), style, label=label + n)
     # The windows claims 1a and 1b are decided on.
-    axes[0].axvspan(0, EARLY * total, color="tab:blue", alpha=0.06, lw=0)
+    axes[0].axvspan(0, EARLY * total, color="tab:blue", alpha=0.06, lw=0, label="windows of claims 1a, 1b")
     axes[0].axvspan((1 - END) * total, total, color="tab:blue", alpha=0.06, lw=0)
     axes[0].set(title="(a) test accuracy", xlabel="training step", ylabel="accuracy")
-    axes[0].legend(loc="lower right")
     lo, hi = np.inf, -np.inf
     for ax, runs, title in ((axes[1], baseline, "(b) without BN"), (axes[2], bn, "(c) with BN")):
-        for key in PCT:
+        for key, (style, label) in PCT_STYLES.items():
             steps, values = stacked(runs, key)
-            _band(ax, steps, values, "-")
+            _band(ax, steps, values, style, label=label)
             if values.size:
                 lo, hi = min(lo, values.min()), max(hi, values.max())
-        ax.axvspan(0, SETTLE * total, color="0.5", alpha=0.1, lw=0)  # not counted in claim 2
+        ax.axvspan(0, SETTLE * total, color="0.5", alpha=0.1, lw=0, label="first tenth: not in claim 2")
         ax.set(title=title, xlabel="training step")
+        ax.set_ylabel(sigmoid_label(runs[0].summary.get("percentile_unit")), fontsize=8)
     if np.isfinite(lo) and hi > lo:
         for ax in axes[1:]:
             ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
-    unit = baseline[0].summary.get("percentile_unit", "last hidden layer")
-    axes[1].set_ylabel(f"sigmoid input {unit}\n15th / 50th / 85th percentile", fontsize=8)
     for ax in axes:
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+        ax.xaxis.set_major_formatter(lambda x, _: f"{x / 1000:g}k")
+        ax.legend(loc="lower right" if ax is axes[0] else "best", fontsize=7,
+                  title="bands: ± 1 std over seeds" if seeds else None, title_fontsize=7)  # fmt: skip
     note = f"Data: {prov['data']}" + (" (stand-in for MNIST)" if substitute else "")
-    title = f"Figure 1 (Ioffe & Szegedy 2015, Sec. 4.1) regenerated. {note}"
-    warnings = [w.strip("*") for w in prov["warnings"]]
-    below = 0.035 * len(warnings)  # the bold warnings come first, above the title
-    if warnings:  # in bold above everything else, as at the top of the table
-        fig.text(0.5, 0.995, "\n".join(warnings), ha="center", va="top", fontsize=6, fontweight="bold",
-                 color="darkred")  # fmt: skip
-    fig.suptitle(title, fontsize=10, y=0.995 - below, va="top")
-    footer = (f"{prov['command']}   trained at git {short_sha(prov['git_sha'])}, rendered at git "
-              f"{short_sha(prov['rendered_sha'])}   {prov['hardware']}   shaded: the windows the claims "
-              "are decided on (a), the first tenth not counted in claim 2 (b, c)")  # fmt: skip
-    fig.text(0.01, 0.005, footer, fontsize=6, color="0.4")
-    fig.tight_layout(rect=(0, 0.03, 1, 0.94 - below))
+    left, bottom, right, top = figure_provenance(fig, prov)
+    fig.suptitle(
+        f"Figure 1 (Ioffe & Szegedy 2015, Sec. 4.1) regenerated. {note}", fontsize=10, y=top, va="top"
+    )
+    fig.tight_layout(rect=(left, bottom, right, top - 0.06))
     fig.savefig(png, dpi=130)
     plt.close(fig)
 
@@ -318,14 +326,22 @@ def evaluated(bn: list[Run]) -> str:
     return text + "."
 
 
-def table(baseline: list[Run], bn: list[Run], prov: dict, substitute: bool, decisions: list[Decision]) -> str:
-    header = "| model | " + " | ".join(_steps(s) for s in TABLE_STEPS) + " | best (step) |"
-    lines = [header, "|---" * (len(TABLE_STEPS) + 2) + "|"]
+def accuracy_table(baseline: list[Run], bn: list[Run]) -> list[str]:
+    """Per net: the accuracy at TABLE_STEPS and the best (at which steps), mean ± std over seeds."""
+    columns = {"model": "model", **{s: _steps(s) for s in TABLE_STEPS}, "best": "best (step)"}
+    rows = []
     for (model, label), runs in zip(MODELS.items(), (baseline, bn)):
-        accs = " | ".join(_pm([r.at_step("val/acc", s) for r in runs]) for s in TABLE_STEPS)
         best = _pm([float(r.summary.get("best_acc", math.nan)) for r in runs])
         at = ", ".join(str(r.summary.get("best_step")) for r in runs)
-        lines.append(f"| {label} ({model}) | {accs} | {best} ({at}) |")
+        rows.append({"model": f"{label} ({model})", **{s: _pm([r.at_step("val/acc", s) for r in runs])
+                     for s in TABLE_STEPS}, "best": f"{best} ({at})"})  # fmt: skip
+    return table(columns, rows)
+
+
+def markdown_file(
+    baseline: list[Run], bn: list[Run], prov: dict, substitute: bool, decisions: list[Decision]
+) -> str:
+    lines = accuracy_table(baseline, bn)
     seeds = max(len(baseline), len(bn))
     spread = (
         f" Cells are mean ± sample standard deviation over {seeds} seeds ({len(baseline)} without BN, "

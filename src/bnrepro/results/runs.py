@@ -4,27 +4,30 @@ W&B run (its summary's `run_summary` + its history rows, see results/sources.py)
 Every source ends in `Run(path, summary, metrics)` with the same keys: summary is summary.json's dict,
 metrics maps each logged column (`step`, `paper_step`, `val/acc`, ...) to an array with NaN where a row
 did not log it. Tables and figures only ever read Runs, so all sources give the same table.
+
+A run's curve metrics are here too, in the paper's units, for every renderer: its accuracy curve over
+paper-equivalent steps (examples seen / 32), the step it first reaches a target, its best, final and
+Alg. 2 accuracy, where it diverged. (The plateau rule on a curve: results/plateau.py.)
 """
 
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import math
-import os
-import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from bnrepro.provenance import git_sha
-
 # A run's outcome is known: it trained to the end, or it diverged (a result the tables report, Sec. 4.2.1).
+# run.py imports it from here until it moves to a bottom-level module; keep this name importable.
 COMPLETE = ("finished", "diverged")
-REPOSITORY = Path(__file__).resolve().parents[3]  # this checkout: src/bnrepro/results/runs.py
+METRIC = "val/acc"  # single-crop top-1, the accuracy every table and figure compares
+REFERENCE_BATCH = 32  # the paper's mini-batch: paper-equivalent steps = examples seen / 32
+# Accuracies are compared with this tolerance: a target is a mean of maxima, and the mean of equal floats
+# can differ from them in the last bit; 1e-6 is below one example in a million.
+TOLERANCE = 1e-6
 
 
 @dataclass
@@ -85,128 +88,72 @@ def find_runs(root: str | Path) -> list[Run]:
     return sorted(runs, key=lambda r: r.summary.get("finished_at", ""))
 
 
-def provenance(runs: list[Run], command: str, data_names: dict | None = None) -> dict:
-    """What every table and figure states about the runs behind it. Paths and commands are made relative
-    (`paths`); `warnings` are the bold lines a file starts with when it cannot be re-derived from one commit."""
-    s = runs[0].summary if runs else {}
-    trained = sorted({str(r.summary.get("git_sha") or "unknown") for r in runs}) or ["unknown"]
-    rendered = git_sha()
-    paths = RelativePaths.of(
-        [r.path for r in runs],
-        [str(r.summary.get("command", "")) for r in runs],
-        [r.summary.get("task") for r in runs],
-    )
-    return {
-        "data": (data_names or {}).get(s.get("data"), s.get("data", "unknown")),
-        "command": paths(command),
-        "git_sha": ", ".join(trained),  # the commit(s) the runs were trained at
-        "rendered_sha": rendered,  # the commit this file is rendered at
-        "warnings": commit_warnings(trained, rendered),
-        "hardware": ", ".join(sorted({str(r.summary.get("hardware", "unknown")) for r in runs})) or "unknown",
-        "world_size": ", ".join(sorted({str(r.summary.get("world_size")) for r in runs})),
-        "global_batch": ", ".join(sorted({str(r.summary.get("global_batch")) for r in runs})),
-        "num_runs": len(runs),
-        "runs": ", ".join(paths.path(r.path) for r in runs),
-        # How the runs were trained (their own command lines; one line when only model= differs).
-        "run_commands": sorted(
-            {
-                paths(re.sub(r"model=\S+", "model=<variant>", r.summary.get("command", "unknown")))
-                for r in runs
-            }
-        ),
-        "paths": paths,
-        "rendered": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+def accuracy_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """(paper-equivalent steps, single-crop top-1) at each evaluation of the run."""
+    steps, acc = run.curve(METRIC)
+    paper = steps * run.summary.get("global_batch", REFERENCE_BATCH) / REFERENCE_BATCH
+    return paper.astype(float), acc
 
 
-def short_sha(shas: str) -> str:
-    """Commit(s) cut to 12 characters for a figure's footer, keeping the `-dirty` marker."""
-    return ", ".join(
-        sha if sha == "unknown" else sha[:12] + ("-dirty" if sha.endswith("-dirty") else "")
-        for sha in (s.strip() for s in shas.split(","))
-    )
+def reaches(value: float, target: float) -> bool:
+    """`value` is at or above `target`, up to TOLERANCE: the one comparison of an accuracy with a goal."""
+    return value >= target - TOLERANCE
 
 
-def commit_warnings(trained: list[str], rendered: str, what: str = "runs were trained") -> list[str]:
-    """Bold lines for the top of a file that cannot be re-derived from one clean commit: a dirty or unknown
-    tree (rendering, or the runs'), or runs made at another commit than the one rendering."""
-    out = []
-    if rendered == "unknown":
-        out.append("**Warning: rendered outside a git checkout: the rendering commit is unknown.**")
-    elif rendered.endswith("-dirty"):
-        out.append(f"**Warning: rendered from a tree with uncommitted changes ({rendered}): this file cannot "
-                   "be re-derived from a commit.**")  # fmt: skip
-    dirty = [s for s in trained if s.endswith("-dirty")]
-    if dirty:
-        out.append(f"**Warning: the {what} from a tree with uncommitted changes ({', '.join(dirty)}): their "
-                   "code is in no commit.**")  # fmt: skip
-    if "unknown" in trained:
-        out.append(f"**Warning: some {what} at an unknown commit.**")
-    clean = rendered.removesuffix("-dirty")
-    others = sorted({s for s in trained if s != "unknown" and s.removesuffix("-dirty") != clean})
-    if others and rendered != "unknown":
-        out.append(f"**Warning: the {what} at another commit ({', '.join(others)}) than the one rendering this "
-                   f"file ({rendered}): re-deriving it needs both.**")  # fmt: skip
-    return out
+def steps_to(run: Run, target: float) -> float | None:
+    """First paper-equivalent step with accuracy >= target (up to TOLERANCE); None if never."""
+    steps, acc = accuracy_curve(run)
+    hit = np.flatnonzero(reaches(acc, target))
+    return float(steps[hit[0]]) if len(hit) else None
 
 
-# An absolute path inside free text: a slash that starts a word (not one inside a URL, a fraction or
-# `n/a`), followed by a path.
-_ABSOLUTE = re.compile(r"(?<![\w.~:/<>)\]-])/[\w.@+~-]+(?:/[\w.@+~-]*)*")
-RUNS_ROOT = "$runs_root"  # the runs folder, when it lies outside every checkout
+def best(run: Run) -> tuple[float, float]:
+    """(max accuracy, paper-equivalent step where it was first reached); NaN for a run with no evaluation."""
+    steps, acc = accuracy_curve(run)
+    if not len(acc):
+        return math.nan, math.nan
+    i = int(np.argmax(acc))
+    return float(acc[i]), float(steps[i])
 
 
-class RelativePaths:
-    """Rewrites absolute paths so no rendered file names a folder of the machine that made it.
-
-    A path inside a checkout of this repository (the one rendering, or one named by a run's command as
-    `<checkout>/src/train.py`) becomes relative to it; one inside a runs folder outside every checkout,
-    `$runs_root/...`; a script of another checkout `src/...`; anything else `.../<its name>`.
-    """
-
-    def __init__(self, checkouts: list[Path], runs_roots: list[Path]):
-        bases = [(Path(b), "") for b in checkouts] + [(Path(b), RUNS_ROOT) for b in runs_roots]
-        # Deepest first; a checkout before a runs folder of the same depth.
-        self.bases = sorted(dict.fromkeys(bases), key=lambda b: (-len(b[0].parts), b[1]))
-
-    @classmethod
-    def of(cls, paths, commands=(), tasks=(), marker: str | None = None) -> RelativePaths:
-        """From run folders (their runs folder: the parent of the folder named by the run's task, or of
-        `marker`) and the commands that made them (`<checkout>/src/<script>.py`)."""
-        checkouts = [REPOSITORY]
-        for command in commands:
-            checkouts += [Path(m) for m in re.findall(r"(/\S*?)/src/\w+\.py\b", command or "")]
-        roots = []
-        for path, task in itertools.zip_longest(paths, tasks):
-            p = Path(str(path))
-            if not p.is_absolute():
-                continue
-            named = [a for a in p.parents if a.name in {task, marker} - {None}]
-            root = named[0].parent if named else p.parent.parent
-            if not any(root.is_relative_to(c) for c in checkouts):
-                roots.append(root)
-        return cls(checkouts, roots)
-
-    def path(self, path) -> str:
-        p = Path(str(path))
-        if not p.is_absolute():
-            return str(path)
-        for base, label in self.bases:
-            rel = _below(p, base)
-            if rel is not None:
-                return str(rel) if not label else label if rel == Path(".") else f"{label}/{rel}"
-        if "src" in p.parts[:-1]:  # a script of a checkout that is not here
-            return str(Path(*p.parts[len(p.parts) - 1 - p.parts[::-1].index("src") :]))
-        return f".../{p.name}" if p.name else "..."
-
-    def __call__(self, text: str) -> str:
-        return _ABSOLUTE.sub(lambda m: self.path(m.group()), text)
+def final_accuracy(run: Run) -> float:
+    """Top-1 at the last evaluation (summary.json's final_acc; else the curve's last value)."""
+    value = run.summary.get("final_acc")
+    if value is None:
+        acc = accuracy_curve(run)[1]
+        return float(acc[-1]) if len(acc) else math.nan
+    return float(value)
 
 
-def _below(path: Path, base: Path) -> Path | None:
-    """`path` relative to `base` (either as written or with symlinks resolved); None if not below it."""
-    for p in dict.fromkeys((path, Path(os.path.realpath(path)))):
-        for b in dict.fromkeys((base, Path(os.path.realpath(base)))):
-            if p.is_relative_to(b):
-                return p.relative_to(b)
-    return None
+def population_accuracy(run: Run) -> float:
+    """Top-1 with Alg. 2's population statistics after the last step (BN nets); NaN without BN."""
+    value = run.summary.get("population_acc")
+    if value is None and "population/acc" in run.metrics:
+        logged = run.curve("population/acc")[1]
+        value = logged[-1] if len(logged) else None
+    return math.nan if value is None else float(value)
+
+
+def diverged_at(run: Run) -> float | None:
+    """The paper-equivalent step at which the run's loss became non-finite; None if it did not diverge
+    (or did not record the step)."""
+    at = run.summary.get("diverged_at_step")
+    if run.summary.get("status") != "diverged" or at is None:
+        return None
+    return at * run.summary.get("global_batch", REFERENCE_BATCH) / REFERENCE_BATCH
+
+
+def divergence_mark(run: Run) -> tuple[float, float] | None:
+    """Where a figure marks a diverged run: at the step its loss became non-finite (else its last
+    evaluation), at its last accuracy (0 if it diverged before its first evaluation); None if it did not
+    diverge. The last evaluation may be long before the divergence."""
+    if run.summary.get("status") != "diverged":
+        return None
+    steps, acc = accuracy_curve(run)
+    at = diverged_at(run)
+    return (at if at is not None else (steps[-1] if len(steps) else 0.0)), (acc[-1] if len(acc) else 0.0)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; NaN for one value)."""
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
