@@ -1,4 +1,4 @@
-"""Benchmarks (scripts, not tests): `just bench` (inception + pipeline), `just bench mnist`."""
+"""Benchmarks (scripts, not tests): `just bench` (inception + pipeline), `just bench mnist`, `just bench cpu_width`."""
 
 from __future__ import annotations
 
