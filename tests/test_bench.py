@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from bnrepro.bench.mnist import main
 
@@ -64,3 +65,17 @@ def test_bench_inception_refuses_a_run_without_warm_up_steps(capsys):
     with pytest.raises(SystemExit):
         inception(["--device", "cpu", "--warmup", "0"])
     assert "--warmup and --steps must be at least 1" in capsys.readouterr().err
+
+
+def test_bench_cpu_width_times_every_variant_of_a_narrow_net():
+    from bnrepro.bench.cpu_width import VARIANTS
+    from bnrepro.bench.cpu_width import main as cpu_width
+
+    threads = torch.get_num_threads()
+    try:
+        result = cpu_width(["--widths", "0.25", "--batch", "4", "--steps", "1", "--warmup", "0"])
+    finally:
+        torch.set_num_threads(threads)  # the bench sets one thread for its process
+    assert list(result["ms_per_step"]) == [0.25] and result["threads"] == 1
+    assert set(result["ms_per_step"][0.25]) == {v[0] for v in VARIANTS}
+    assert all(0 < ms < 60_000 for ms in result["ms_per_step"][0.25].values())
