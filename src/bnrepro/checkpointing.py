@@ -20,6 +20,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from bnrepro import safe_load
 from bnrepro.config import ConfigError
 
 
@@ -42,6 +43,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        """Lightning's resume load (trainer.fit(ckpt_path=...)), weights-only whatever the caller or the
+        environment asks (safe_load.py): a run folder is never a way in."""
+        if get_filesystem(path).protocol not in ("file", ("file", "local")):
+            return super().load_checkpoint(path, map_location, weights_only=True)
+        try:
+            return safe_load.load(path, map_location=map_location or "cpu")
+        except ValueError as e:
+            raise ResumeError(str(e)) from None
 
 
 class EvaluationCheckpoint(ModelCheckpoint):
@@ -96,10 +107,17 @@ def read_checkpoint(path: Path) -> tuple[int, dict | None]:
     """(The global step a checkpoint was saved at, the run config it holds); raises ResumeError naming a
     file torch cannot read."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = safe_load.load(path)  # weights only: a hostile pickle is refused before its code runs
+    except safe_load.UnsafeCheckpointError as e:
+        raise ResumeError(str(e)) from None
+    except safe_load.UnreadableCheckpointError as e:
+        raise ResumeError(str(e)) from e
+    try:
         return int(ckpt["global_step"]), ckpt.get(CONFIG_KEY)
-    except Exception as e:  # truncated zip, pickle garbage, a file of something else
-        raise ResumeError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+    except (TypeError, KeyError, ValueError, AttributeError) as e:  # a torch file, but not a checkpoint
+        raise ResumeError(
+            f"{path} is not a Lightning checkpoint (no global_step: {type(e).__name__}: {e})"
+        ) from e
 
 
 def checkpoint_step(path: Path) -> int:
