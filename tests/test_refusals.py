@@ -109,3 +109,31 @@ def test_a_full_disk_is_reported_as_such_and_leaves_no_partial_file(partial_run,
     monkeypatch.setattr(Path, "write_text", real)  # space again: the relaunch finishes the run
     assert train_main(*overrides) == 0
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.parametrize("multirun", [False, True])
+@pytest.mark.parametrize("name", ["../../x", "a/../../../x", ".."])
+def test_a_run_name_that_would_leave_runs_root_is_refused(name, multirun, mnist_root, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    before = set(tmp_path.iterdir())
+    args = ["-m"] if multirun else []
+    status = train_main(*args, "model=mnist_mlp_bn", *fast_overrides(mnist_root, runs), f"run_name={name}")
+    err = capsys.readouterr().err
+    assert status == 2 and f"error: run_name={name} is not a plain folder name" in err, err[-2000:]
+    assert "letters, digits and . _ - + = , @" in err and "Traceback" not in err
+    assert set(tmp_path.iterdir()) - before <= {runs}  # nothing outside runs_root
+    if not multirun:  # (a sweep's jobs are refused after Hydra made their folders: only outside ones go)
+        assert not runs.exists()
+
+
+@pytest.mark.parametrize("where", ["runs_root", "under runs_root"])
+def test_a_runs_root_that_is_a_file_is_named(where, mnist_root, tmp_path, capsys):
+    file = tmp_path / "runs"
+    file.write_text("not a folder")
+    runs = file if where == "runs_root" else file / "deeper"
+    status = train_main("model=mnist_mlp_bn", *fast_overrides(mnist_root, runs))
+    err = capsys.readouterr().err
+    assert status == 2 and f"error: {file} is a file, not a folder" in err and "runs_root=" in err, err[
+        -2000:
+    ]
+    assert "Traceback" not in err and file.read_text() == "not a folder"
