@@ -374,3 +374,26 @@ def test_a_failed_wandb_online_attempt_leaves_only_the_offline_run(tmp_path, mon
         wandb_logger(mode="online", project="p", entity=None, group=None, tags=[], run_dir=tmp_path, name="r",
                      run_config={})  # fmt: skip
     assert [p.name for p in (tmp_path / "wandb").iterdir()] == ["run-20250101_000000-earlier1"]
+
+
+@pytest.mark.parametrize("also", ["", "config.yaml deleted", "resume_fallback"])
+def test_a_copied_run_keeps_its_best_checkpoint(also, partial_run, tmp_path):
+    """best.ckpt stays the best so far, and no best-v1.ckpt appears, in a run folder resumed elsewhere."""
+    overrides, run_dir = partial_run
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "runs", elsewhere)
+    moved = [o for o in overrides if not o.startswith("runs_root=")] + [f"runs_root={elsewhere}"]
+    there = elsewhere / "mnist" / "r"
+    if also == "config.yaml deleted":
+        (there / "config.yaml").unlink()
+    if also == "resume_fallback":
+        (there / "checkpoints" / "last.ckpt").write_bytes(b"torn")
+        moved.append("resume_fallback=true")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = train(compose_train(*moved), there)
+    assert summary["status"] == "finished" and summary["resumed_at_steps"] == [10]
+    assert not [str(w.message) for w in caught if "dirpath has changed" in str(w.message)]
+    names = sorted(p.name for p in (there / "checkpoints").glob("*.ckpt"))
+    assert names == ["best.ckpt", "last.ckpt", "population.ckpt"], names
+    assert checkpoint_step(there / "checkpoints" / "best.ckpt") == summary["best_step"]

@@ -76,6 +76,25 @@ class EvaluationCheckpoint(ModelCheckpoint):
         if getattr(self, "_evaluated", True):
             super().on_train_epoch_end(trainer, pl_module)
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Lightning's, after re-pointing the state's paths at this run's folder: a run folder copied or
+        moved elsewhere (another runs_root) would otherwise forget its best score ("The dirpath has
+        changed ... won't be reloaded"), save the next evaluation as best-v1.ckpt and leave best.ckpt
+        at the old best."""
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and old != self.dirpath:
+
+            def here(path):  # <old dirpath>/best.ckpt -> <this dirpath>/best.ckpt
+                if not path or os.path.dirname(path) != old:
+                    return path
+                return os.path.join(self.dirpath, os.path.basename(path))
+
+            state_dict = {**state_dict, "dirpath": self.dirpath,
+                          **{k: here(state_dict.get(k)) for k in ("best_model_path", "kth_best_model_path",
+                                                                    "last_model_path") if k in state_dict},
+                          "best_k_models": {here(k): v for k, v in state_dict.get("best_k_models", {}).items()}}  # fmt: skip
+        super().load_state_dict(state_dict)
+
     @property
     def state_key(self) -> str:
         return "ModelCheckpoint" + super().state_key.removeprefix(type(self).__qualname__)
