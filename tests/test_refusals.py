@@ -137,3 +137,29 @@ def test_a_runs_root_that_is_a_file_is_named(where, mnist_root, tmp_path, capsys
         -2000:
     ]
     assert "Traceback" not in err and file.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("free, reason", [(0, "No space left on device"), (2**40, "a quota?")])
+def test_a_full_disk_during_a_checkpoint_write_exits_4_naming_the_checkpoint(free, reason, partial_run,
+                                                                             monkeypatch, capsys):  # fmt: skip
+    import os
+    import types
+
+    overrides, run_dir = partial_run
+    real_save = torch.save
+
+    def full(obj, f, *args, **kwargs):  # what torch.save does on a full disk: a RuntimeError, no errno
+        Path(f).write_bytes(b"PK\x03\x04 torn")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing "
+                           "file data/3: file write failed")  # fmt: skip
+
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(os, "statvfs", lambda p: types.SimpleNamespace(f_bavail=free // 4096, f_frsize=4096))
+    assert train_main(*overrides) == 4
+    err = capsys.readouterr().err
+    assert f"error: out of disk space writing {run_dir / 'checkpoints'}/" in err and reason in err, err[
+        -2000:
+    ]
+    assert "Traceback" not in err and not [p.name for p in run_dir.rglob("*") if "partial" in p.name]
+    monkeypatch.setattr(torch, "save", real_save)  # space again: the relaunch finishes the run
+    assert train_main(*overrides) == 0

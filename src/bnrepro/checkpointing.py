@@ -10,6 +10,7 @@ uninterrupted one exactly on the same hardware.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -28,6 +29,29 @@ class ResumeError(ConfigError):
     """Nothing (loadable) to resume from where the command asks to resume; the message says what to do."""
 
 
+NO_SPACE_LEFT_BYTES = 64 * 2**20  # less free space than this after a failed write: the disk is full
+
+
+def _as_no_space(e: RuntimeError, path: Path) -> Exception:
+    """torch.save's error for a write that failed -- RuntimeError "[enforce fail at inline_container.cc]
+    ... file write failed", with no errno -- as the OSError(ENOSPC) a full disk is (exit status 4, the
+    file named) when the file system is (nearly) full; as EDQUOT when it is not (a quota, the other
+    reason a write fails midway). Any other RuntimeError is returned unchanged."""
+    text = str(e)
+    if "No space left" in text:
+        return OSError(errno.ENOSPC, "No space left on device", str(path))
+    if "write failed" not in text:
+        return e
+    try:
+        fs = os.statvfs(path.parent)
+        full = fs.f_bavail * fs.f_frsize < NO_SPACE_LEFT_BYTES
+    except OSError:
+        full = True
+    if full:
+        return OSError(errno.ENOSPC, "No space left on device", str(path))
+    return OSError(errno.EDQUOT, "the write failed with space left on the file system: a quota?", str(path))
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """torch.save to a temporary file beside the target, then an atomic rename: a kill during the write
     leaves the previous checkpoint intact and never a truncated one under the real name."""
@@ -41,6 +65,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             torch.save(checkpoint, tmp)
             os.replace(tmp, path)
+        except OSError as e:  # named after the checkpoint, not its temporary file
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        except RuntimeError as e:
+            raise _as_no_space(e, path) from e
         finally:
             tmp.unlink(missing_ok=True)
 
