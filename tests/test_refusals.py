@@ -28,6 +28,12 @@ REFUSED = {
     "optimizer.lrr=0.1": "Key 'lrr' not in 'SGDConfig'",
     "optimizer.lr=fast": "could not be converted to Float\n    full_key: optimizer.lr",
     "model=resnet": "Could not find 'model/resnet'",
+    # appended keys (Hydra's hint for the misspelled one above), checked against the component
+    "+optimizer.lrr=0.1": "optimizer.lrr=0.1 is not a setting: torch.optim.SGD takes no argument 'lrr'",
+    "+foo=1": "foo=1 is not a setting: TrainConfig has no key 'foo'",
+    "+trainer.gradient_clip_vall=1": "trainer.gradient_clip_vall=1 is not a setting: lightning.Trainer takes no",
+    "+trainer.max_epochs=3": "lightning.Trainer's 'max_epochs' is set by the project itself",
+    "+data.shufle=shard": "data.shufle=shard is not a setting: bnrepro.data.mnist.MNISTDataModule takes no",
 }
 
 
@@ -163,3 +169,11 @@ def test_a_full_disk_during_a_checkpoint_write_exits_4_naming_the_checkpoint(fre
     assert "Traceback" not in err and not [p.name for p in run_dir.rglob("*") if "partial" in p.name]
     monkeypatch.setattr(torch, "save", real_save)  # space again: the relaunch finishes the run
     assert train_main(*overrides) == 0
+
+
+def test_an_appended_key_the_component_takes_is_kept():
+    from bnrepro.config.checks import validate
+
+    cfg = compose_train("+trainer.gradient_clip_val=0.5", "+optimizer.maximize=false")
+    validate(cfg)  # no ConfigError: Lightning and torch.optim.SGD take these arguments
+    assert cfg.trainer.gradient_clip_val == 0.5 and cfg.optimizer.maximize is False
