@@ -397,3 +397,29 @@ def test_a_copied_run_keeps_its_best_checkpoint(also, partial_run, tmp_path):
     names = sorted(p.name for p in (there / "checkpoints").glob("*.ckpt"))
     assert names == ["best.ckpt", "last.ckpt", "population.ckpt"], names
     assert checkpoint_step(there / "checkpoints" / "best.ckpt") == summary["best_step"]
+
+
+def test_ctrl_c_saves_records_a_stop_and_the_relaunch_continues(mnist_root, tmp_path, monkeypatch, capsys):
+    """SIGINT during training (Ctrl-C) stops at the step's end like SIGTERM: last.ckpt saved, exit 0,
+    summary.json not `failed`, and the relaunch of the same command finishes the run."""
+    overrides = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "run_name=r",
+                 "loop.steps_per_batch=1"]  # fmt: skip
+    run_dir = tmp_path / "runs" / "mnist" / "r"
+    original = ClassifierModule.training_step
+
+    def interrupted(self, batch, batch_idx):
+        if self.trainer.global_step == 14:
+            os.kill(os.getpid(), signal.SIGINT)  # what a terminal's Ctrl-C sends
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClassifierModule, "training_step", interrupted)
+    assert train_main(*overrides) == 0
+    out = capsys.readouterr()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "preempted" and summary["steps"] == 15, summary
+    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 15
+    assert "relaunch the same command to resume" in out.out + out.err and "Traceback" not in out.err
+    monkeypatch.setattr(ClassifierModule, "training_step", original)
+    assert train_main(*overrides) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["resumed_at_steps"] == [15]
