@@ -423,3 +423,55 @@ def test_ctrl_c_saves_records_a_stop_and_the_relaunch_continues(mnist_root, tmp_
     assert train_main(*overrides) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["resumed_at_steps"] == [15]
+
+
+def test_a_torn_row_at_the_checkpoints_own_step_is_written_again(mnist_root, tmp_path):
+    overrides = CASES["mnist_mlp_bn"](mnist_root, tmp_path / "runs")
+    straight = tmp_path / "runs" / "mnist" / "straight"
+    train(compose_train(*overrides, "run_name=straight"), straight)
+    run_dir = tmp_path / "runs" / "mnist" / "r"
+    train(compose_train(*overrides, "run_name=r", "testing.stop_at_step=10"), run_dir)
+    metrics = run_dir / "metrics.csv"
+    good = metrics.read_bytes()
+    metrics.write_bytes(good[: good.rstrip(b"\r\n").rfind(b"\n") + 1] + b"1")  # "1" of "10,...": step 10 torn
+    assert train(compose_train(*overrides, "run_name=r"), run_dir)["status"] == "finished"
+    assert metrics.read_bytes() == (straight / "metrics.csv").read_bytes()
+
+
+def test_a_kill_during_the_end_of_run_work_is_redone_by_the_relaunch(mnist_root, tmp_path, monkeypatch):
+    """Killed after the last evaluation, during Alg. 2: the relaunch must not end `finished` without Alg.
+    2's result and its row (last.ckpt at the last step is written after that work)."""
+    from bnrepro.callbacks.population import PopulationStatistics
+
+    overrides = CASES["mnist_mlp_bn"](mnist_root, tmp_path / "runs")
+    straight = tmp_path / "runs" / "mnist" / "straight"
+    train(compose_train(*overrides, "run_name=straight"), straight)
+    run_dir = tmp_path / "runs" / "mnist" / "r"
+
+    def killed(self, trainer, pl_module):
+        raise RuntimeError("killed during Alg. 2")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PopulationStatistics, "evaluate", killed)
+        with pytest.raises(RuntimeError, match="killed during Alg. 2"):
+            train(compose_train(*overrides, "run_name=r"), run_dir)
+    summary = train(compose_train(*overrides, "run_name=r"), run_dir)
+    assert summary["status"] == "finished" and summary["resumed_at_steps"] == [10]
+    assert summary["population_acc"] == json.loads((straight / "summary.json").read_text())["population_acc"]
+    assert (run_dir / "metrics.csv").read_bytes() == (straight / "metrics.csv").read_bytes()
+
+
+def test_a_relaunch_refuses_a_metrics_csv_that_lost_rows(mnist_root, tmp_path, capsys):
+    """The state a kill during Lightning's end-of-run rewrite of metrics.csv (opened with "w") left: an
+    empty file, no summary.json. The relaunch used to end `finished` with the curves gone."""
+    overrides = [*CASES["mnist_mlp_bn"](mnist_root, tmp_path / "runs"), "run_name=r"]
+    run_dir = tmp_path / "runs" / "mnist" / "r"
+    train(compose_train(*overrides), run_dir)
+    (run_dir / "summary.json").unlink()
+    (run_dir / "metrics.csv").write_bytes(b"")
+    kept = written(run_dir)
+    assert train_main(*overrides) == 2
+    err = capsys.readouterr().err
+    assert f"error: {run_dir / 'metrics.csv'} holds rows for 1 of the 2 evaluations" in err, err[-2000:]
+    assert "rows were lost" in err and "Traceback" not in err
+    assert written(run_dir) == kept

@@ -10,7 +10,9 @@ uninterrupted one exactly on the same hardware.
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -101,7 +103,17 @@ class EvaluationCheckpoint(ModelCheckpoint):
         super().on_validation_end(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.monitor is None and trainer.global_step >= trainer.max_steps:
+            return  # the run's last.ckpt: on_train_end, below
         if getattr(self, "_evaluated", True):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        # last.ckpt at the run's last step is written after the end-of-run work (Alg. 2, its rows in
+        # metrics.csv: callbacks ahead of this one). A relaunch from a last.ckpt at max_steps trains
+        # nothing and runs none of that work, so a kill during it would have ended "finished" without
+        # Alg. 2's result; now the relaunch resumes from the previous period's last.ckpt and redoes it.
+        if self.monitor is None and getattr(self, "_evaluated", False):
             super().on_train_epoch_end(trainer, pl_module)
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -143,6 +155,78 @@ class ConfigInCheckpoint(L.Callback):
         checkpoint[CONFIG_KEY] = self.config
 
 
+# The metrics.csv rows of a checkpoint's own step, in the checkpoint: a resume writes back those a kill
+# tore or kept from the file (rows logged after the checkpoint are logged again by the resumed run).
+ROWS_KEY = "metrics_rows"
+
+
+class RowsInCheckpoint(L.Callback):
+    """Stores the rows metrics.csv got at a checkpoint's step under ROWS_KEY; on resume, appends them to
+    metrics.csv when it lacks them. The run's CSV writer (lightning_compat.run_csv_logger, rank 0)
+    remembers them (`last_rows`) and writes them back as it wrote them, byte for byte."""
+
+    @staticmethod
+    def _writer(trainer):
+        for logger in trainer.loggers:
+            writer = getattr(logger, "_experiment", None)
+            if hasattr(writer, "last_rows"):
+                return writer
+        return None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        writer = self._writer(trainer)
+        if writer is not None:
+            checkpoint[ROWS_KEY] = [r for r in writer.last_rows if r.get("step") == trainer.global_step]
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        writer, rows = self._writer(trainer), checkpoint.get(ROWS_KEY)
+        if (
+            writer is None
+            or not rows
+            or int(checkpoint["global_step"]) in logged_steps(Path(writer.metrics_file_path))
+        ):
+            return
+        writer.metrics.extend(dict(r) for r in rows)
+        writer.save()
+
+
+def logged_steps(metrics: Path) -> set[int]:
+    """The steps of metrics.csv's complete rows (a torn last line and unreadable steps left out)."""
+    if not metrics.is_file():
+        return set()
+    text = metrics.read_bytes()
+    lines = text[: text.rfind(b"\n") + 1].decode(errors="replace")
+    steps = set()
+    for row in csv.DictReader(io.StringIO(lines, newline="")):
+        try:
+            steps.add(int(float(row.get("step") or "")))
+        except ValueError:
+            continue
+    return steps
+
+
+def check_rows_kept(run_dir: Path, path: Path, ckpt: dict) -> None:
+    """A relaunch never continues (and so never declares finished) a run whose metrics.csv lost rows it
+    cannot log again: the evaluations before the checkpoint (each logs a row at its step; the count is
+    RunSummary's state) must have their rows, the checkpoint's own step's rows counting as kept when
+    the checkpoint holds them. ResumeError naming the file otherwise (exit status 2)."""
+    if path.resolve().parent != (run_dir / "checkpoints").resolve():
+        return  # resume=<a checkpoint of another folder>: this folder's file starts there
+    state = (ckpt.get("callbacks") or {}).get("RunSummary") or {}
+    evaluations, step = state.get("evaluations") or 0, int(ckpt["global_step"])
+    metrics = run_dir / "metrics.csv"
+    steps = {s for s in logged_steps(metrics) if s <= step}
+    if ckpt.get(ROWS_KEY):
+        steps.add(step)
+    if len(steps) < evaluations:
+        raise ResumeError(
+            f"{metrics} holds rows for {len(steps)} of the {evaluations} evaluations {path} records (up to "
+            f"step {step}): rows were lost (the file was emptied, cut short or replaced), and a resumed run "
+            f"cannot log them again. Nothing was changed. Restore metrics.csv (from a backup, or the folder "
+            f"the run was copied from), or train the run again with overwrite=true."
+        )
+
+
 class ResumePoint(NamedTuple):
     path: Path | None  # the checkpoint to resume from; None: a fresh start
     step: int | None  # its global step
@@ -150,9 +234,8 @@ class ResumePoint(NamedTuple):
     config: dict | None = None  # the resolved config it holds (None: written before configs were kept)
 
 
-def read_checkpoint(path: Path) -> tuple[int, dict | None]:
-    """(The global step a checkpoint was saved at, the run config it holds); raises ResumeError naming a
-    file torch cannot read."""
+def _load(path: Path) -> dict:
+    """The checkpoint at `path`; ResumeError naming a file torch cannot read or that is no checkpoint."""
     try:
         ckpt = safe_load.load(path)  # weights only: a hostile pickle is refused before its code runs
     except safe_load.UnsafeCheckpointError as e:
@@ -160,11 +243,19 @@ def read_checkpoint(path: Path) -> tuple[int, dict | None]:
     except safe_load.UnreadableCheckpointError as e:
         raise ResumeError(str(e)) from e
     try:
-        return int(ckpt["global_step"]), ckpt.get(CONFIG_KEY)
+        int(ckpt["global_step"])
     except (TypeError, KeyError, ValueError, AttributeError) as e:  # a torch file, but not a checkpoint
         raise ResumeError(
             f"{path} is not a Lightning checkpoint (no global_step: {type(e).__name__}: {e})"
         ) from e
+    return ckpt
+
+
+def read_checkpoint(path: Path) -> tuple[int, dict | None]:
+    """(The global step a checkpoint was saved at, the run config it holds); raises ResumeError naming a
+    file torch cannot read."""
+    ckpt = _load(path)
+    return int(ckpt["global_step"]), ckpt.get(CONFIG_KEY)
 
 
 def checkpoint_step(path: Path) -> int:
@@ -181,8 +272,9 @@ def select_resume(run_dir: Path, resume: str, fallback: bool) -> ResumePoint:
         path = Path(resume)
         if not path.is_file():
             raise ResumeError(f"resume={resume}: no such checkpoint file")
-        step, config = read_checkpoint(path)
-        return ResumePoint(path, step, [], config)
+        ckpt = _load(path)
+        check_rows_kept(run_dir, path, ckpt)
+        return ResumePoint(path, int(ckpt["global_step"]), [], ckpt.get(CONFIG_KEY))
     folder = run_dir / "checkpoints"
     candidates = [p for p in (folder / "last.ckpt", folder / "best.ckpt") if p.is_file()]
     if mode == "false":
@@ -203,8 +295,7 @@ def select_resume(run_dir: Path, resume: str, fallback: bool) -> ResumePoint:
     errors, corrupt = [], []
     for path in candidates:
         try:
-            step, config = read_checkpoint(path)
-            return ResumePoint(path, step, corrupt, config)
+            ckpt = _load(path)
         except ResumeError as e:
             if not fallback:
                 raise ResumeError(
@@ -213,4 +304,7 @@ def select_resume(run_dir: Path, resume: str, fallback: bool) -> ResumePoint:
                 ) from e
             errors.append(str(e))
             corrupt.append(path)
+            continue
+        check_rows_kept(run_dir, path, ckpt)  # not a damaged checkpoint: no fallback helps
+        return ResumePoint(path, int(ckpt["global_step"]), corrupt, ckpt.get(CONFIG_KEY))
     raise ResumeError(f"no readable checkpoint in {folder}: {'; '.join(errors)}. Nothing was changed.")
