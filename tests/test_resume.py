@@ -425,15 +425,22 @@ def test_ctrl_c_saves_records_a_stop_and_the_relaunch_continues(mnist_root, tmp_
     assert summary["status"] == "finished" and summary["resumed_at_steps"] == [15]
 
 
-def test_a_torn_row_at_the_checkpoints_own_step_is_written_again(mnist_root, tmp_path):
+@pytest.mark.parametrize("at", ["a period's end", "the run's end"])
+def test_a_torn_row_at_the_checkpoints_own_step_is_written_again(at, mnist_root, tmp_path):
+    """A kill while the last row is written, with the checkpoint of that step on disk: at a period's
+    end (the row of step 10), or at the run's end (Alg. 2's row, after last.ckpt; summary.json not
+    yet written). The resumed run's metrics.csv equals the uninterrupted one's."""
     overrides = CASES["mnist_mlp_bn"](mnist_root, tmp_path / "runs")
     straight = tmp_path / "runs" / "mnist" / "straight"
     train(compose_train(*overrides, "run_name=straight"), straight)
     run_dir = tmp_path / "runs" / "mnist" / "r"
-    train(compose_train(*overrides, "run_name=r", "testing.stop_at_step=10"), run_dir)
+    stop = ["testing.stop_at_step=10"] if at == "a period's end" else []
+    train(compose_train(*overrides, "run_name=r", *stop), run_dir)
+    if not stop:
+        (run_dir / "summary.json").unlink()
     metrics = run_dir / "metrics.csv"
     good = metrics.read_bytes()
-    metrics.write_bytes(good[: good.rstrip(b"\r\n").rfind(b"\n") + 1] + b"1")  # "1" of "10,...": step 10 torn
+    metrics.write_bytes(good[: good.rstrip(b"\r\n").rfind(b"\n") + 1] + good.splitlines()[-1][:1])
     assert train(compose_train(*overrides, "run_name=r"), run_dir)["status"] == "finished"
     assert metrics.read_bytes() == (straight / "metrics.csv").read_bytes()
 

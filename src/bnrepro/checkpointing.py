@@ -14,6 +14,7 @@ import csv
 import errno
 import io
 import os
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -176,30 +177,32 @@ class RowsInCheckpoint(L.Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         writer = self._writer(trainer)
         if writer is not None:
+            # Rows still buffered (a logger.log_metrics call without Lightning's save, e.g. Alg. 2's)
+            # are written first: no row of the checkpoint's step is left for after it.
+            writer.save()
             checkpoint[ROWS_KEY] = [r for r in writer.last_rows if r.get("step") == trainer.global_step]
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         writer, rows = self._writer(trainer), checkpoint.get(ROWS_KEY)
-        if (
-            writer is None
-            or not rows
-            or int(checkpoint["global_step"]) in logged_steps(Path(writer.metrics_file_path))
-        ):
+        if writer is None or not rows:
             return
-        writer.metrics.extend(dict(r) for r in rows)
-        writer.save()
+        # The file's rows of that step are the first of the checkpoint's (written in this order).
+        have = logged_steps(Path(writer.metrics_file_path))[int(checkpoint["global_step"])]
+        if have < len(rows):
+            writer.metrics.extend(dict(r) for r in rows[have:])
+            writer.save()
 
 
-def logged_steps(metrics: Path) -> set[int]:
-    """The steps of metrics.csv's complete rows (a torn last line and unreadable steps left out)."""
+def logged_steps(metrics: Path) -> Counter:
+    """How many complete rows metrics.csv holds of each step (a torn last line, unreadable steps: none)."""
+    steps: Counter = Counter()
     if not metrics.is_file():
-        return set()
+        return steps
     text = metrics.read_bytes()
     lines = text[: text.rfind(b"\n") + 1].decode(errors="replace")
-    steps = set()
     for row in csv.DictReader(io.StringIO(lines, newline="")):
         try:
-            steps.add(int(float(row.get("step") or "")))
+            steps[int(float(row.get("step") or ""))] += 1
         except ValueError:
             continue
     return steps
