@@ -242,7 +242,7 @@ def test_a_corrupt_checkpoint_or_a_run_without_config_is_named(tiny_run, tmp_pat
     bad = tmp_path / "r" / "checkpoints" / "best.ckpt"
     bad.parent.mkdir(parents=True)
     bad.write_bytes((tiny_run / "checkpoints" / "best.ckpt").read_bytes()[:300])
-    with pytest.raises(CheckpointError, match=f"{bad}: cannot read the checkpoint"):
+    with pytest.raises(CheckpointError, match=f"{bad} is not a readable checkpoint"):
         load_run_member(bad)
     bad.write_bytes((tiny_run / "checkpoints" / "best.ckpt").read_bytes())  # readable, but no config.yaml
     with pytest.raises(CheckpointError, match=f"{tmp_path / 'r' / 'config.yaml'}: no such file"):

@@ -195,3 +195,32 @@ def test_a_missing_internal_names_the_lightning_version_and_this_module(hook, mo
     message = rf"lightning {re.escape(L.__version__)} changed .*update bnrepro/lightning_compat\.py"
     with pytest.raises(RuntimeError, match=message):
         call(target)
+
+
+@pytest.mark.parametrize("writer", ["run_csv_logger", "Lightning's CSVLogger"])
+def test_the_runs_csv_writer_never_leaves_a_torn_rewrite(writer, tmp_path, monkeypatch):
+    """A new column makes the writer rewrite metrics.csv; a kill midway must leave the old file whole."""
+    import csv
+
+    make = (
+        compat.run_csv_logger
+        if writer == "run_csv_logger"
+        else lambda d: CSVLogger(str(d), name="", version="")
+    )
+    logger = make(tmp_path)
+    logger.log_metrics({"val/acc": 0.5}, step=10)
+    logger.save()
+    before = (tmp_path / "metrics.csv").read_bytes()
+
+    def killed(self, rows):
+        raise KeyboardInterrupt  # the process dies while the rows are written again
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", killed)
+    logger.log_metrics({"population/acc": 0.75}, step=10)  # a new column: the header changes
+    with pytest.raises(KeyboardInterrupt):
+        logger.save()
+    if writer == "run_csv_logger":
+        assert (tmp_path / "metrics.csv").read_bytes() == before
+        assert not list(tmp_path.glob(".*partial"))
+    else:  # what Lightning's own writer leaves: the header only, the rows gone
+        assert (tmp_path / "metrics.csv").read_bytes() != before

@@ -28,6 +28,12 @@ REFUSED = {
     "optimizer.lrr=0.1": "Key 'lrr' not in 'SGDConfig'",
     "optimizer.lr=fast": "could not be converted to Float\n    full_key: optimizer.lr",
     "model=resnet": "Could not find 'model/resnet'",
+    # appended keys (Hydra's hint for the misspelled one above), checked against the component
+    "+optimizer.lrr=0.1": "optimizer.lrr=0.1 is not a setting: torch.optim.SGD takes no argument 'lrr'",
+    "+foo=1": "foo=1 is not a setting: TrainConfig has no key 'foo'",
+    "+trainer.gradient_clip_vall=1": "trainer.gradient_clip_vall=1 is not a setting: lightning.Trainer takes no",
+    "+trainer.max_epochs=3": "lightning.Trainer's 'max_epochs' is set by the project itself",
+    "+data.shufle=shard": "data.shufle=shard is not a setting: bnrepro.data.mnist.MNISTDataModule takes no",
 }
 
 
@@ -109,3 +115,65 @@ def test_a_full_disk_is_reported_as_such_and_leaves_no_partial_file(partial_run,
     monkeypatch.setattr(Path, "write_text", real)  # space again: the relaunch finishes the run
     assert train_main(*overrides) == 0
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.parametrize("multirun", [False, True])
+@pytest.mark.parametrize("name", ["../../x", "a/../../../x", ".."])
+def test_a_run_name_that_would_leave_runs_root_is_refused(name, multirun, mnist_root, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    before = set(tmp_path.iterdir())
+    args = ["-m"] if multirun else []
+    status = train_main(*args, "model=mnist_mlp_bn", *fast_overrides(mnist_root, runs), f"run_name={name}")
+    err = capsys.readouterr().err
+    assert status == 2 and f"error: run_name={name} is not a plain folder name" in err, err[-2000:]
+    assert "letters, digits and . _ - + = , @" in err and "Traceback" not in err
+    assert set(tmp_path.iterdir()) - before <= {runs}  # nothing outside runs_root
+    if not multirun:  # (a sweep's jobs are refused after Hydra made their folders: only outside ones go)
+        assert not runs.exists()
+
+
+@pytest.mark.parametrize("where", ["runs_root", "under runs_root"])
+def test_a_runs_root_that_is_a_file_is_named(where, mnist_root, tmp_path, capsys):
+    file = tmp_path / "runs"
+    file.write_text("not a folder")
+    runs = file if where == "runs_root" else file / "deeper"
+    status = train_main("model=mnist_mlp_bn", *fast_overrides(mnist_root, runs))
+    err = capsys.readouterr().err
+    assert status == 2 and f"error: {file} is a file, not a folder" in err and "runs_root=" in err, err[
+        -2000:
+    ]
+    assert "Traceback" not in err and file.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("free, reason", [(0, "No space left on device"), (2**40, "a quota?")])
+def test_a_full_disk_during_a_checkpoint_write_exits_4_naming_the_checkpoint(free, reason, partial_run,
+                                                                             monkeypatch, capsys):  # fmt: skip
+    import os
+    import types
+
+    overrides, run_dir = partial_run
+    real_save = torch.save
+
+    def full(obj, f, *args, **kwargs):  # what torch.save does on a full disk: a RuntimeError, no errno
+        Path(f).write_bytes(b"PK\x03\x04 torn")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing "
+                           "file data/3: file write failed")  # fmt: skip
+
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(os, "statvfs", lambda p: types.SimpleNamespace(f_bavail=free // 4096, f_frsize=4096))
+    assert train_main(*overrides) == 4
+    err = capsys.readouterr().err
+    assert f"error: out of disk space writing {run_dir / 'checkpoints'}/" in err and reason in err, err[
+        -2000:
+    ]
+    assert "Traceback" not in err and not [p.name for p in run_dir.rglob("*") if "partial" in p.name]
+    monkeypatch.setattr(torch, "save", real_save)  # space again: the relaunch finishes the run
+    assert train_main(*overrides) == 0
+
+
+def test_an_appended_key_the_component_takes_is_kept():
+    from bnrepro.config.checks import validate
+
+    cfg = compose_train("+trainer.gradient_clip_val=0.5", "+optimizer.maximize=false")
+    validate(cfg)  # no ConfigError: Lightning and torch.optim.SGD take these arguments
+    assert cfg.trainer.gradient_clip_val == 0.5 and cfg.optimizer.maximize is False

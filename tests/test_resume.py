@@ -374,3 +374,111 @@ def test_a_failed_wandb_online_attempt_leaves_only_the_offline_run(tmp_path, mon
         wandb_logger(mode="online", project="p", entity=None, group=None, tags=[], run_dir=tmp_path, name="r",
                      run_config={})  # fmt: skip
     assert [p.name for p in (tmp_path / "wandb").iterdir()] == ["run-20250101_000000-earlier1"]
+
+
+@pytest.mark.parametrize("also", ["", "config.yaml deleted", "resume_fallback"])
+def test_a_copied_run_keeps_its_best_checkpoint(also, partial_run, tmp_path):
+    """best.ckpt stays the best so far, and no best-v1.ckpt appears, in a run folder resumed elsewhere."""
+    overrides, run_dir = partial_run
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "runs", elsewhere)
+    moved = [o for o in overrides if not o.startswith("runs_root=")] + [f"runs_root={elsewhere}"]
+    there = elsewhere / "mnist" / "r"
+    if also == "config.yaml deleted":
+        (there / "config.yaml").unlink()
+    if also == "resume_fallback":
+        (there / "checkpoints" / "last.ckpt").write_bytes(b"torn")
+        moved.append("resume_fallback=true")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = train(compose_train(*moved), there)
+    assert summary["status"] == "finished" and summary["resumed_at_steps"] == [10]
+    assert not [str(w.message) for w in caught if "dirpath has changed" in str(w.message)]
+    names = sorted(p.name for p in (there / "checkpoints").glob("*.ckpt"))
+    assert names == ["best.ckpt", "last.ckpt", "population.ckpt"], names
+    assert checkpoint_step(there / "checkpoints" / "best.ckpt") == summary["best_step"]
+
+
+def test_ctrl_c_saves_records_a_stop_and_the_relaunch_continues(mnist_root, tmp_path, monkeypatch, capsys):
+    """SIGINT during training (Ctrl-C) stops at the step's end like SIGTERM: last.ckpt saved, exit 0,
+    summary.json not `failed`, and the relaunch of the same command finishes the run."""
+    overrides = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs"), "run_name=r",
+                 "loop.steps_per_batch=1"]  # fmt: skip
+    run_dir = tmp_path / "runs" / "mnist" / "r"
+    original = ClassifierModule.training_step
+
+    def interrupted(self, batch, batch_idx):
+        if self.trainer.global_step == 14:
+            os.kill(os.getpid(), signal.SIGINT)  # what a terminal's Ctrl-C sends
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClassifierModule, "training_step", interrupted)
+    assert train_main(*overrides) == 0
+    out = capsys.readouterr()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "preempted" and summary["steps"] == 15, summary
+    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 15
+    assert "relaunch the same command to resume" in out.out + out.err and "Traceback" not in out.err
+    monkeypatch.setattr(ClassifierModule, "training_step", original)
+    assert train_main(*overrides) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["resumed_at_steps"] == [15]
+
+
+@pytest.mark.parametrize("at", ["a period's end", "the run's end"])
+def test_a_torn_row_at_the_checkpoints_own_step_is_written_again(at, mnist_root, tmp_path):
+    """A kill while the last row is written, with the checkpoint of that step on disk: at a period's
+    end (the row of step 10), or at the run's end (Alg. 2's row, after last.ckpt; summary.json not
+    yet written). The resumed run's metrics.csv equals the uninterrupted one's."""
+    overrides = CASES["mnist_mlp_bn"](mnist_root, tmp_path / "runs")
+    straight = tmp_path / "runs" / "mnist" / "straight"
+    train(compose_train(*overrides, "run_name=straight"), straight)
+    run_dir = tmp_path / "runs" / "mnist" / "r"
+    stop = ["testing.stop_at_step=10"] if at == "a period's end" else []
+    train(compose_train(*overrides, "run_name=r", *stop), run_dir)
+    if not stop:
+        (run_dir / "summary.json").unlink()
+    metrics = run_dir / "metrics.csv"
+    good = metrics.read_bytes()
+    metrics.write_bytes(good[: good.rstrip(b"\r\n").rfind(b"\n") + 1] + good.splitlines()[-1][:1])
+    assert train(compose_train(*overrides, "run_name=r"), run_dir)["status"] == "finished"
+    assert metrics.read_bytes() == (straight / "metrics.csv").read_bytes()
+
+
+def test_a_kill_during_the_end_of_run_work_is_redone_by_the_relaunch(mnist_root, tmp_path, monkeypatch):
+    """Killed after the last evaluation, during Alg. 2: the relaunch must not end `finished` without Alg.
+    2's result and its row (last.ckpt at the last step is written after that work)."""
+    from bnrepro.callbacks.population import PopulationStatistics
+
+    overrides = CASES["mnist_mlp_bn"](mnist_root, tmp_path / "runs")
+    straight = tmp_path / "runs" / "mnist" / "straight"
+    train(compose_train(*overrides, "run_name=straight"), straight)
+    run_dir = tmp_path / "runs" / "mnist" / "r"
+
+    def killed(self, trainer, pl_module):
+        raise RuntimeError("killed during Alg. 2")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PopulationStatistics, "evaluate", killed)
+        with pytest.raises(RuntimeError, match="killed during Alg. 2"):
+            train(compose_train(*overrides, "run_name=r"), run_dir)
+    summary = train(compose_train(*overrides, "run_name=r"), run_dir)
+    assert summary["status"] == "finished" and summary["resumed_at_steps"] == [10]
+    assert summary["population_acc"] == json.loads((straight / "summary.json").read_text())["population_acc"]
+    assert (run_dir / "metrics.csv").read_bytes() == (straight / "metrics.csv").read_bytes()
+
+
+def test_a_relaunch_refuses_a_metrics_csv_that_lost_rows(mnist_root, tmp_path, capsys):
+    """The state a kill during Lightning's end-of-run rewrite of metrics.csv (opened with "w") left: an
+    empty file, no summary.json. The relaunch used to end `finished` with the curves gone."""
+    overrides = [*CASES["mnist_mlp_bn"](mnist_root, tmp_path / "runs"), "run_name=r"]
+    run_dir = tmp_path / "runs" / "mnist" / "r"
+    train(compose_train(*overrides), run_dir)
+    (run_dir / "summary.json").unlink()
+    (run_dir / "metrics.csv").write_bytes(b"")
+    kept = written(run_dir)
+    assert train_main(*overrides) == 2
+    err = capsys.readouterr().err
+    assert f"error: {run_dir / 'metrics.csv'} holds rows for 1 of the 2 evaluations" in err, err[-2000:]
+    assert "rows were lost" in err and "Traceback" not in err
+    assert written(run_dir) == kept

@@ -141,3 +141,30 @@ def test_a_refused_launch_writes_nothing_and_an_accepted_one_its_record_and_log(
     assert "- run_name=r" in (records[0] / "overrides.yaml").read_text()
     assert (run_dir / "train.log").is_file()
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
+
+
+def test_damaged_and_older_lock_records_and_a_live_owner_on_another_host(tmp_path, holder, capsys):
+    run_dir = tmp_path / "r"
+    # A pid that is not a number (edited by hand, another program's file): taken over, saying why.
+    for pid in ("abc", None, -3, 1.5):
+        write_record(run_dir, pid=pid)
+        with RunLock(run_dir) as lock:
+            assert f"its record is damaged (its pid {pid!r} is not a process id)" in lock.took_over
+        assert f"took over {run_dir / LOCK_NAME} of pid {pid}" in capsys.readouterr().err
+    # A record of an older version (no start time, no SLURM fields): a live pid is the owner; a dead one
+    # is not.
+    older = {"host": socket.gethostname(), "since": "then", "command": "python src/train.py"}
+    (run_dir / LOCK_NAME).write_text(json.dumps({**older, "pid": os.getppid()}))
+    with pytest.raises(RunLockedError, match=f"pid {os.getppid()} on "):
+        RunLock(run_dir).acquire()
+    (run_dir / LOCK_NAME).write_text(json.dumps({**older, "pid": dead_pid()}))
+    with RunLock(run_dir) as lock:
+        assert "has exited" in lock.took_over
+    # A live owner on another host whose record lock the shared file system passes on: refused, however
+    # old its heartbeat.
+    holder(run_dir)
+    write_record(run_dir, host="node-17", pid=12345)
+    old = time.time() - STALE_AFTER_S - 60
+    os.utime(run_dir / LOCK_NAME, (old, old))
+    with pytest.raises(RunLockedError, match="pid 12345 on node-17.*last heartbeat 66\\d s ago"):
+        RunLock(run_dir).acquire()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -58,27 +59,75 @@ def run_log(run_dir: Path, name: str = "train.log"):
         handler.close()
 
 
+# A run name is one folder name under runs_root/<task>: no separator and no leading dot, so that neither
+# `..` nor a path can take the run folder (and what overwrite=true clears) outside runs_root.
+RUN_NAME = re.compile(r"[A-Za-z0-9_+=,@-][A-Za-z0-9._+=,@-]*")
+
+
+def run_name_problem(run_name) -> str | None:
+    """Why `run_name` cannot name a run folder, or None."""
+    if RUN_NAME.fullmatch(str(run_name)):
+        return None
+    return (
+        f"run_name={run_name} is not a plain folder name: a run folder lies directly in runs_root/<task>, "
+        f"so its name may hold letters, digits and . _ - + = , @ (not starting with a dot, no / or \\ or "
+        f"spaces). Nothing was written."
+    )
+
+
+def _refuse(message: str) -> None:
+    from bnrepro.entry import EXIT_BAD_INPUT
+
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
 class NewFolders(Callback):
     """Hydra callback (conf/train.yaml): notes which folders Hydra is about to create for the run
-    (`hydra.run.dir`) or the sweep (`hydra.sweep.dir`), so that a refused launch can remove them again."""
+    (`hydra.run.dir`) or the sweep (`hydra.sweep.dir`), so that a refused launch can remove them again;
+    refuses, before Hydra creates any, a run name that would leave runs_root and a runs_root that is a
+    file or lies under one."""
 
     def on_run_start(self, config, **kwargs) -> None:
+        if (problem := run_name_problem(_select(config, "run_name"))) is not None:
+            _refuse(problem)
         _note_missing(config, "hydra.run.dir")
 
     def on_multirun_start(self, config, **kwargs) -> None:
         _note_missing(config, "hydra.sweep.dir")
 
+    def on_job_start(self, config, **kwargs) -> None:
+        # A sweep's job names are known only per job, and Hydra has made the job's folder by now: an
+        # empty one is removed again before the refusal.
+        if (problem := run_name_problem(_select(config, "run_name"))) is not None:
+            with contextlib.suppress(OSError):
+                Path(config.hydra.runtime.output_dir).rmdir()
+            _refuse(problem)
 
-def _note_missing(config, key: str) -> None:
+
+def _select(config, key: str):
+    """OmegaConf.select; None for a value Hydra resolves only later."""
     from omegaconf import OmegaConf
 
-    from bnrepro.entry import EXIT_BAD_INPUT
+    try:
+        return OmegaConf.select(config, key)
+    except Exception:  # an interpolation Hydra resolves only later
+        return None
+
+
+def _note_missing(config, key: str) -> None:
     from bnrepro.runlock import NOT_WRITABLE, not_writable
 
-    try:
-        folder = Path(str(OmegaConf.select(config, key))).absolute()
-    except Exception:  # an interpolation Hydra resolves only later: nothing noted, nothing removed
+    value = _select(config, key)
+    if value is None:  # an interpolation Hydra resolves only later: nothing noted, nothing removed
         return
+    folder = Path(str(value)).absolute()
+    if (
+        file := next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    ) is not None:
+        _refuse(f"{file} is a file, not a folder: the run folder {folder} cannot be made there. Nothing was "
+                f"written. Give runs_root=<folder> a folder (now runs_root={_select(config, 'runs_root')}), "
+                f"or move the file away.")  # fmt: skip
     missing = [p for p in (folder, *folder.parents) if not p.exists()]
     _new_folders.update(missing)
     try:  # as Hydra will a moment later, but with a message for a folder that cannot be written
@@ -89,8 +138,7 @@ def _note_missing(config, key: str) -> None:
                 p.rmdir()
         if e.errno not in NOT_WRITABLE:
             raise
-        print(f"error: {not_writable(Path(e.filename or folder), e)}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+        _refuse(str(not_writable(Path(e.filename or folder), e)))
 
 
 def remove_new_folders(run_dir: Path, new: bool) -> None:

@@ -144,19 +144,92 @@ def starts_ranks_by_rerunning_command(trainer) -> bool:
 
 
 def continue_csv(logger, rows: bytes) -> None:
-    """Makes Lightning's CSVLogger continue a metrics.csv that holds `rows` (its header line first; b"":
-    start a fresh file): later rows are appended under the same header, without rewriting the file.
-    Call it on rank 0 (the only rank with a writer).
+    """Makes the run's CSV logger (run_csv_logger) continue a metrics.csv that holds `rows` (its header
+    line first; b"": start a fresh file): later rows are appended under the same header. The file is
+    replaced whole (a temporary file, then a rename), never emptied first. Call it on rank 0 (the only
+    rank with a writer).
 
-    Internals (lightning 2.6, since 2.1 for the appending): creating the logger's writer
-    (`logger.experiment`) deletes an existing metrics.csv, so the rows are written back after; the writer
-    appends rows as long as its `metrics_keys` (the columns it has written) cover them, so they are set
-    to the file's header. Public alternative: none; CSVLogger cannot resume a file.
+    Internals (lightning 2.6, since 2.1 for the appending): the writer appends rows as long as its
+    `metrics_keys` (the columns it has written) cover them, so they are set to the file's header.
+    Public alternative: none; CSVLogger cannot resume a file.
     """
-    writer = logger.experiment  # created here: removes metrics.csv
+    from bnrepro.provenance import write_bytes_atomic
+
+    writer = logger.experiment
     keys, path = getattr(writer, "metrics_keys", None), getattr(writer, "metrics_file_path", None)
     if not isinstance(keys, list) or path is None:
         raise _changed("the CSV logger's writer (its metrics_keys list and metrics_file_path)")
     if rows:
-        Path(path).write_bytes(rows)
+        write_bytes_atomic(Path(path), rows)
         writer.metrics_keys = rows.decode().splitlines()[0].split(",")
+    else:
+        Path(path).unlink(missing_ok=True)
+        writer.metrics_keys = []
+
+
+def _atomic_csv_writer():
+    """Lightning's CSV ExperimentWriter, changed where it would lose rows. Made, it leaves metrics.csv
+    alone (Lightning's deletes it; continue_csv decides what the file keeps). A new column rewrites the
+    file through a temporary file and a rename (Lightning's opens it with "w": a kill there -- at a
+    run's end, when Alg. 2's columns arrive -- left an empty file). It remembers the rows of the last
+    step it wrote (`last_rows`), which checkpointing.RowsInCheckpoint stores in each checkpoint.
+
+    Internals (lightning 2.6): ExperimentWriter's `_check_log_dir_exists` (deletes the file),
+    `_rewrite_with_new_header` (rewrites it) and `save` (writes the buffered `metrics`). Public
+    alternative: none.
+    """
+    import csv
+    import io
+
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+    from bnrepro.provenance import write_bytes_atomic
+
+    for name in ("_check_log_dir_exists", "_rewrite_with_new_header", "save"):
+        if not callable(getattr(ExperimentWriter, name, None)):
+            raise _changed(f"the CSV logger's writer (ExperimentWriter.{name})")
+
+    class AtomicCSVWriter(ExperimentWriter):
+        def __init__(self, log_dir: str) -> None:
+            super().__init__(log_dir)
+            self.last_rows: list[dict] = []
+
+        def _check_log_dir_exists(self) -> None:
+            pass
+
+        def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+            path = Path(self.metrics_file_path)
+            with path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+            out = io.StringIO(newline="")
+            writer = csv.DictWriter(out, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+            write_bytes_atomic(path, out.getvalue().encode())
+
+        def save(self) -> None:
+            if self.metrics:  # what the next checkpoint stores: the rows of its own step
+                step = self.metrics[-1].get("step")
+                earlier = [r for r in self.last_rows if r.get("step") == step]
+                self.last_rows = earlier + [dict(r) for r in self.metrics if r.get("step") == step]
+            super().save()
+
+    return AtomicCSVWriter
+
+
+def run_csv_logger(run_dir):
+    """Lightning's CSVLogger writing <run_dir>/metrics.csv with _atomic_csv_writer's writer (rank 0).
+
+    Internals (lightning 2.6): CSVLogger keeps its writer in `_experiment`, made on first use by the
+    `experiment` property; set first, ours is used. Public alternative: none.
+    """
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = CSVLogger(save_dir=str(run_dir), name="", version="")
+    if getattr(logger, "_experiment", False) is not None:
+        raise _changed("where CSVLogger keeps its writer (CSVLogger._experiment)")
+    if rank_zero_only.rank == 0:  # only rank 0 writes metrics.csv
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        logger._experiment = _atomic_csv_writer()(log_dir=logger.log_dir)
+    return logger

@@ -21,7 +21,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from bnrepro.checkpointing import ResumeError
-from bnrepro.lightning_compat import continue_csv
+from bnrepro.lightning_compat import continue_csv, run_csv_logger
 
 
 def has_wandb_api_key() -> bool:
@@ -42,14 +42,18 @@ def wandb_mode(requested: str) -> str:
     return "online" if has_wandb_api_key() else "offline"
 
 
-def resumed_csv_logger(run_dir: Path, step: int) -> CSVLogger:
-    """Lightning's CSVLogger continuing the run folder's metrics.csv up to the resumed checkpoint's `step`
-    (rows logged after it -- a kill after the last checkpoint -- are logged again by the resumed run)."""
-    logger = CSVLogger(save_dir=str(run_dir), name="", version="")
+def csv_logger(run_dir: Path, step: int | None) -> CSVLogger:
+    """Lightning's CSVLogger writing the run folder's metrics.csv, every rewrite atomic
+    (lightning_compat.run_csv_logger). A resumed run (`step`: its checkpoint's) continues the file up to
+    that step: rows logged after it -- a kill after the last checkpoint -- are logged again by the
+    resumed run, and rows of the step itself that a kill tore are written back from the checkpoint
+    (checkpointing.RowsInCheckpoint). A fresh run starts a new file."""
+    logger = run_csv_logger(run_dir)
     if rank_zero_only.rank != 0:
         return logger  # only rank 0 writes metrics.csv
     path = run_dir / "metrics.csv"
-    continue_csv(logger, rows_up_to(path.read_bytes(), step, path) if path.is_file() else b"")
+    keep = step is not None and path.is_file()
+    continue_csv(logger, rows_up_to(path.read_bytes(), step, path) if keep else b"")
     return logger
 
 
@@ -105,12 +109,7 @@ def build_loggers(cfg, run_dir: Path, resolved_config: dict, resume_step: int | 
     run_dir, name and run_config)."""
     from bnrepro.config.build import build
 
-    csv_logger = (
-        resumed_csv_logger(run_dir, resume_step)
-        if resume_step is not None
-        else CSVLogger(save_dir=str(run_dir), name="", version="")
-    )
-    loggers: list[Logger] = [csv_logger]
+    loggers: list[Logger] = [csv_logger(run_dir, resume_step)]
     for key, node in cfg.logger.items():
         if node is not None:
             # A partial, called here: instantiate would also build the `_target_`s inside run_config.

@@ -30,6 +30,7 @@ from bnrepro.checkpointing import (
     ConfigInCheckpoint,
     EvaluationCheckpoint,
     ResumeError,
+    RowsInCheckpoint,
     checkpoint_step,
     select_resume,
 )
@@ -245,7 +246,7 @@ def _train(cfg, run_dir: Path) -> dict | None:
     info = {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed, "task": cfg.task,
             "run_name": cfg.run_name, "lr_multiplier": cfg.lr_multiplier.factor}  # fmt: skip
     # The config goes into every checkpoint; `resolved` gets what "auto" became below, before any is saved.
-    callbacks = [*build_callbacks(cfg, run_dir, info), ConfigInCheckpoint(resolved)]
+    callbacks = [*build_callbacks(cfg, run_dir, info), ConfigInCheckpoint(resolved), RowsInCheckpoint()]
     # precision / cudnn benchmark with "auto" resolved
     convolutional = is_convolutional(net)  # an image network: bf16 and all cores by default (speed.py)
     trainer_kwargs.update(speed_trainer_args(cfg, convolutional=convolutional))

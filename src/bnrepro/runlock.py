@@ -98,17 +98,35 @@ def owner_record() -> dict:
     }
 
 
+def damaged_because(record: dict) -> str | None:
+    """Why a record cannot be an owner's (no launch writes it so: edited by hand, or another program's), or
+    None. A record of an older version lacks fields, which take their cautious defaults instead: no
+    pid_start (a live pid counts as the owner), no SLURM fields (no requeue rule)."""
+    pid = record.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return f"its pid {pid!r} is not a process id"
+    if not isinstance(record.get("host"), str):
+        return f"its host {record.get('host')!r} is not a host name"
+    return None
+
+
 def stale_because(record: dict, heartbeat_age_s: float) -> str | None:
     """Why a lock held by `record` may be taken over, or None while its owner may still run."""
+    if (damage := damaged_because(record)) is not None:
+        # Only reached while the record lock is free: no live launch on a file system with record locks
+        # holds this file.
+        return f"its record is damaged ({damage})"
     if record.get("host") == socket.gethostname():
         if not _alive(int(record["pid"]), record.get("pid_start")):
             return f"its process {record['pid']} on this host has exited"
         return None
     job = os.environ.get("SLURM_JOB_ID")
+    restarts = record.get("slurm_restart_count") or 0
     if (
         job
         and record.get("slurm_job_id") == job
-        and int(record.get("slurm_restart_count") or 0) < _slurm_restarts()
+        and isinstance(restarts, int)
+        and restarts < _slurm_restarts()
     ):
         return f"it is an earlier instance of this SLURM job {job}, which was requeued"
     if heartbeat_age_s > STALE_AFTER_S:
@@ -185,7 +203,7 @@ class RunLock:
             if why is None:  # alive, though the record lock did not say so (a file system without it)
                 raise RunLockedError(self._refusal(record, age))
             self.took_over = (
-                f"took over {self.path} of pid {record.get('pid')} on {record.get('host')}: {why}"
+                f"took over {self.path} of pid {record.get('pid')!s} on {record.get('host')!s}: {why}"
             )
             print(f"warning: {self.took_over}", file=sys.stderr)
         try:

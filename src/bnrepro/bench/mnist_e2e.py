@@ -75,7 +75,9 @@ def peer(args) -> None:
     net = timm.create_model("mnist_mlp", norm=MODELS[args.model], act_layer="sigmoid", init_seed=args.seed,
                             in_features=784, hidden=[100, 100, 100], num_classes=10, init_std=0.05)  # fmt: skip
     opt = torch.optim.SGD(net.parameters(), lr=args.lr)
-    stream = torch.load(args.indices)  # the training stream; its first --alg2-batches also feed Alg. 2
+    stream = torch.load(
+        args.indices, weights_only=True
+    )  # the training stream; its first --alg2-batches also feed Alg. 2
     indices = stream[: args.steps]
     tracked = net.get_submodule("blocks.2.act")  # Figure 1(b,c): its input
     q = torch.tensor(QUANTILES)

@@ -8,7 +8,9 @@ the job (`scontrol requeue`), whose relaunch resumes from last.ckpt in the same 
 what submitit (hydra/launcher=slurm) asks with, is handled as SIGUSR1 while training runs: submitit's
 own handler would requeue and exit from inside the signal handler, mid-step. Lightning's
 own SLURM requeue handler is off (trainer: SLURMEnvironment(auto_requeue=False)) because it saves from
-inside the signal handler.
+inside the signal handler. SIGINT (Ctrl-C) while training runs is a user's stop, handled like SIGTERM
+(saved, recorded as preempted, relaunch to continue) instead of Lightning's KeyboardInterrupt exit,
+which recorded the run as failed; a second Ctrl-C interrupts at once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import lightning as L
@@ -38,17 +42,29 @@ class Preemption(L.Callback):
     def _on_sigusr1(self, signum, frame) -> None:
         self.sigusr1 = True
 
+    def _on_sigint(self, signum, frame) -> None:
+        self.sigint = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: KeyboardInterrupt
+        print("\nCtrl-C: saving at the end of this step, then stopping (Ctrl-C again to abort at once)",
+              file=sys.stderr, flush=True)  # fmt: skip
+
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.checkpoint is None:
             self.checkpoint = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
 
     def on_fit_start(self, trainer, pl_module):
+        self.sigint = False
         if hasattr(signal, "SIGUSR1"):  # POSIX
             self._previous = {s: signal.signal(s, self._on_sigusr1) for s in (signal.SIGUSR1, signal.SIGUSR2)}
+        if threading.current_thread() is threading.main_thread():  # only there can Python set handlers
+            self._previous = {
+                **(self._previous or {}),
+                signal.SIGINT: signal.signal(signal.SIGINT, self._on_sigint),
+            }
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         injected = self.stop_at_step is not None and trainer.global_step >= self.stop_at_step
-        asked = self.sigusr1 or trainer.received_sigterm or injected
+        asked = self.sigusr1 or getattr(self, "sigint", False) or trainer.received_sigterm or injected
         # One decision for all ranks: each must take part in the checkpoint's barrier, or none.
         if not trainer.strategy.reduce_boolean_decision(asked, all=False):
             return

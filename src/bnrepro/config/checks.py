@@ -6,6 +6,7 @@ import math
 
 from omegaconf import OmegaConf
 
+from bnrepro.config.appended import check_appended
 from bnrepro.config.errors import ConfigError
 
 CHOICES = {
@@ -95,6 +96,7 @@ def check_devices(cfg) -> None:
 
 
 def validate(cfg) -> None:
+    check_appended(cfg)  # `+key=value` past the schema: taken only where the component takes it
     check_finite(cfg)
     if not 0 <= cfg.seed < 2**32:
         raise ConfigError(f"seed={cfg.seed} must lie in [0, 2**32 - 1] (numpy's and torch's seeds)")

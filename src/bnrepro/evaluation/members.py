@@ -8,7 +8,6 @@ normalisation is the run's data.mean/std, so an ensemble may mix runs that norma
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 from torchvision.transforms import v2
 
+from bnrepro import safe_load
 from bnrepro.config import ConfigError
 from bnrepro.data.images import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -79,10 +79,11 @@ def load_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
     if not ckpt.is_file():
         raise CheckpointError(f"{ckpt}: no such checkpoint")
     try:
-        # weights_only: a Lightning checkpoint is tensors and plain containers; refuse arbitrary pickles.
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as e:
-        raise CheckpointError(f"{ckpt}: cannot read the checkpoint ({type(e).__name__}: {e})") from e
+        state = safe_load.load(ckpt)  # weights only: a hostile pickle is refused before its code runs
+    except ValueError as e:  # safe_load's errors name the file
+        raise CheckpointError(str(e)) from None
+    except OSError as e:  # unreadable (permissions, a folder)
+        raise CheckpointError(f"{ckpt}: cannot read the checkpoint ({e})") from e
     if not isinstance(state, dict) or "state_dict" not in state:
         raise CheckpointError(f"{ckpt}: not a Lightning checkpoint (no 'state_dict')")
     weights = {k[len("net.") :]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
