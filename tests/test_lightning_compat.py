@@ -195,3 +195,13 @@ def test_a_missing_internal_names_the_lightning_version_and_this_module(hook, mo
     message = rf"lightning {re.escape(L.__version__)} changed .*update bnrepro/lightning_compat\.py"
     with pytest.raises(RuntimeError, match=message):
         call(target)
+
+
+def test_drop_wandb_anonymous_leaves_wandb_init_without_it(tmp_path):
+    from lightning.pytorch.loggers import WandbLogger
+
+    logger = WandbLogger(save_dir=str(tmp_path), mode="disabled")
+    compat.drop_wandb_anonymous(logger)
+    assert "anonymous" not in logger._wandb_init
+    with pytest.raises(RuntimeError, match=r"changed .*update bnrepro/lightning_compat\.py"):
+        compat.drop_wandb_anonymous(logger)  # gone: what Lightning would do differently is caught

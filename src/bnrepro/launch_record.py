@@ -46,15 +46,25 @@ def write_record(run_dir: Path, cfg) -> Path | None:
 @contextlib.contextmanager
 def run_log(run_dir: Path, name: str = "train.log"):
     """The run's log file `<run_dir>/train.log` (appended to by every launch), for the root logger's
-    records while the run trains -- Hydra's job log file, opened only once the launch is accepted."""
+    records while the run trains -- Hydra's job log file, opened only once the launch is accepted -- and
+    Lightning's: imported before Hydra configures logging, Lightning gives its logger a console handler
+    of its own and stops it propagating to the root, so its lines (resumed from, fit stopped at, ...)
+    would reach the console but not train.log."""
     handler = logging.FileHandler(run_dir / name)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    root.addHandler(handler)
+    loggers = [logging.getLogger()]
+    loggers += [
+        logging.getLogger(n)
+        for n in ("lightning.pytorch", "lightning.fabric")
+        if not logging.getLogger(n).propagate
+    ]
+    for logger in loggers:
+        logger.addHandler(handler)
     try:
         yield
     finally:
-        root.removeHandler(handler)
+        for logger in loggers:
+            logger.removeHandler(handler)
         handler.close()
 
 

@@ -39,6 +39,7 @@ from bnrepro.config.checks import validate
 from bnrepro.config.loop import resolve_loop
 from bnrepro.config.resume import config_differences, differences_from_run, flatten
 from bnrepro.config.schema import SPEED_KEYS
+from bnrepro.console import progress_bar
 from bnrepro.launch_record import run_log, write_record
 from bnrepro.launching import in_multirun, run_job_in_own_process
 from bnrepro.lightning_compat import set_max_steps, starts_ranks_by_rerunning_command
@@ -217,6 +218,7 @@ def build_callbacks(cfg, run_dir: Path, info: dict) -> list[L.Callback]:
         # last.ckpt after every evaluation period. Not `save_last=True` of the checkpoint above: Lightning
         # 2.6 refreshes that one only at steps where `best` improved.
         EvaluationCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
+        *progress_bar(cfg.trainer.enable_progress_bar),  # tqdm on a terminal, plain lines in a log
     ]  # fmt: skip
 
 
