@@ -37,7 +37,7 @@ def main(cfg) -> None:
     try:
         evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
     except (ConfigError, CheckpointError, ImageDataError, DatasetNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {str(e).rstrip()}", file=sys.stderr)  # one message, no stray blank line
         sys.exit(EXIT_BAD_INPUT)
 
 

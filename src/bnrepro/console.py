@@ -57,6 +57,11 @@ def progress(items: Iterable, total: int | None, what: str, every_s: float = 10.
     """Yields `items`, printing `<what>: i/total` every `every_s` seconds (the first after `every_s`, so a
     quick loop prints nothing) and once at the end if anything was printed. Plain lines on a terminal
     too: these loops run inside Lightning's own bar, which a second tqdm bar would break."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank != 0:  # every rank runs the loop; one prints
+        yield from items
+        return
     start = last = time.monotonic()
     i = 0
     for i, item in enumerate(items, 1):

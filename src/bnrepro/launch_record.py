@@ -78,6 +78,29 @@ class NewFolders(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         _note_missing(config, "hydra.sweep.dir")
 
+    def on_job_start(self, config, **kwargs) -> None:
+        move_multirun_record(config)
+
+
+def move_multirun_record(config) -> Path | None:
+    """Moves the sweep's multirun.yaml, which Hydra's sweeper writes into the sweep folder (runs/<task>/,
+    where it would sit among the run folders; its path is not configurable), to
+    runs/<task>/.hydra/multirun-<time>.yaml: beside the runs, one per sweep. Done by the first job of the
+    sweep; a later job (or another node's) finds it gone."""
+    from omegaconf import OmegaConf
+
+    if str(OmegaConf.select(config, "hydra.mode")) != "RunMode.MULTIRUN":
+        return None
+    record = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / "multirun.yaml"
+    try:
+        stamp = datetime.fromtimestamp(record.stat().st_mtime).strftime("%Y%m%d-%H%M%S-%f")
+        target = record.parent / ".hydra" / f"multirun-{stamp}.yaml"
+        target.parent.mkdir(exist_ok=True)
+        record.rename(target)
+    except FileNotFoundError:
+        return None
+    return target
+
 
 def _note_missing(config, key: str) -> None:
     from omegaconf import OmegaConf

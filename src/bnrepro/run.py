@@ -102,6 +102,13 @@ def check_input(net, input_shape: tuple[int, ...], cfg) -> None:
 def make_trainer(**kwargs) -> L.Trainer:
     """L.Trainer(**kwargs). What Lightning refuses in the trainer settings -- accelerator=gpu without a GPU,
     a device count, strategy or precision it does not know -- is a ConfigError naming the keys."""
+    several = str(kwargs.get("devices")) not in ("1", "auto", "[0]", "None")
+    if str(kwargs.get("accelerator")) == "auto" and several and not torch.cuda.is_available():
+        # Lightning would start that many CPU processes instead: say that no GPU was found.
+        raise ConfigError(
+            f"trainer.devices={kwargs['devices']}: no GPU was found here (torch.cuda.is_available() is False). "
+            f"Run it on a GPU machine; for CPU processes (tests, small runs) say so with trainer.accelerator=cpu."
+        )
     try:
         return L.Trainer(**kwargs)
     except (MisconfigurationException, ValueError, TypeError, ImportError) as e:

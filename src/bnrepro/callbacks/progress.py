@@ -48,6 +48,10 @@ class LineProgress(ProgressBar):
             print(f"training: {self._step(trainer)}" + (f", train/loss {float(loss):.4f}" if loss is not None else ""),
                   flush=True)  # fmt: skip
 
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn != "fit":  # src/eval.py: a validation pass alone
+            self._start = self._last = time.monotonic()
+
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ) -> None:
@@ -55,4 +59,7 @@ class LineProgress(ProgressBar):
         if self._on(trainer) and now - self._last >= self.every_s:  # a long evaluation (ImageNet's val set)
             self._last = now
             total = trainer.num_val_batches[dataloader_idx] if trainer.num_val_batches else "?"
-            print(f"evaluating at {self._step(trainer)}: batch {batch_idx + 1}/{total}", flush=True)
+            where = (
+                f" at {self._step(trainer)}" if trainer.state.fn == "fit" else f" ({now - self._start:.0f} s)"
+            )
+            print(f"evaluating{where}: batch {batch_idx + 1}/{total}", flush=True)

@@ -18,6 +18,7 @@ from bnrepro.callbacks.data_errors import StopOnUnreadableImage
 from bnrepro.config import ConfigError
 from bnrepro.config.build import build
 from bnrepro.config.schema import SPEED_KEYS
+from bnrepro.console import progress_bar
 from bnrepro.data.imagenet import ImageFolderDataModule
 from bnrepro.evaluation.config import PROTOCOLS, validate_crops, validate_eval
 from bnrepro.evaluation.crops import crop_transform
@@ -46,7 +47,7 @@ def build_trainer(cfg, out_dir: Path) -> L.Trainer:
         enable_checkpointing=False,
         use_distributed_sampler=False,  # ours shards without padding; Lightning's would duplicate images
         default_root_dir=str(out_dir),
-        callbacks=[StopOnUnreadableImage()],
+        callbacks=[StopOnUnreadableImage(), *progress_bar(kwargs.get("enable_progress_bar", True))],
     )
 
 
