@@ -44,3 +44,17 @@ def test_several_devices_without_a_gpu_say_that_no_gpu_was_found(mnist_root, tmp
     err = capsys.readouterr().err
     assert "trainer.devices=8: no GPU was found here" in err and "trainer.accelerator=cpu" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_readmes_smoke_test_composes_and_is_small():
+    """The README's smoke test stays one on a CPU: small images, few steps (it ran 22-52 s a step at 224 px)."""
+    import shlex
+
+    from conftest import compose_train
+
+    (line,) = [
+        x for x in (ROOT / "README.md").read_text().splitlines() if x.endswith("(< 1 min on 2 CPU cores)")
+    ]
+    args = shlex.split(line.split("#")[0])[2:]  # after `python src/train.py`
+    cfg = compose_train(*args)
+    assert cfg.data.name == "synthetic" and cfg.data.image_size <= 32 and cfg.trainer.max_steps <= 20
