@@ -29,6 +29,8 @@ _SILENT_INFO = re.compile(
 _SILENT_WARNINGS = (
     # Lightning 2.6's own use of a torch.utils._pytree API that torch deprecated; nothing of ours.
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # A relaunch resumes into its own run folder on purpose; Lightning warns that it holds checkpoints.
+    r"Checkpoint directory .* exists and is not empty",
     # Lightning's note on the DataLoader worker count: our loaders are index tensors on the device
     # (data/device_loader.py) or ImageBatchLoader, whose workers data.num_workers sets deliberately.
     r"The '\w+_dataloader' does not have many workers",
