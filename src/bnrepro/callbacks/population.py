@@ -51,7 +51,9 @@ def recompute_population_statistics(net: nn.Module, batches, num_batches: int) -
         m.momentum = None  # cumulative average: every batch weighs the same
         m.train()
     used = 0
-    for x in progress(batches, num_batches, "Alg. 2: BN statistics, training batch"):  # a line per 10 s
+    for x in progress(
+        itertools.islice(batches, num_batches), num_batches, "Alg. 2: BN statistics, training batch"
+    ):
         if used == num_batches:
             break
         net(x)
