@@ -44,7 +44,7 @@ def test_offline_mnist_run_exits_2_with_the_message_on_the_console(tmp_path, off
     overrides = [o for o in fast_overrides(tmp_path / "data", runs) if o != "data.download=false"]
     assert train_main("model=mnist_mlp_bn", *overrides) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: data=mnist: no MNIST found and the download failed (RuntimeError: ")
+    assert err.startswith("error: mnist: no data found and the download failed (RuntimeError: ")
     assert "data=fashion_mnist" in err and not err.endswith("\n\n")
     assert not runs.exists() and not (tmp_path / "data").exists()
 

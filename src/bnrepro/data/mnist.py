@@ -113,7 +113,7 @@ def _not_found(name: str, raw: Path, system_dirs: list[Path], reason: str) -> st
         fixes.append("train on Fashion-MNIST instead, which works offline: data=fashion_mnist "
                      "(`apt-get install dataset-fashion-mnist`)")  # fmt: skip
     return (
-        f"data={name}: no {raw.parent.name} found and {reason}. Looked for {', '.join(IDX_FILES)} in "
+        f"{name}: no data found and {reason}. Looked for {raw.parent.name}'s {', '.join(IDX_FILES)} in "
         f"{where}. To fix: {'; or '.join(fixes)}."
     )
 
