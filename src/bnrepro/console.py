@@ -31,6 +31,9 @@ _SILENT_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     # A relaunch resumes into its own run folder on purpose; Lightning warns that it holds checkpoints.
     r"Checkpoint directory .* exists and is not empty",
+    # Resuming mid-period is exact here: the step-stream sampler resumes at its step (data/device_loader.py,
+    # tests/test_resume.py), which Lightning cannot see.
+    r"You're resuming from a checkpoint that ended before the epoch ended",
     # Lightning's note on the DataLoader worker count: our loaders are index tensors on the device
     # (data/device_loader.py) or ImageBatchLoader, whose workers data.num_workers sets deliberately.
     r"The '\w+_dataloader' does not have many workers",
