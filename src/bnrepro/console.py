@@ -29,6 +29,9 @@ _SILENT_INFO = re.compile(
 _SILENT_WARNINGS = (
     # Lightning 2.6's own use of a torch.utils._pytree API that torch deprecated; nothing of ours.
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # Lightning 2.6's all_gather (the percentiles gather across ranks) calls a torch function torch
+    # deprecated; printed once per rank of a DDP run.
+    r"torch\.distributed\.nn\.functional\.all_gather is deprecated",
     # A relaunch resumes into its own run folder on purpose; Lightning warns that it holds checkpoints.
     r"Checkpoint directory .* exists and is not empty",
     # Resuming mid-period is exact here: the step-stream sampler resumes at its step (data/device_loader.py,
