@@ -30,10 +30,13 @@ lint:
     ruff check .
     ruff format --check .
 
-# (`just bench mnist|mnist_e2e|inception|pipeline [options]` runs one of them; see docs/benchmarks.md)
-# benchmarks: BN-Inception's training step (Lightning vs plain PyTorch) + input pipeline (CPU vs GPU decode);
-# `just bench mnist`: the MNIST training loop, then `just reproduce mnist data=fashion_mnist` end to end
-# against a plain PyTorch script doing the same work
+# `just --list` shows only the comment line right above a recipe, so the details go first, apart:
+# `just bench` = BN-Inception's training step (Lightning vs plain PyTorch) + input pipeline (CPU vs GPU
+# decode); `just bench mnist` = the MNIST training loop, then `just reproduce mnist data=fashion_mnist`
+# end to end against a plain PyTorch script doing the same work; `just bench mnist_e2e|inception|pipeline
+# [options]` runs one of them.
+
+# benchmarks (docs/benchmarks.md): just bench [mnist|mnist_e2e|inception|pipeline] [options]
 bench name="imagenet" *args:
     shift; if [ "{{name}}" = imagenet ]; then python -m bnrepro.bench.inception "$@" && python -m bnrepro.bench.pipeline; elif [ "{{name}}" = mnist ] && [ $# -eq 0 ]; then python -m bnrepro.bench.mnist && python -m bnrepro.bench.mnist_e2e; else python -m bnrepro.bench.{{name}} "$@"; fi
 

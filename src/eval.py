@@ -4,7 +4,9 @@
     eval.ensemble=[ckptA,ckptB,...]   class probabilities averaged over the members
     weights=caffe_port [weights_path=<file>]   the published BN-Inception weights
     eval.crops=1 | 144                single centre crop | GoogLeNet's 144 crops (docs/paper.md Sec. 5)
-    data=imagenet|imagenette data.root=<root>  the val/ folder; trainer.devices=8 trainer.strategy=ddp
+    (no data=)                        the run's own data set, from <run_dir>/config.yaml
+    data=imagenet|imagenette data.root=<root>  another one (any data set); trainer.devices=8 trainer.strategy=ddp
+    eval.crops=144 needs an image-folder data set; synthetic, MNIST and Fashion-MNIST are evaluated single view
 
 Writes <out>/eval.json (see conf/eval.yaml for the default folder) and prints the top-1/top-5 errors.
 Exit status: 0 done; 2 bad input (config, checkpoint, run folder, data set): no eval.json written.
@@ -21,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 import bnrepro.evaluation.config  # noqa: F401  (registers `eval_schema` and the `eval_name` resolver)
 from bnrepro.config import ConfigError
 from bnrepro.data.images import ImageDataError
+from bnrepro.data.mnist import DatasetNotFoundError
 from bnrepro.entry import EXIT_BAD_INPUT, run_command, task_started
 from bnrepro.evaluation.evaluate import evaluate
 from bnrepro.evaluation.members import CheckpointError
@@ -33,8 +36,8 @@ def main(cfg) -> None:
     task_started()
     try:
         evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except (ConfigError, CheckpointError, ImageDataError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ConfigError, CheckpointError, ImageDataError, DatasetNotFoundError) as e:
+        print(f"error: {str(e).rstrip()}", file=sys.stderr)  # one message, no stray blank line
         sys.exit(EXIT_BAD_INPUT)
 
 

@@ -84,7 +84,7 @@ def run(cfg, run_dir: Path, hydra_cfg) -> None:
             # observer kill rank 0 while it writes summary.json.
             return
         if not isinstance(e, TrainingDiverged):
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {str(e).rstrip()}", file=sys.stderr)  # one message, no stray blank line
             sys.exit(EXIT_BAD_INPUT)
         print(f"diverged: {cfg.run_name}: {e}", file=sys.stderr)
         if hydra_cfg.mode != RunMode.MULTIRUN:

@@ -77,3 +77,14 @@ def test_the_documented_schema_refuses_a_misspelled_key(npz_data_set):
     with pytest.raises(ConfigCompositionException) as e:
         compose_train(*npz_overrides(npz_data_set, "data.pth=x.npz"))
     assert "pth" in str(e.value.__cause__ or e.value)
+
+
+def test_the_documented_data_set_refuses_a_file_of_another_size(npz_data_set):
+    from bnrepro.config import ConfigError
+
+    cfg = compose_train(*npz_overrides(npz_data_set, "data.num_train_examples=50000"))
+    with pytest.raises(
+        ConfigError, match=r"holds 240 training and 60 test examples, but data.num_train_examples=50000"
+    ):
+        train(cfg, npz_data_set / "runs" / "r")
+    assert not (npz_data_set / "runs" / "r").exists()  # refused before the run folder was made

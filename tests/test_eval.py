@@ -165,7 +165,7 @@ def test_an_ensemble_averages_probabilities_over_crops_then_members_not_logits()
 def test_eval_main_writes_eval_json_for_144_crops(tiny_run, val_root, tmp_path, capsys):
     """src/eval.py's main, Hydra's included, in this process."""
     ckpt = tiny_run / "checkpoints" / "best.ckpt"
-    status = train_main(f"ckpt={ckpt}", f"data.root={val_root}", "eval.crops=144", f"runs_root={tmp_path}",
+    status = train_main(f"ckpt={ckpt}", "data=imagenet", f"data.root={val_root}", "eval.crops=144", f"runs_root={tmp_path}",
                         *TINY, script="eval.py")  # fmt: skip
     out_err = capsys.readouterr()
     assert status == 0, out_err.err[-3000:]
@@ -192,7 +192,9 @@ def reference_top1(ckpts, val_root, crops) -> float:
     members = [load_run_member(c) for c in ckpts]
     from bnrepro.config.build import build
 
-    _, samples = val_samples(build(compose_eval(f"data.root={val_root}").data, "data", seed=0), 7)
+    _, samples = val_samples(
+        build(compose_eval("data=imagenet", f"data.root={val_root}").data, "data", seed=0), 7
+    )
     hits = 0
     with torch.no_grad():
         for path, label in samples:
@@ -207,7 +209,11 @@ def reference_top1(ckpts, val_root, crops) -> float:
 def test_an_ensemble_in_process_matches_a_plain_loop(tiny_run, val_root, tmp_path):
     ckpts = [tiny_run / "checkpoints" / "best.ckpt", tiny_run / "checkpoints" / "population.ckpt"]
     cfg = compose_eval(
-        f"eval.ensemble=[{ckpts[0]},{ckpts[1]}]", f"data.root={val_root}", "eval.crops=144", *TINY
+        f"eval.ensemble=[{ckpts[0]},{ckpts[1]}]",
+        "data=imagenet",
+        f"data.root={val_root}",
+        "eval.crops=144",
+        *TINY,
     )
     assert cfg.out.startswith("runs/eval/imagenet/ensemble2-") and cfg.out.endswith("-144crops")
     record = evaluate(cfg, tmp_path / "out")
@@ -220,8 +226,10 @@ def test_an_ensemble_in_process_matches_a_plain_loop(tiny_run, val_root, tmp_pat
 @pytest.mark.slow  # ~26 s on 2 CPU cores: three Python processes importing Lightning
 def test_ddp_on_two_cpu_processes_counts_every_image_once(tiny_run, val_root, tmp_path):
     ckpt = tiny_run / "checkpoints" / "best.ckpt"
-    single = evaluate(compose_eval(f"ckpt={ckpt}", f"data.root={val_root}", *TINY), tmp_path / "one")
-    r = eval_cli(f"ckpt={ckpt}", f"data.root={val_root}", f"out={tmp_path / 'ddp'}", *TINY, "trainer.devices=2",
+    single = evaluate(
+        compose_eval(f"ckpt={ckpt}", "data=imagenet", f"data.root={val_root}", *TINY), tmp_path / "one"
+    )
+    r = eval_cli(f"ckpt={ckpt}", "data=imagenet", f"data.root={val_root}", f"out={tmp_path / 'ddp'}", *TINY, "trainer.devices=2",
                  "trainer.strategy=ddp", "eval.batch_size=2", timeout=400)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     ddp = json.loads((tmp_path / "ddp" / "eval.json").read_text())
@@ -231,7 +239,7 @@ def test_ddp_on_two_cpu_processes_counts_every_image_once(tiny_run, val_root, tm
 
 def test_a_missing_checkpoint_exits_2_naming_it(tmp_path, val_root, capsys):
     missing = tmp_path / "runs" / "x" / "checkpoints" / "best.ckpt"
-    status = train_main(f"ckpt={missing}", f"data.root={val_root}", f"out={tmp_path / 'out'}", *TINY,
+    status = train_main(f"ckpt={missing}", "data=imagenet", f"data.root={val_root}", f"out={tmp_path / 'out'}", *TINY,
                         script="eval.py")  # fmt: skip
     err = capsys.readouterr().err
     assert status == 2 and f"{missing}: no such checkpoint" in err, err[-3000:]
@@ -258,7 +266,9 @@ def test_an_unreadable_image_stops_the_evaluation_naming_it(tiny_run, val_root, 
     shutil.copytree(val_root, root)
     bad = sorted((root / "val").glob("*/*.JPEG"))[3]
     bad.write_bytes(bad.read_bytes()[:100])
-    cfg = compose_eval(f"ckpt={tiny_run / 'checkpoints' / 'best.ckpt'}", f"data.root={root}", *TINY)
+    cfg = compose_eval(
+        f"ckpt={tiny_run / 'checkpoints' / 'best.ckpt'}", "data=imagenet", f"data.root={root}", *TINY
+    )
     with pytest.raises(ImageDataError, match=str(bad)):
         evaluate(cfg, tmp_path / "out")
     assert not (tmp_path / "out" / "eval.json").exists()
@@ -273,11 +283,15 @@ def test_a_misspelled_key_or_a_bad_value_fails_at_start_up():
         (["ckpt=a.ckpt", "eval.crops=10"], "eval.crops=10"),
         (["ckpt=a.ckpt", "eval.ensemble=[b.ckpt]"], "set one of ckpt"),
         (["weights=caffe_port", "ckpt=a.ckpt"], "leave ckpt"),
-        (["ckpt=a.ckpt", "data=synthetic"], "evaluation reads the val/ folder of an image-folder data set"),
-        (["ckpt=a.ckpt", "eval.crops=144", "eval.scales=[256,288]"], "4 shorter sides"),
+        (["weights=caffe_port"], "choose its val set, e.g. data=imagenet"),
     ]:
         with pytest.raises(ConfigError, match=message):
             validate_eval(compose_eval(*overrides))
+    from bnrepro.evaluation.config import validate_crops
+
+    cfg = compose_eval("ckpt=a.ckpt", "data=imagenet", "eval.crops=144", "eval.scales=[256,288]")
+    with pytest.raises(ConfigError, match="4 shorter sides"):
+        validate_crops(cfg.eval, cfg.data)
 
 
 def test_caffe_port_weights_on_a_subset_of_imagenet_classes(monkeypatch, val_root, tmp_path):
@@ -301,7 +315,11 @@ def test_caffe_port_weights_on_a_subset_of_imagenet_classes(monkeypatch, val_roo
     )
     monkeypatch.setitem(sys.modules, "bnrepro.models.caffe_port", fake)
     cfg = compose_eval(
-        "weights=caffe_port", "weights_path=/w/bn_inception.pth", f"data.root={val_root}", *TINY
+        "weights=caffe_port",
+        "weights_path=/w/bn_inception.pth",
+        "data=imagenet",
+        f"data.root={val_root}",
+        *TINY,
     )
     assert cfg.out == "runs/eval/imagenet/caffe_port-bn_inception-1crop"
     record = evaluate(cfg, tmp_path / "out")

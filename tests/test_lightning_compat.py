@@ -224,3 +224,13 @@ def test_the_runs_csv_writer_never_leaves_a_torn_rewrite(writer, tmp_path, monke
         assert not list(tmp_path.glob(".*partial"))
     else:  # what Lightning's own writer leaves: the header only, the rows gone
         assert (tmp_path / "metrics.csv").read_bytes() != before
+
+
+def test_drop_wandb_anonymous_leaves_wandb_init_without_it(tmp_path):
+    from lightning.pytorch.loggers import WandbLogger
+
+    logger = WandbLogger(save_dir=str(tmp_path), mode="disabled")
+    compat.drop_wandb_anonymous(logger)
+    assert "anonymous" not in logger._wandb_init
+    with pytest.raises(RuntimeError, match=r"changed .*update bnrepro/lightning_compat\.py"):
+        compat.drop_wandb_anonymous(logger)  # gone: what Lightning would do differently is caught

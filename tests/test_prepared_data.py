@@ -273,7 +273,9 @@ def test_eval_reads_prepared_val_chunks_as_it_reads_the_folder(tmp_path, tiny_ru
     run = tiny_run
     for crops in (1, 144):
         common = [f"ckpt={run / 'checkpoints' / 'best.ckpt'}", f"eval.crops={crops}", *TINY]
-        folder = evaluate(compose_eval(*common, f"data.root={root}"), tmp_path / f"folder{crops}")
+        folder = evaluate(
+            compose_eval(*common, "data=imagenet", f"data.root={root}"), tmp_path / f"folder{crops}"
+        )
         chunks = evaluate(
             compose_eval(*common, "data=imagenet_prepared", f"data.prepared={tmp_path / 'prepared'}"),
             tmp_path / f"chunks{crops}",

@@ -59,8 +59,11 @@ def test_a_two_job_multirun_with_two_process_ddp_leaves_exactly_two_run_folders(
             "trainer.strategy=ddp", "data.num_val_examples=99", timeout=400)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     task = runs / "mnist_figure1"
-    folders = sorted(p.name for p in task.iterdir() if p.is_dir())
+    folders = sorted(p.name for p in task.iterdir() if p.is_dir() and p.name != ".hydra")
     assert folders == ["mnist_mlp-mnist-seed0", "mnist_mlp_bn-mnist-seed0"]
+    assert (
+        len(list((task / ".hydra").glob("multirun-*.yaml"))) == 1
+    )  # the sweep's record, not beside the runs
     assert [p.name for p in runs.iterdir()] == ["mnist_figure1"]  # no second sweep folder
     # Each job is a complete 2-process run: global batches, LR scaling, every test image once (50 + 49).
     assert_two_process_ddp_run(task / "mnist_mlp_bn-mnist-seed0", mnist_root, num_val=99)

@@ -47,15 +47,25 @@ def write_record(run_dir: Path, cfg) -> Path | None:
 @contextlib.contextmanager
 def run_log(run_dir: Path, name: str = "train.log"):
     """The run's log file `<run_dir>/train.log` (appended to by every launch), for the root logger's
-    records while the run trains -- Hydra's job log file, opened only once the launch is accepted."""
+    records while the run trains -- Hydra's job log file, opened only once the launch is accepted -- and
+    Lightning's: imported before Hydra configures logging, Lightning gives its logger a console handler
+    of its own and stops it propagating to the root, so its lines (resumed from, fit stopped at, ...)
+    would reach the console but not train.log."""
     handler = logging.FileHandler(run_dir / name)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    root.addHandler(handler)
+    loggers = [logging.getLogger()]
+    loggers += [
+        logging.getLogger(n)
+        for n in ("lightning.pytorch", "lightning.fabric")
+        if not logging.getLogger(n).propagate
+    ]
+    for logger in loggers:
+        logger.addHandler(handler)
     try:
         yield
     finally:
-        root.removeHandler(handler)
+        for logger in loggers:
+            logger.removeHandler(handler)
         handler.close()
 
 
@@ -103,6 +113,27 @@ class NewFolders(Callback):
             with contextlib.suppress(OSError):
                 Path(config.hydra.runtime.output_dir).rmdir()
             _refuse(problem)
+        move_multirun_record(config)
+
+
+def move_multirun_record(config) -> Path | None:
+    """Moves the sweep's multirun.yaml, which Hydra's sweeper writes into the sweep folder (runs/<task>/,
+    where it would sit among the run folders; its path is not configurable), to
+    runs/<task>/.hydra/multirun-<time>.yaml: beside the runs, one per sweep. Done by the first job of the
+    sweep; a later job (or another node's) finds it gone."""
+    from omegaconf import OmegaConf
+
+    if str(OmegaConf.select(config, "hydra.mode")) != "RunMode.MULTIRUN":
+        return None
+    record = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / "multirun.yaml"
+    try:
+        stamp = datetime.fromtimestamp(record.stat().st_mtime).strftime("%Y%m%d-%H%M%S-%f")
+        target = record.parent / ".hydra" / f"multirun-{stamp}.yaml"
+        target.parent.mkdir(exist_ok=True)
+        record.rename(target)
+    except FileNotFoundError:
+        return None
+    return target
 
 
 def _select(config, key: str):

@@ -233,3 +233,16 @@ def run_csv_logger(run_dir):
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         logger._experiment = _atomic_csv_writer()(log_dir=logger.log_dir)
     return logger
+
+
+def drop_wandb_anonymous(logger) -> None:
+    """Removes `anonymous` from the arguments a WandbLogger will pass to wandb.init. Lightning 2.6 always
+    passes it (None unless asked for), and W&B, whose setting is deprecated, then prints "The anonymous
+    setting has no effect" for every run. Internal: WandbLogger._wandb_init (no public alternative)."""
+    init = getattr(logger, "_wandb_init", None)
+    if not isinstance(init, dict) or "anonymous" not in init:
+        raise _changed(
+            "the arguments WandbLogger keeps for wandb.init (WandbLogger._wandb_init['anonymous'])"
+        )
+    if init["anonymous"] is None:  # only the value Lightning sets when nobody asked for it
+        del init["anonymous"]

@@ -21,7 +21,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from bnrepro.checkpointing import ResumeError
-from bnrepro.lightning_compat import continue_csv, run_csv_logger
+from bnrepro.lightning_compat import continue_csv, drop_wandb_anonymous, run_csv_logger
 
 
 def has_wandb_api_key() -> bool:
@@ -138,9 +138,11 @@ def wandb_logger(*, mode: str, project: str, entity: str | None, group: str | No
     os.environ.setdefault("WANDB_SILENT", "true")  # one line in the log, not a banner per process
 
     def make(mode: str) -> WandbLogger:
-        return WandbLogger(project=project, entity=entity, group=group, tags=list(tags), name=name,
-                           save_dir=str(run_dir), mode=mode, config=run_config, id=wandb_run_id(run_dir),
-                           resume="allow")  # fmt: skip
+        logger = WandbLogger(project=project, entity=entity, group=group, tags=list(tags), name=name,
+                             save_dir=str(run_dir), mode=mode, config=run_config, id=wandb_run_id(run_dir),
+                             resume="allow")  # fmt: skip
+        drop_wandb_anonymous(logger)  # else W&B warns "The anonymous setting has no effect" every run
+        return logger
 
     mode = wandb_mode(mode)
     logger = make(mode)

@@ -40,6 +40,7 @@ from bnrepro.config.checks import validate
 from bnrepro.config.loop import resolve_loop
 from bnrepro.config.resume import config_differences, differences_from_run, flatten
 from bnrepro.config.schema import SPEED_KEYS
+from bnrepro.console import progress_bar
 from bnrepro.launch_record import run_log, write_record
 from bnrepro.launching import in_multirun, run_job_in_own_process
 from bnrepro.lightning_compat import set_max_steps, starts_ranks_by_rerunning_command
@@ -102,6 +103,13 @@ def check_input(net, input_shape: tuple[int, ...], cfg) -> None:
 def make_trainer(**kwargs) -> L.Trainer:
     """L.Trainer(**kwargs). What Lightning refuses in the trainer settings -- accelerator=gpu without a GPU,
     a device count, strategy or precision it does not know -- is a ConfigError naming the keys."""
+    several = str(kwargs.get("devices")) not in ("1", "auto", "[0]", "None")
+    if str(kwargs.get("accelerator")) == "auto" and several and not torch.cuda.is_available():
+        # Lightning would start that many CPU processes instead: say that no GPU was found.
+        raise ConfigError(
+            f"trainer.devices={kwargs['devices']}: no GPU was found here (torch.cuda.is_available() is False). "
+            f"Run it on a GPU machine; for CPU processes (tests, small runs) say so with trainer.accelerator=cpu."
+        )
     try:
         return L.Trainer(**kwargs)
     except (MisconfigurationException, ValueError, TypeError, ImportError) as e:
@@ -218,6 +226,7 @@ def build_callbacks(cfg, run_dir: Path, info: dict) -> list[L.Callback]:
         # last.ckpt after every evaluation period. Not `save_last=True` of the checkpoint above: Lightning
         # 2.6 refreshes that one only at steps where `best` improved.
         EvaluationCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
+        *progress_bar(cfg.trainer.enable_progress_bar),  # tqdm on a terminal, plain lines in a log
     ]  # fmt: skip
 
 

@@ -92,7 +92,7 @@ class ActivationPercentiles(L.Callback):
         # Each unit's values contiguous: sorting along the last dim is several times faster.
         values = quantile(acts.t().contiguous(), q, dim=1)  # [Q, units]
         for qi, v in zip(self.quantiles, values[:, self.unit]):
-            pl_module.log(f"act/p{round(qi * 100)}", v, sync_dist=False)  # identical on every rank
+            pl_module.log_global(f"act/p{round(qi * 100)}", v)  # identical on every rank
         self.steps.append(trainer.global_step)
         self.values.append(values.cpu().numpy())
         if trainer.is_global_zero:

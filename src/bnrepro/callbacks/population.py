@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from bnrepro.callbacks import rng_state
+from bnrepro.console import progress
 
 
 def bn_layers(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -50,7 +51,9 @@ def recompute_population_statistics(net: nn.Module, batches, num_batches: int) -
         m.momentum = None  # cumulative average: every batch weighs the same
         m.train()
     used = 0
-    for x in batches:
+    for x in progress(
+        itertools.islice(batches, num_batches), num_batches, "Alg. 2: BN statistics, training batch"
+    ):
         if used == num_batches:
             break
         net(x)
@@ -171,7 +174,7 @@ class PopulationStatistics(L.Callback):
         was_training = net.training
         net.eval()
         with trainer.precision_plugin.forward_context():
-            for x, y in trainer.datamodule.val_dataloader():
+            for x, y in progress(trainer.datamodule.val_dataloader(), None, "Alg. 2: evaluating, batch"):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 logits = net(x)
                 for m in metrics.values():

@@ -64,6 +64,13 @@ def image_loaders(loaders) -> list[ImageBatchLoader]:
     return [dl for dl in loaders if isinstance(dl, ImageBatchLoader)]
 
 
+def _to_cuda(trainer) -> bool:
+    """Whether the batches go to a CUDA device: the trainer's, or any GPU here outside a trainer."""
+    if trainer is None:
+        return torch.cuda.is_available()
+    return trainer.strategy.root_device.type == "cuda"
+
+
 class ImageBatchLoader(DataLoader):
     """A DataLoader of `images` (a data set of (image, label)) in the mini-batches its sampler lists.
 
@@ -78,6 +85,8 @@ class ImageBatchLoader(DataLoader):
 
     def __init__(self, images: Dataset, *, sampler, lockstep: bool, trainer=None, batches=None, **kwargs):
         batches = batches if batches is not None else BatchedImages(images)
+        if kwargs.get("pin_memory") and not _to_cuda(trainer):
+            kwargs["pin_memory"] = False  # pinning speeds up copies to a GPU only; PyTorch warns without one
         super().__init__(batches, sampler=sampler, batch_size=None, **kwargs)
         self.lockstep, self.trainer = lockstep, trainer
         self.unreadable: str | None = None

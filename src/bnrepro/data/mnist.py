@@ -5,14 +5,18 @@ Where the data comes from, in order:
   2. gzipped IDX files in `data.system_dirs` (Debian's `dataset-fashion-mnist` installs Fashion-MNIST
      in /usr/share/datasets/fashion-mnist), decompressed into (1);
   3. torchvision's download into (1), when `data.download` is true.
-When none works, DatasetNotFoundError says where it looked and what to do.
+When none works, DatasetNotFoundError says where it looked and what to do; a file that is there but
+not an IDX file of the right size is refused naming it (DatasetDamagedError), before any run folder is made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import math
 import os
 import shutil
+import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +42,10 @@ class DatasetNotFoundError(FileNotFoundError):
     pass
 
 
+class DatasetDamagedError(DatasetNotFoundError):
+    """A file of the data set is there but unreadable: refused like a missing set (exit status 2)."""
+
+
 def _raw_dir(name: str, root: str | Path) -> Path:
     return Path(root) / TORCHVISION_CLASSES[name].__name__ / "raw"
 
@@ -60,25 +68,96 @@ def prepare(name: str, root: str | Path, system_dirs=(), download: bool = True) 
     """Makes sure torchvision can read the set from `root`; returns the raw folder or raises."""
     raw = _raw_dir(name, root)
     if all((raw / f).is_file() for f in IDX_FILES):
+        check_idx_files(raw)
         return raw
     for d in system_dirs:
         if _copy_from_system_dir(raw, Path(d)):
+            check_idx_files(raw)
             return raw
     reason = "download disabled (data.download=false)"
     if download:
+        made = [p for p in (raw, *raw.parents) if not p.exists()]  # torchvision creates <root>/<Set>/raw
         try:
             TORCHVISION_CLASSES[name](str(root), train=True, download=True)
             TORCHVISION_CLASSES[name](str(root), train=False, download=True)
+            check_idx_files(raw)
             return raw
-        except Exception as e:  # torchvision raises RuntimeError/URLError when offline
-            reason = f"download failed: {type(e).__name__}: {e}".strip()
-    looked = [str(raw.resolve())] + [str(Path(d)) for d in system_dirs]
-    hint = " or `apt-get install dataset-fashion-mnist`" if name == "fashion_mnist" else ""
-    raise DatasetNotFoundError(
-        f"{name}: no data found. Looked for {', '.join(IDX_FILES)} in {' and '.join(looked)} "
-        f"(gzipped in the system folders); {reason}. To fix: run once with internet access "
-        f"(data.download=true), or put the IDX files in {raw.resolve()}{hint}, or set data.root=<folder>."
+        except Exception as e:  # torchvision raises RuntimeError (URLError inside) offline
+            reason = f"the download failed ({_last_line(e)})"
+        for folder in made:  # offline: no empty <root>/MNIST/raw left behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    raise DatasetNotFoundError(_not_found(name, raw, [Path(d) for d in system_dirs], reason))
+
+
+def _last_line(e: BaseException) -> str:
+    """torchvision's download error in one line: its message lists every mirror tried, each with the
+    same network error; the last line is that error (e.g. `<urlopen error [Errno -3] ...>`)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return f"{type(e).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
+
+
+def _not_found(name: str, raw: Path, system_dirs: list[Path], reason: str) -> str:
+    """One message: what is missing, why, and what to do, for MNIST and Fashion-MNIST alike."""
+    where = str(raw.resolve())
+    if system_dirs:  # only Fashion-MNIST has one (Debian's package); MNIST has no system folder
+        where += " or (gzipped) in " + " or ".join(str(d) for d in system_dirs)
+    fixes = [
+        "run once with internet access (data.download=true)",
+        f"put the four IDX files, uncompressed, in {raw.resolve()} (or set data.root=<folder> to the "
+        f"folder holding {raw.parent.name}/raw)",
+    ]
+    if name == "fashion_mnist":
+        fixes.append("`apt-get install dataset-fashion-mnist`")
+    else:
+        fixes.append("train on Fashion-MNIST instead, which works offline: data=fashion_mnist "
+                     "(`apt-get install dataset-fashion-mnist`)")  # fmt: skip
+    return (
+        f"{name}: no data found and {reason}. Looked for {raw.parent.name}'s {', '.join(IDX_FILES)} in "
+        f"{where}. To fix: {'; or '.join(fixes)}."
     )
+
+
+# IDX headers (big-endian): magic 0x00000803 = uint8, 3 dimensions (N, 28, 28); 0x00000801 = uint8, 1 (N).
+_IDX_SHAPE = {"images": (0x803, (28, 28)), "labels": (0x801, ())}
+
+
+def check_idx_files(raw: Path) -> None:
+    """Refuses, naming the file, an IDX file torchvision would fail on with a bare AssertionError: a
+    wrong header, a size that does not match it, or images and labels of different counts. Reads only
+    the headers."""
+    counts = {}
+    for file in IDX_FILES:
+        path = raw / file
+        kind = "images" if "images" in file else "labels"
+        magic, dims = _IDX_SHAPE[kind]
+        head_size = 4 * (2 + len(dims))
+        with open(path, "rb") as f:
+            head = f.read(head_size)
+        problem = None
+        if len(head) < head_size or struct.unpack(">I", head[:4])[0] != magic:
+            problem = f"not an MNIST IDX {kind} file (its first bytes are not the header 0x{magic:08x})"
+        else:
+            n, *shape = struct.unpack(f">{1 + len(dims)}I", head[4:])
+            expected = head_size + n * math.prod(dims)
+            size = path.stat().st_size
+            if tuple(shape) != dims:
+                problem = f"its header declares {kind} of shape {tuple(shape)}, not {dims}"
+            elif size != expected:
+                problem = f"its header declares {n} {kind} ({expected} bytes) but the file has {size} bytes"
+            counts[file] = n
+        if problem:
+            raise DatasetDamagedError(
+                f"{path}: {problem}. Delete it (the next run fetches it again) or replace it with the "
+                f"data set's own file."
+            )
+    for split in ("train", "t10k"):
+        images, labels = counts[f"{split}-images-idx3-ubyte"], counts[f"{split}-labels-idx1-ubyte"]
+        if images != labels:
+            raise DatasetDamagedError(
+                f"{raw}: {split}-images-idx3-ubyte holds {images} images but {split}-labels-idx1-ubyte "
+                f"{labels} labels. Replace both files with the data set's own."
+            )
 
 
 def load_tensors(name: str, root: str | Path, train: bool, binarize_threshold: float | None):

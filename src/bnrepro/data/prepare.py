@@ -55,12 +55,26 @@ def _clean(text: str) -> str:
     return " ".join(str(text).split())  # one line, no tabs: the report is tab-separated
 
 
+_converted = 0  # images this worker process has converted (each forked worker counts its own)
+PROGRESS_EVERY = 5000
+
+
+def _count_converted() -> None:
+    """A line per PROGRESS_EVERY images of a worker when stdout is not a terminal: LitData's bar is one
+    line of carriage returns in a log file, and ImageNet takes hours."""
+    global _converted
+    _converted += 1
+    if _converted % PROGRESS_EVERY == 0 and not sys.stdout.isatty():
+        print(f"prepare: worker {os.getpid()}: {_converted} images converted", flush=True)
+
+
 def convert(item: tuple[str, int], short_side: int | None, quality: int, log_dir: str):
     """One (path, label) -> at most one {"image": JPEG bytes, "label": label} (a LitData worker's fn).
 
     Logs the outcome to <log_dir>/<pid>.tsv ("ok" or "bad" with the path and reason); an unreadable
     image yields nothing.
     """
+    _count_converted()
     path, label = item
     log = Path(log_dir) / f"{os.getpid()}.tsv"
     try:

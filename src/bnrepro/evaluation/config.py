@@ -1,15 +1,18 @@
 """The schema of `python src/eval.py`: EvalConfig, registered in Hydra's ConfigStore as `eval_schema`.
 
 conf/eval.yaml starts its defaults list with `eval_schema`; the `data` and `trainer` groups are the
-training ones (config/schema.py), so data=imagenet|imagenette and trainer.devices/accelerator/strategy
-mean what they mean for training; any data set whose data module reads image folders
-(ImageFolderDataConfig) can be evaluated. A misspelled key fails at
-composition with OmegaConf's message naming it (e.g. `Key 'crop' not in 'EvalOptions' ... full_key:
-eval.crop`); validate_eval() checks what a type cannot say, before any network is built.
+training ones (config/schema.py), so data=imagenet|imagenette|fashion_mnist|... and
+trainer.devices/accelerator/strategy mean what they mean for training. Without `data=<name>` a run is
+evaluated on its own data set, the `data` node of its config.yaml (`ckpt`, or an ensemble's first
+member). A misspelled key fails at composition with OmegaConf's message naming it (e.g. `Key 'crop' not
+in 'EvalOptions' ... full_key: eval.crop`); validate_eval() checks what a type cannot say, before any
+network is built, and validate_crops() what the crops need of an image-folder data set.
 
-Of `data`, evaluation uses the data module's val folder (root, and variant / download for Imagenette),
-image_size (the crop) and resize_size (the single crop's shorter side). The input normalisation is not taken from it:
-each network uses its own run's data.mean/std (or the Caffe port its own preprocessing).
+Of an image-folder `data`, evaluation uses the val folder (root, and variant / download for
+Imagenette), image_size (the crop) and resize_size (the single crop's shorter side); the input
+normalisation is each network's own run's data.mean/std (or the Caffe port's own preprocessing). A data
+set held as tensors (synthetic, MNIST, Fashion-MNIST) is evaluated as training evaluates it: its
+validation batches, single view only (the 144 crops are cut from image files).
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import OmegaConf
 
 from bnrepro.config import ConfigError
 from bnrepro.config.schema import AugmentConfig, DataConfig, TrainerConfig
-from bnrepro.data.imagenet import ImageFolderDataConfig
 from bnrepro.evaluation.crops import PAPER_SCALES
 from bnrepro.evaluation.members import run_dir_of
 
@@ -51,12 +54,12 @@ class EvalConfig:
     weights: str = "run"  # run: networks from checkpoints | caffe_port: the published BN-Inception weights
     weights_path: str | None = None  # caffe_port: a local weights file (default: the port's own source)
     eval: EvalOptions = field(default_factory=EvalOptions)
-    data: DataConfig = MISSING
+    data: DataConfig | None = None  # None (the default): each run's own data set, from its config.yaml
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # unused: the data files refer to it
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     runs_root: str = "runs"
     # Output folder (eval.json, Hydra's .hydra/ and log); a stable name, so a rerun replaces its result.
-    out: str = "${runs_root}/eval/${data.name}/${eval_name:${weights},${ckpt},${eval.ensemble},${eval.crops},${weights_path}}"  # fmt: skip
+    out: str = "${runs_root}/eval/${eval_data:}/${eval_name:${weights},${ckpt},${eval.ensemble},${eval.crops},${weights_path}}"  # fmt: skip
 
 
 def eval_name(weights: str, ckpt: str | None, ensemble, crops: int, weights_path: str | None) -> str:
@@ -79,21 +82,35 @@ def eval_name(weights: str, ckpt: str | None, ensemble, crops: int, weights_path
     return f"{stem}-{crops}crop{'s' if crops != 1 else ''}"
 
 
+def eval_data(*, _root_) -> str:
+    """The default output folder's data level: data.name, or without `data=` the run's own (from its
+    config.yaml; "unknown" when that cannot be read -- evaluate() then says why, naming the file)."""
+    if _root_.get("data") is not None:
+        return str(_root_.data.name)
+    paths = [_root_.ckpt] if _root_.ckpt else list(_root_.eval.ensemble)
+    if _root_.weights != "run" or not paths:
+        return "none"
+    try:
+        return str(yaml.safe_load((run_dir_of(Path(paths[0])) / "config.yaml").read_text())["data"]["name"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return "unknown"
+
+
 def validate_eval(cfg) -> None:
     """Checks the schema's types cannot express; raises ConfigError naming the key."""
-    e, d = cfg.eval, cfg.data
+    e = cfg.eval
     if e.crops not in PROTOCOLS:
         raise ConfigError(f"eval.crops={e.crops}: expected 1 (single crop) or 144 (GoogLeNet's 144 crops)")
     if cfg.weights not in ("run", "caffe_port"):
         raise ConfigError(f"weights={cfg.weights!r} is not one of run, caffe_port")
-    if not issubclass(OmegaConf.get_type(d), ImageFolderDataConfig):
-        raise ConfigError(
-            f"data={d.name!r}: evaluation reads the val/ folder of an image-folder data set "
-            f"(data=imagenet | imagenette, or one whose schema extends ImageFolderDataConfig)"
-        )
     if cfg.weights == "caffe_port" and (cfg.ckpt or e.ensemble):
         raise ConfigError(
             "weights=caffe_port evaluates the published weights: leave ckpt and eval.ensemble unset"
+        )
+    if cfg.weights == "caffe_port" and cfg.data is None:
+        raise ConfigError(
+            "weights=caffe_port has no run to take a data set from: choose its val set, e.g. "
+            "data=imagenet data.root=<folder holding val/> (or data=imagenette)"
         )
     if cfg.weights == "run":
         if bool(cfg.ckpt) == bool(e.ensemble):
@@ -102,13 +119,19 @@ def validate_eval(cfg) -> None:
             )
         if cfg.weights_path:
             raise ConfigError("weights_path is for weights=caffe_port; a run's weights come from ckpt")
-    for key in ("eval.batch_size", "data.image_size", "data.resize_size"):
-        if not OmegaConf.select(cfg, key) > 0:
-            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} must be positive")
+    if not e.batch_size > 0:
+        raise ConfigError(f"eval.batch_size={e.batch_size} must be positive")
     if e.limit is not None and e.limit <= 0:
         raise ConfigError(f"eval.limit={e.limit} must be positive (or null: every image)")
     if e.num_workers < 0:
         raise ConfigError(f"eval.num_workers={e.num_workers} must be >= 0")
+
+
+def validate_crops(e, d) -> None:
+    """What the crops need of an image-folder data set `d` (eval options `e`); ConfigError naming the key."""
+    for key in ("image_size", "resize_size"):
+        if not d[key] > 0:
+            raise ConfigError(f"data.{key}={d[key]} must be positive")
     if d.resize_size < d.image_size:
         raise ConfigError(
             f"data.resize_size={d.resize_size} is smaller than the crop data.image_size={d.image_size}"
@@ -123,6 +146,7 @@ def validate_eval(cfg) -> None:
 def register() -> None:
     ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
     OmegaConf.register_new_resolver("eval_name", eval_name, replace=True)
+    OmegaConf.register_new_resolver("eval_data", eval_data, replace=True)
 
 
 register()

@@ -25,8 +25,11 @@ def average_probabilities(member_logits: list[torch.Tensor]) -> torch.Tensor:
 
 
 class EnsembleClassifier(L.LightningModule):
-    def __init__(self, members: list[Member]):
+    def __init__(self, members: list[Member], ready_inputs: bool = False):
+        """`ready_inputs`: batches are the networks' own inputs (a tensor data set's validation batches,
+        made by its data module as in training), one view per example; else uint8 crops (see forward)."""
         super().__init__()
+        self.ready_inputs = ready_inputs
         self.nets = nn.ModuleList(m.net for m in members)
         self.preprocess = nn.ModuleList(m.preprocess for m in members)
         classes = members[0].num_classes
@@ -38,6 +41,8 @@ class EnsembleClassifier(L.LightningModule):
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         """uint8 crops [B, crops, 3, H, W] -> averaged class probabilities [B, classes]."""
+        if self.ready_inputs:
+            return average_probabilities([net(crops).unsqueeze(1) for net in self.nets])
         b, c = crops.shape[:2]
         x = to_unit_float(crops.flatten(0, 1))  # [B * crops, 3, H, W] in [0, 1]
         logits = [net(pre(x)).view(b, c, -1) for net, pre in zip(self.nets, self.preprocess)]

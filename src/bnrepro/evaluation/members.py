@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 from torchvision.transforms import v2
@@ -33,6 +33,8 @@ class Member:
     preprocess: nn.Module  # float RGB in [0, 1], [N, 3, H, W] -> the network's input
     source: str  # what the eval.json lists under "checkpoints"
     model: str  # the model's name: the run's model.name, or "bn_inception (caffe port)"
+    data: dict | None = None  # the run's `data` node (config.yaml): what it is evaluated on by default
+    seed: int = 0  # the run's seed: a made data set (synthetic) is the run's own only with it
 
     @property
     def num_classes(self) -> int:
@@ -120,7 +122,8 @@ def load_run_member(ckpt: str | Path) -> Member:
         raise CheckpointError(f"{ckpt}: weights do not fit the network of its run's config.yaml: {e}") from e
     mean = OmegaConf.select(cfg, "data.mean", default=list(IMAGENET_DEFAULT_MEAN))
     std = OmegaConf.select(cfg, "data.std", default=list(IMAGENET_DEFAULT_STD))
-    return Member(net.eval(), Normalize(mean, std), str(ckpt), model)
+    data = OmegaConf.to_container(cfg.data) if isinstance(cfg.get("data"), DictConfig) else None
+    return Member(net.eval(), Normalize(mean, std), str(ckpt), model, data, int(cfg.get("seed") or 0))
 
 
 def load_caffe_member(weights_path: str | None) -> Member:

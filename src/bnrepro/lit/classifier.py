@@ -155,16 +155,21 @@ class ClassifierModule(L.LightningModule):
                 m.reset()
             return
         for name, m in metrics.items():
-            self.log(name, m.compute(), sync_dist=False)  # torchmetrics syncs across ranks
+            self.log_global(name, m.compute())  # torchmetrics syncs across ranks
             m.reset()
         if self.train_loss.update_count:
-            self.log("train/loss", self.train_loss.compute())  # torchmetrics syncs across ranks
+            self.log_global("train/loss", self.train_loss.compute())  # torchmetrics syncs across ranks
             self.train_loss.reset()
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        self.log_global("train/lr", self.optimizers().param_groups[0]["lr"])
         # The logger's x axis: optimizer steps (Lightning would otherwise use its batch counter), and the
         # paper's: steps of its mini-batch (examples seen / lr_scaling.reference_batch), whatever the devices.
-        self.log("step", float(self.global_step))
-        self.log("paper_step", self.paper_steps(self.global_step))
+        self.log_global("step", float(self.global_step))
+        self.log_global("paper_step", self.paper_steps(self.global_step))
+
+    def log_global(self, name: str, value) -> None:
+        """Logs a value that is already the same on every rank. Lightning cannot know that and warns under
+        DDP unless it syncs; the sync's max of equal values is each of them exactly (a mean could round)."""
+        self.log(name, value, sync_dist=True, reduce_fx="max")
 
     def paper_steps(self, steps: int) -> float:
         return steps * self.global_batch / self.reference_batch
