@@ -20,11 +20,9 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from bnrepro.config import ConfigError
+from bnrepro.errors import ResumeError
 
-
-class ResumeError(ConfigError):
-    """Nothing (loadable) to resume from where the command asks to resume; the message says what to do."""
+__all__ = ["ResumeError"]  # defined in errors.py; imported from here by loggers.py and the tests
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

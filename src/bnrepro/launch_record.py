@@ -72,7 +72,7 @@ class NewFolders(Callback):
 def _note_missing(config, key: str) -> None:
     from omegaconf import OmegaConf
 
-    from bnrepro.entry import EXIT_BAD_INPUT
+    from bnrepro.errors import EXIT_BAD_INPUT
     from bnrepro.runlock import NOT_WRITABLE, not_writable
 
     try:
