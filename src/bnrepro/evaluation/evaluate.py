@@ -16,7 +16,6 @@ from omegaconf import OmegaConf
 
 from bnrepro.callbacks.data_errors import StopOnUnreadableImage
 from bnrepro.config.build import build
-from bnrepro.config.schema import SPEED_KEYS
 from bnrepro.evaluation.config import PROTOCOLS, validate_eval
 from bnrepro.evaluation.crops import crop_transform
 from bnrepro.evaluation.data import EvalDataModule, val_dataset
@@ -31,9 +30,7 @@ TRAIN_ONLY = ("max_steps", "num_sanity_val_steps", "enable_checkpointing", "use_
 
 def build_trainer(cfg, out_dir: Path) -> L.Trainer:
     kwargs = {
-        k: v
-        for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
-        if k not in (*TRAIN_ONLY, *SPEED_KEYS)
+        k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in TRAIN_ONLY
     }
     kwargs.update(speed_trainer_args(cfg))  # cudnn benchmark "auto", as for training
     if cfg.trainer.precision == "auto":
