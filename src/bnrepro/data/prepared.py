@@ -192,8 +192,8 @@ class PreparedDataModule(ImageFolderDataModule):
         for split in (self.train_set, self.val_set):
             split.chunks  # noqa: B018  (opens them here: a bad path fails before training, not in a worker)
 
-    def train_dataloader(self):
-        sampler = self.train_sampler(len(self.train_set), as_list=True)
+    def train_dataloader(self, start_step: int | None = None):
+        sampler = self.train_sampler(len(self.train_set), as_list=True, start_step=start_step)
         return ImageBatchLoader(
             self.train_set, sampler=sampler, lockstep=True, trainer=self.trainer,
             batches=SeededBatches(self.train_set, self.seed), generator=own_generator(), **self.loader_kwargs,
