@@ -87,7 +87,7 @@ class ClassifierModule(L.LightningModule):
             if self.decay_all_params
             else param_groups_weight_decay(self.net, self.weight_decay)
         )
-        # fused: one kernel for the whole update (trainer.fused_optimizer); None = torch's default (foreach).
+        # fused: one kernel for the whole update (speed.fused_optimizer); None = torch's default (foreach).
         opt = self.optimizer_factory(params, lr=self.lr, fused=self.fused_optimizer or None)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
