@@ -353,3 +353,14 @@ def test_the_signature_owner_check_can_fail():
 
     Jitter.__module__ = "bnrepro.data.fake"
     assert signature_repeats({"color_jitter": 0.0, "name": "x"}, Jitter) == ["Jitter(color_jitter=0.4)"]
+
+
+def test_an_override_of_a_fast_path_under_its_old_trainer_key_names_the_new_key():
+    from bnrepro.entry import moved_key_refusal
+
+    message = moved_key_refusal(["model=bn_x30", "trainer.compile=true"])
+    assert message.startswith("trainer.compile is now speed.compile") and "pass speed.compile=" in message
+    assert moved_key_refusal(["+trainer.num_threads=2"]).startswith(
+        "trainer.num_threads is now speed.num_threads"
+    )
+    assert moved_key_refusal(["trainer.devices=2", "speed.compile=false"]) is None
