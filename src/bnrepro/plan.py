@@ -13,6 +13,7 @@ Both change nothing and raise (ConfigError, ResumeError, RunExistsError) naming 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +115,7 @@ def placement_of(trainer_kwargs: dict) -> Placement:
 
     try:
         # Quiet: the Trainer built from the same arguments (run.py) reports them again.
-        with contextlib.redirect_stdout(None), _lightning_info_off():
+        with contextlib.redirect_stdout(io.StringIO()), _lightning_info_off():
             return placement(**trainer_kwargs)
     except (MisconfigurationException, ValueError, TypeError, ImportError) as e:
         accelerator = str(trainer_kwargs.get("accelerator"))
