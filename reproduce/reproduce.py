@@ -59,9 +59,11 @@ from omegaconf import OmegaConf  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 sys.path.insert(0, str(ROOT / "src"))
-from bnrepro.config.resume import differences_from_run, flatten  # noqa: E402  (importing registers the schema)
-from bnrepro.results.runs import COMPLETE, load_run  # noqa: E402
+import bnrepro.registry  # noqa: E402, F401  (registers the schema)
+from bnrepro.config.resume import differences_from_run, flatten  # noqa: E402
+from bnrepro.results.runs import load_run  # noqa: E402
 from bnrepro.results.sources import SourceError, read_runs  # noqa: E402
+from bnrepro.run_status import COMPLETE  # noqa: E402
 
 gc.freeze()
 gc.enable()
@@ -232,7 +234,7 @@ def run_jobs(
     once all are done, each failed one is named with the last LOG_TAIL lines of its log. A diverged run
     (EXIT_DIVERGED) is a result, not a failure."""
     # Each job's share of the cores: torch's default thread count follows OMP_NUM_THREADS, and the job
-    # decides and records its count from it (trainer.num_threads, speed.py; 1 for the MNIST MLPs).
+    # decides and records its count from it (speed.num_threads, speed.py; 1 for the MNIST MLPs).
     threads = max(1, (os.cpu_count() or 1) // parallel)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     with ThreadPoolExecutor(parallel) as pool:  # threads only wait on the jobs' processes

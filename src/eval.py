@@ -14,19 +14,14 @@ Exit status: 0 done; 2 bad input (config, checkpoint, run folder, data set): no 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
 import bnrepro.evaluation.config  # noqa: F401  (registers `eval_schema` and the `eval_name` resolver)
-from bnrepro.config import ConfigError
-from bnrepro.data.images import ImageDataError
-from bnrepro.data.mnist import DatasetNotFoundError
-from bnrepro.entry import EXIT_BAD_INPUT, run_command, task_started
+from bnrepro.entry import refusals_exit, run_command, task_started
 from bnrepro.evaluation.evaluate import evaluate
-from bnrepro.evaluation.members import CheckpointError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -34,11 +29,8 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 @hydra.main(config_path=CONF_DIR, config_name="eval", version_base="1.3")
 def main(cfg) -> None:
     task_started()
-    try:
+    with refusals_exit():  # a bad config, checkpoint or image: its message, exit status 2
         evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except (ConfigError, CheckpointError, ImageDataError, DatasetNotFoundError) as e:
-        print(f"error: {str(e).rstrip()}", file=sys.stderr)  # one message, no stray blank line
-        sys.exit(EXIT_BAD_INPUT)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,14 @@ Hydra composes conf/train.yaml (docs/design.md lists the groups); `-m` sweeps, e
 (`python src/train.py experiment=imagenet_figure3`: the variants of bnrepro/variants.py). Each run writes
 one folder under runs/.
 
-Exit status: 0 finished, or preempted (SIGTERM / SIGUSR1: last.ckpt saved, relaunch the same command
-to resume); 2 bad input (config, data set, run folder, checkpoint) or a run folder in use by another
-launch, nothing trained; 3 the run diverged (a result: summary.json says diverged=true and the step);
-4 out of disk space (relaunch to resume once there is space); 1 the run failed otherwise.
+Exit status (bnrepro/errors.py; each refusal is a ReproError carrying its status, handled in
+bnrepro/entry.py):
+    0  finished, or preempted (SIGTERM / SIGUSR1: last.ckpt saved, relaunch the same command to resume)
+    2  bad input (config, data set, run folder, checkpoint) or a run folder in use by another launch:
+       nothing trained
+    3  the run diverged (a result: summary.json says diverged=true and the step)
+    4  out of disk space (relaunch to resume once there is space)
+    1  the run failed otherwise
 In a multirun a diverged job is reported and the sweep goes on with its other jobs.
 """
 
@@ -29,24 +33,11 @@ atexit.register(gc.freeze)
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
-from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 
-import bnrepro.config  # noqa: E402, F401  (registers the schema `train_schema` in Hydra's ConfigStore)
-from bnrepro.callbacks.divergence import TrainingDiverged  # noqa: E402
-from bnrepro.config import ConfigError  # noqa: E402
-from bnrepro.data.images import ImageDataError  # noqa: E402
-from bnrepro.data.mnist import DatasetNotFoundError  # noqa: E402
-from bnrepro.entry import (  # noqa: E402
-    EXIT_BAD_INPUT,
-    EXIT_DIVERGED,
-    EXIT_NO_SPACE,
-    NO_SPACE,
-    run_command,
-    task_started,
-)
+import bnrepro.registry  # noqa: E402, F401  (registers the schema `train_schema` in Hydra's ConfigStore)
+from bnrepro.entry import refusals_exit, run_command, task_started  # noqa: E402
 from bnrepro.launch_record import remove_new_folders  # noqa: E402
-from bnrepro.run import RunExistsError, train  # noqa: E402
-from bnrepro.runlock import RunFolderNotWritable, RunLockedError  # noqa: E402
+from bnrepro.run import train  # noqa: E402
 
 gc.freeze()
 gc.enable()
@@ -67,39 +58,11 @@ def main(cfg) -> None:
 
 
 def run(cfg, run_dir: Path, hydra_cfg) -> None:
-    try:
-        summary = train(cfg, run_dir)
-    except (
-        ConfigError,
-        DatasetNotFoundError,
-        ImageDataError,
-        RunExistsError,
-        RunLockedError,
-        RunFolderNotWritable,
-        TrainingDiverged,
-    ) as e:
-        if rank_zero_only.rank != 0:
-            # Raised on every rank together (data_errors.py, divergence.py): rank 0 reports it and owns
-            # the exit status. Another rank exiting non-zero would make Lightning's child-process
-            # observer kill rank 0 while it writes summary.json.
-            return
-        if not isinstance(e, TrainingDiverged):
-            print(f"error: {str(e).rstrip()}", file=sys.stderr)  # one message, no stray blank line
-            sys.exit(EXIT_BAD_INPUT)
-        print(f"diverged: {cfg.run_name}: {e}", file=sys.stderr)
-        if hydra_cfg.mode != RunMode.MULTIRUN:
-            sys.exit(EXIT_DIVERGED)
-        return
-    except OSError as e:
-        if e.errno not in NO_SPACE:
-            raise
-        where = f" writing {e.filename}" if e.filename else ""
-        print(f"error: out of disk space{where} ({e.strerror}). {run_dir} keeps its last checkpoint (every "
-              f"file is written whole or not at all; metrics.csv's last row may be torn, and is dropped on "
-              f"resume): free space, then relaunch the same command to resume.", file=sys.stderr)  # fmt: skip
-        sys.exit(EXIT_NO_SPACE)
-    if summary and summary.get("status") == "preempted":
-        sys.exit(0)  # a multirun stops too: the machine is going away, the relaunch resumes every job
+    # The project's refusals (bnrepro/errors.py) exit with their status; see entry.py.
+    with refusals_exit(cfg.run_name, multirun=hydra_cfg.mode == RunMode.MULTIRUN, run_dir=run_dir):
+        summary = train(cfg, run_dir)  # bnrepro/run.py: plan, then build and fit
+        if summary and summary.get("status") == "preempted":
+            sys.exit(0)  # a multirun stops too: the machine is going away, the relaunch resumes every job
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-import bnrepro.config  # noqa: F401  (registers the schema)
+import bnrepro.registry  # noqa: F401  (registers the schema)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = str(ROOT / "conf")
@@ -67,9 +67,7 @@ def build_data(cfg, eval_every_steps: int):
     """The data module of a composed config, as run.py builds it (instantiate + the evaluation period)."""
     from bnrepro.config.build import build
 
-    dm = build(cfg.data, "data", seed=cfg.seed)
-    dm.eval_every_steps = eval_every_steps
-    return dm
+    return build(cfg.data, "data", seed=cfg.seed, eval_every_steps=eval_every_steps)
 
 
 def fast_overrides(root: Path, runs: Path, steps: int = 20, every: int = 10) -> list[str]:

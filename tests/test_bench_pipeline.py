@@ -30,12 +30,14 @@ def test_bench_pipeline_tiny_mode_reports_both_paths():
 
 def test_gpu_decode_augment_gives_normalised_reproducible_batches():
     encoded = _jpegs([(120, 160), (160, 120), (90, 200), (100, 100)])
-    x = GPUDecodeAugment(device="cpu", image_size=48, seed=3)(encoded)
+    x = GPUDecodeAugment(device="cpu", image_size=48, color_jitter=0.4, seed=3)(encoded)
     assert x.shape == (4, 3, 48, 48) and x.dtype == torch.float32
     pixels = x * STD + MEAN  # undoing the normalisation gives [0, 1] pixels
     assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5 and pixels.std() > 0.05
-    assert torch.equal(x, GPUDecodeAugment(device="cpu", image_size=48, seed=3)(encoded))
-    assert not torch.equal(x, GPUDecodeAugment(device="cpu", image_size=48, seed=4)(encoded))
+    assert torch.equal(x, GPUDecodeAugment(device="cpu", image_size=48, color_jitter=0.4, seed=3)(encoded))
+    assert not torch.equal(
+        x, GPUDecodeAugment(device="cpu", image_size=48, color_jitter=0.4, seed=4)(encoded)
+    )
 
 
 def test_gpu_decode_augment_whole_square_crop_is_resize_and_normalise():
@@ -54,7 +56,7 @@ def test_gpu_decode_augment_whole_square_crop_is_resize_and_normalise():
 
 def test_gpu_decode_eval_mode_matches_eval_transform():
     encoded = _jpegs([(120, 160), (170, 110)])
-    x = GPUDecodeAugment(device="cpu", train=False, image_size=64, resize_size=73)(encoded)
+    x = GPUDecodeAugment(device="cpu", train=False, color_jitter=0, image_size=64, resize_size=73)(encoded)
     cpu = torch.stack([eval_transform(64, 73)(decode_jpeg(d)) for d in encoded])
     assert x.shape == cpu.shape == (2, 3, 64, 64)
     assert (x - cpu).abs().max() < 2.5 / 255 / min(IMAGENET_DEFAULT_STD)
@@ -89,7 +91,7 @@ def test_gpu_decode_falls_back_to_cpu_decoding_for_a_png_named_jpeg():
     gen = torch.Generator().manual_seed(0)
     png = encode_png(natural_image(50, 60, gen))
     (jpeg,) = _jpegs([(50, 60)])
-    aug = GPUDecodeAugment(device="cpu", train=False, image_size=32, resize_size=40)
+    aug = GPUDecodeAugment(device="cpu", train=False, color_jitter=0, image_size=32, resize_size=40)
     assert aug.decode([jpeg, png])[1].shape == (3, 50, 60)
     assert aug([jpeg, png]).shape == (2, 3, 32, 32)
 
@@ -98,7 +100,7 @@ def test_gpu_decode_falls_back_to_cpu_decoding_for_a_png_named_jpeg():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_decode_on_cuda_matches_cpu():
     encoded = _jpegs([(375, 500), (500, 333), (256, 256)])
-    kwargs = dict(train=False, image_size=224, resize_size=256)
+    kwargs = dict(train=False, image_size=224, resize_size=256, color_jitter=0)
     cuda = GPUDecodeAugment(device="cuda", **kwargs)(encoded).cpu()
     cpu = GPUDecodeAugment(device="cpu", **kwargs)(encoded)
     # nvjpeg's IDCT and colour conversion differ from libjpeg-turbo's by a few levels.

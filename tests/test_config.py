@@ -299,3 +299,68 @@ def test_a_step_count_that_is_not_a_whole_number_of_evaluation_periods_is_refuse
         ConfigError, match=r"trainer\.max_steps=1000 is not a multiple of the evaluation period"
     ):
         resolve_loop(cfg, 32)
+
+
+def init_defaults(cls) -> dict:
+    """Every keyword a class's constructor chain gives a default (subclasses pass **kwargs upward)."""
+    import inspect
+
+    out = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is None or klass.__module__.split(".")[0] not in ("bnrepro",):
+            continue
+        for name, p in inspect.signature(init).parameters.items():
+            if p.default is not inspect.Parameter.empty:
+                out[name] = p.default
+    return out
+
+
+def signature_repeats(node, cls) -> list[str]:
+    """Constructor arguments that the config node always passes and that still have a default: a second
+    owner of the value (the schema or the YAML holds it)."""
+    keys = set(node) - {"_target_", "_partial_"}
+    return sorted(f"{cls.__name__}({k}={v!r})" for k, v in init_defaults(cls).items() if k in keys)
+
+
+def test_the_components_the_config_builds_take_their_values_without_defaults():
+    """docs/design.md "Who owns which default", for function signatures: what the config passes to a
+    constructor (data modules, callbacks, LR schedules, the LightningModule) has no default there."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    from bnrepro.lit.classifier import ClassifierModule
+
+    found = []
+    for data in sorted(p.stem for p in (ROOT / "conf" / "data").glob("*.yaml")):
+        cfg = compose_train("model=mnist_mlp", f"data={data}")
+        found += signature_repeats(cfg.data, get_class(cfg.data._target_))
+    cfg = compose_train("model=mnist_mlp")  # every callback on, the percentiles too
+    for node in [*cfg.callbacks.values(), *(compose_train(f"lr_schedule={s}").lr_schedule
+                                            for s in ("constant", "exponential"))]:  # fmt: skip
+        found += signature_repeats(node, get_class(node._target_))
+    # run.py build_module passes every argument but the network's own (cuda_graphs: the plan's choice).
+    module_defaults = [k for k, p in inspect.signature(ClassifierModule).parameters.items()
+                       if p.default is not inspect.Parameter.empty]  # fmt: skip
+    assert found == [] and module_defaults == []
+
+
+def test_the_signature_owner_check_can_fail():
+    class Jitter:
+        def __init__(self, color_jitter: float = 0.4, seed: int = 0):
+            pass
+
+    Jitter.__module__ = "bnrepro.data.fake"
+    assert signature_repeats({"color_jitter": 0.0, "name": "x"}, Jitter) == ["Jitter(color_jitter=0.4)"]
+
+
+def test_an_override_of_a_fast_path_under_its_old_trainer_key_names_the_new_key():
+    from bnrepro.entry import moved_key_refusal
+
+    message = moved_key_refusal(["model=bn_x30", "trainer.compile=true"])
+    assert message.startswith("trainer.compile is now speed.compile") and "pass speed.compile=" in message
+    assert moved_key_refusal(["+trainer.num_threads=2"]).startswith(
+        "trainer.num_threads is now speed.num_threads"
+    )
+    assert moved_key_refusal(["trainer.devices=2", "speed.compile=false"]) is None

@@ -44,15 +44,16 @@ def test_missing_data_says_where_it_looked_and_what_to_do(tmp_path):
 def test_step_chunks_cover_each_pass_once_and_are_reproducible():
     s = StepChunkSampler(num_examples=600, batch_size=60, steps_per_epoch=20, steps_per_batch=5, seed=1)
     assert len(s) == 4
-    s.set_epoch(0)
-    chunks = list(s)
+    chunks = list(s)  # the first evaluation period, steps 0-19
     assert all(c.shape == (5, 60) for c in chunks)
     first_pass = torch.cat(chunks).flatten()[:600]
     assert torch.equal(first_pass.sort().values, torch.arange(600))  # 10 steps = one full permutation
-    s.set_epoch(1)
-    again = StepChunkSampler(600, 60, 20, 5, seed=1)
-    again.set_epoch(1)
-    assert all(torch.equal(a, b) for a, b in zip(s, again))  # epoch j depends on (seed, j) only
+    again = StepChunkSampler(600, 60, 20, 5, seed=1, start_step=20)
+    assert all(
+        torch.equal(a, b) for a, b in zip(s, again)
+    )  # the next iteration: period 1, a function of (seed, step)
+    resumed = StepChunkSampler(600, 60, 20, 5, seed=1, start_step=30)  # a resume mid-period: to its end
+    assert torch.equal(torch.cat(list(resumed)), s.step_indices(30, 10))
     assert torch.equal(torch.cat(chunks).view(-1, 60)[10:], s.step_indices(10, 10))
 
 

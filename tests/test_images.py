@@ -78,7 +78,9 @@ def test_load_rgb_falls_back_to_pil_for_other_formats(tmp_path: Path):
     assert torch.equal(load_rgb(path), torch.from_numpy(_gradient(64, 48)).permute(2, 0, 1))
 
 
-@pytest.mark.parametrize("transform", [eval_transform(), train_transform()], ids=["eval", "train"])
+@pytest.mark.parametrize(
+    "transform", [eval_transform(), train_transform(color_jitter=0.4)], ids=["eval", "train"]
+)
 def test_every_file_gives_a_normalised_224_tensor(split_dir: Path, transform):
     _, samples = scan_class_folders(split_dir)
     dataset = ImageFolderDataset(samples, transform)

@@ -100,14 +100,15 @@ def test_count_optimizer_steps_outside_training_step_is_refused():
         compat.count_optimizer_steps(module.optimizers(), 1)
 
 
-def test_set_max_steps_changes_where_fit_stops():
-    trainer = tiny_trainer(max_steps=10)
-    compat.set_max_steps(trainer, 4)
-    assert trainer.max_steps == 4
-    trainer.fit(Tiny(), loader())
-    assert trainer.global_step == 4
-    with pytest.raises(ValueError, match="max_steps"):
-        compat.set_max_steps(trainer, -2)
+def test_placement_is_what_the_trainer_resolves():
+    """World size, rank, device type and precision as L.Trainer resolves the same arguments."""
+    for kwargs in (dict(accelerator="cpu", devices=1, precision="32"),
+                   dict(accelerator="cpu", devices=2, strategy="ddp", precision="bf16-mixed"),
+                   dict(accelerator="cpu", devices=2, num_nodes=2, strategy="ddp_spawn")):  # fmt: skip
+        where, trainer = compat.placement(**kwargs), L.Trainer(**kwargs, logger=False)
+        assert (where.world_size, where.num_nodes, where.global_rank, where.precision, where.cuda) == (
+            trainer.world_size, trainer.num_nodes, trainer.global_rank, str(trainer.precision), False
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -117,8 +118,7 @@ def test_set_max_steps_changes_where_fit_stops():
 def test_starts_ranks_by_rerunning_command(strategy, devices, reruns):
     """Only "ddp" with several local devices re-runs the command line; ddp_spawn starts its ranks with
     multiprocessing, a single device starts none."""
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False)
-    assert compat.starts_ranks_by_rerunning_command(trainer) is reruns
+    assert compat.placement(accelerator="cpu", devices=devices, strategy=strategy).reruns_command is reruns
 
 
 def test_ranks_started_from_outside_are_not_started_by_rerunning_the_command(monkeypatch):
@@ -126,9 +126,10 @@ def test_ranks_started_from_outside_are_not_started_by_rerunning_the_command(mon
     for name, value in {"RANK": "0", "GROUP_RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2",
                         "WORLD_SIZE": "2"}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
-    assert trainer.strategy.cluster_environment.creates_processes_externally
-    assert not compat.starts_ranks_by_rerunning_command(trainer)
+    assert L.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp", logger=False
+    ).strategy.cluster_environment.creates_processes_externally
+    assert not compat.placement(accelerator="cpu", devices=2, strategy="ddp").reruns_command
 
 
 def csv_run(folder, rows: list[dict], continued: bytes | None = None) -> bytes:
@@ -154,10 +155,6 @@ def _no_signal_connector(monkeypatch, trainer):
     monkeypatch.delattr(trainer, "_signal_connector")
 
 
-def _no_max_steps(monkeypatch, trainer):
-    monkeypatch.delattr(trainer.fit_loop.epoch_loop, "max_steps")
-
-
 def _no_launcher_class(monkeypatch, trainer):
     import lightning.pytorch.strategies.launchers as launchers
 
@@ -175,8 +172,7 @@ def _no_metrics_keys(monkeypatch, logger):
 MISSING = {
     "request_stop": (_no_signal_connector, compat.request_stop),
     "clear_stop_request": (_no_signal_connector, compat.clear_stop_request),
-    "set_max_steps": (_no_max_steps, lambda trainer: compat.set_max_steps(trainer, 3)),
-    "starts_ranks_by_rerunning_command": (_no_launcher_class, compat.starts_ranks_by_rerunning_command),
+    "placement": (_no_launcher_class, lambda _: compat.placement(accelerator="cpu", devices=1)),
     "count_optimizer_steps": (_no_step_hooks, lambda opt: compat.count_optimizer_steps(opt, 1)),
     "continue_csv": (_no_metrics_keys, lambda logger: compat.continue_csv(logger, b"")),
 }

@@ -4,6 +4,8 @@ never a crash later (hypothesis draws the combinations)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -16,6 +18,7 @@ from bnrepro.config import ConfigError
 from bnrepro.config.checks import validate
 from bnrepro.config.loop import resolve_loop
 from bnrepro.models import build_net
+from bnrepro.plan import plan, plan_folder
 from bnrepro.run import build_module, check_input
 from conftest import build_data, compose_train
 
@@ -63,12 +66,13 @@ def test_overrides_compose_into_a_runnable_run_or_are_refused_at_start_up(overri
     try:
         cfg = compose_train(*groups, *small, *values)  # values after the data group, so they win
         validate(cfg)
+        run = plan(cfg, Path("/tmp/unused"))  # as run.train plans it: the global batch, loop, speed
         net = build_net(cfg.model.net)
-        module = build_module(cfg, net)
+        module = build_module(run, net)
         module.trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
                                    enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
         optimizer = module.configure_optimizers()["optimizer"]
-        max_steps, every = resolve_loop(cfg, cfg.data.batch_size)
+        max_steps, every = run.trainer_kwargs["max_steps"], run.eval_every
         dm = build_data(cfg, every)
         check_input(net, dm.input_shape, cfg)
     except REFUSED as e:
@@ -114,8 +118,6 @@ def test_start_up_refusals_name_what_is_wrong(tmp_path):
         ConfigError, match=r"model=mnist_mlp_bn \(model.net.model_name=mnist_mlp\) cannot take data=synthetic"
     ):
         check_input(build_net(cfg.model.net), (3, 32, 32), cfg)
-    from bnrepro.run import plan_run_dir
-
     cfg = compose_train("model=bn_x30", *small, "overwrite=true", "resume=true")
     with pytest.raises(ConfigError, match="(?i)cannot be combined with resume=true"):
-        plan_run_dir(cfg, tmp_path, {})
+        plan_folder(plan(cfg, tmp_path))

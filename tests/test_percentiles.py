@@ -21,8 +21,9 @@ def test_percentiles_match_torch_quantile_over_all_eval_batches(tmp_path):
     x, y = torch.rand(300, 1, 28, 28), torch.randint(0, 10, (300,))
     xt, yt = torch.rand(250, 1, 28, 28), torch.randint(0, 10, (250,))
     net = timm.create_model("mnist_mlp", norm="batchnorm")
-    module = ClassifierModule(net, num_classes=10, batch_size=60, optimizer=partial(torch.optim.SGD, lr=0.1),
-                              schedule=Constant(), reference_batch=60)  # fmt: skip
+    module = ClassifierModule(net, num_classes=10, global_batch=60, optimizer=partial(torch.optim.SGD, lr=0.1, weight_decay=0.0),
+                              schedule=Constant(), reference_batch=60, lr_rule="linear", aux_loss_weight=0.3,
+                              decay_all_params=False, fused_optimizer=False, channels_last=False)  # fmt: skip
     cb = ActivationPercentiles("blocks.2.act", unit=7, quantiles=[0.15, 0.5, 0.85], out_dir=tmp_path)
     trainer = L.Trainer(
         accelerator="cpu", max_steps=10, max_epochs=-1, logger=False, enable_checkpointing=False,

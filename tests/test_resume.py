@@ -103,7 +103,7 @@ def test_resume_equals_uninterrupted(case, stop, mnist_root, tmp_path, step_loss
 def test_a_checkpoint_of_the_other_way_of_stepping_resumes_at_its_step(tmp_path, step_losses):
     """A partial ImageNet-variant run saved by the K-steps module (manual optimization, as every variant
     trained before they moved to Lightning's automatic optimization) resumes at its step, bit for bit."""
-    import bnrepro.run as run
+    from bnrepro.plan import RunPlan
 
     overrides = ["model=inception", *synthetic_overrides(tmp_path / "runs", steps=8, every=4)]
     straight_cfg = compose_train(*overrides, "run_name=straight")
@@ -111,11 +111,8 @@ def test_a_checkpoint_of_the_other_way_of_stepping_resumes_at_its_step(tmp_path,
     reference = list(step_losses)
     step_losses.clear()
     run_dir = tmp_path / "runs" / straight_cfg.task / "resumed"
-    build = run.build_module
     with pytest.MonkeyPatch.context() as m:  # the first leg as before: manual optimization, a step per batch
-        m.setattr(
-            run, "build_module", lambda cfg, net, speed=None, steps_per_batch=1: build(cfg, net, speed, 2)
-        )
+        m.setattr(RunPlan, "multistep", property(lambda self: True))  # MultiStepClassifier, chunks of 1
         first = train(compose_train(*overrides, "run_name=resumed", "testing.stop_at_step=6"), run_dir)
     assert first["status"] == "preempted" and first["steps"] == 6
     again = train(compose_train(*overrides, "run_name=resumed"), run_dir)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 from functools import partial
-from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -72,8 +71,12 @@ def test_a_two_job_multirun_with_two_process_ddp_leaves_exactly_two_run_folders(
         assert s["status"] == "finished" and s["world_size"] == 2 and s["steps"] == 20
         assert s["examples_trained"] == 20 * 120 and s["val_examples"] == 99
         assert len(list((task / name / ".hydra").iterdir())) == 1  # one launch record per job
-        stored = yaml.safe_load((task / name / "config.yaml").read_text())["trainer"]
-        assert (stored["precision"], stored["channels_last"], stored["cuda_graphs"]) == (
+        stored = yaml.safe_load((task / name / "config.yaml").read_text())
+        assert (
+            stored["trainer"]["precision"],
+            stored["speed"]["channels_last"],
+            stored["speed"]["cuda_graphs"],
+        ) == (
             "32-true",
             False,
             False,
@@ -88,9 +91,9 @@ def test_sync_batchnorm_under_cpu_ddp_is_refused_before_any_process_starts(mnist
     assert not (tmp_path / "r").exists()
 
 
-def fake_trainer(device: str, world_size: int = 1, precision: str = "32-true"):
-    return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), world_size=world_size,
-                           precision=precision)  # fmt: skip
+def placed(device: str, world_size: int = 1, precision: str = "32-true") -> dict:
+    """resolve_speed's arguments for a run placed on `world_size` devices of type `device` (one node)."""
+    return dict(cuda=device == "cuda", world_size=world_size, num_nodes=1, precision=precision)
 
 
 @pytest.fixture
@@ -102,43 +105,49 @@ def cuda_present(monkeypatch):
 def test_auto_fast_paths_on_a_gpu_are_bf16_channels_last_fused_compiled_for_bn_inception(cuda_present):
     cfg = compose_train("model=bn_x30")
     assert trainer_args(cfg, convolutional=True) == {"precision": "bf16-mixed", "benchmark": True}
-    s = resolve_speed(cfg, fake_trainer("cuda", precision="bf16-mixed"), data_on_device=False)
+    s = resolve_speed(cfg, **placed("cuda", precision="bf16-mixed"), data_on_device=False)
     assert (s.channels_last, s.fused_optimizer, s.compile, s.cuda_graphs) == (True, True, True, False)
 
 
 def test_auto_fast_paths_on_a_gpu_are_float32_and_cuda_graphs_for_the_mnist_mlp(cuda_present):
     cfg = compose_train("model=mnist_mlp_bn")
     assert trainer_args(cfg, convolutional=False)["precision"] == "32-true"
-    s = resolve_speed(cfg, fake_trainer("cuda"), data_on_device=True)
+    s = resolve_speed(cfg, **placed("cuda"), data_on_device=True)
     assert (s.cuda_graphs, s.compile, s.fused_optimizer) == (True, False, True)
     # Under DDP the graphs are off (the all-reduce is inside the step); compile takes over.
-    s = resolve_speed(cfg, fake_trainer("cuda", world_size=2), data_on_device=True)
+    s = resolve_speed(cfg, **placed("cuda", world_size=2), data_on_device=True)
     assert (s.cuda_graphs, s.compile) == (False, True)
 
 
 def test_the_mnist_mlp_trains_on_one_thread_unless_asked_and_the_count_is_recorded(
     mnist_root, tmp_path, monkeypatch
 ):
-    """trainer.num_threads auto: 1 for the MLP (a second thread only slows it down), torch's default for a
+    """speed.num_threads auto: 1 for the MLP (a second thread only slows it down), torch's default for a
     convolutional net; the run's count in summary.json and config.yaml; the caller's count restored."""
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the caller's count, as on 2 cores
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert resolve_speed(compose_train("model=bn_x30"), fake_trainer("cpu"), False).num_threads == 2
+    assert (
+        resolve_speed(compose_train("model=bn_x30"), **placed("cpu"), data_on_device=False).num_threads == 2
+    )
     # Two DDP ranks on the node share its cores, as Lightning would share them.
     assert (
-        resolve_speed(compose_train("model=bn_x30"), fake_trainer("cpu", world_size=2), False).num_threads
+        resolve_speed(
+            compose_train("model=bn_x30"), **placed("cpu", world_size=2), data_on_device=False
+        ).num_threads
         == 1
     )
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # a budget the caller set (reproduce: a job's share): kept
     assert (
-        resolve_speed(compose_train("model=bn_x30"), fake_trainer("cpu", world_size=2), False).num_threads
+        resolve_speed(
+            compose_train("model=bn_x30"), **placed("cpu", world_size=2), data_on_device=False
+        ).num_threads
         == 2
     )
-    asked = compose_train("model=mnist_mlp", "trainer.num_threads=3")
-    assert resolve_speed(asked, fake_trainer("cpu"), False, convolutional=False).num_threads == 3
+    asked = compose_train("model=mnist_mlp", "speed.num_threads=3")
+    assert resolve_speed(asked, **placed("cpu"), data_on_device=False, convolutional=False).num_threads == 3
     monkeypatch.undo()
     before = torch.get_num_threads()
-    s = train(compose_train("model=mnist_mlp", *fast_overrides(mnist_root, tmp_path), "run_name=r", "trainer.num_threads=2"),
+    s = train(compose_train("model=mnist_mlp", *fast_overrides(mnist_root, tmp_path), "run_name=r", "speed.num_threads=2"),
               tmp_path / "r")  # fmt: skip
     assert s["speed"]["num_threads"] == 2 and s["hardware"].endswith("torch threads 2")
     assert torch.get_num_threads() == before
@@ -146,16 +155,18 @@ def test_the_mnist_mlp_trains_on_one_thread_unless_asked_and_the_count_is_record
         compose_train("model=mnist_mlp", *fast_overrides(mnist_root, tmp_path), "run_name=a"), tmp_path / "a"
     )
     assert s["speed"]["num_threads"] == 1 and s["hardware"].endswith("torch threads 1")
-    assert yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["trainer"]["num_threads"] == 1
+    assert yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["speed"]["num_threads"] == 1
 
 
 def test_everything_is_off_on_the_cpu_and_cuda_graphs_cannot_be_forced_there():
     cfg = compose_train("model=bn_x30")
     assert trainer_args(cfg, convolutional=True) == {"precision": "32-true", "benchmark": False}
-    s = resolve_speed(cfg, fake_trainer("cpu"), data_on_device=False)
+    s = resolve_speed(cfg, **placed("cpu"), data_on_device=False)
     assert not (s.channels_last or s.fused_optimizer or s.compile or s.cuda_graphs or s.cudnn_benchmark)
-    with pytest.raises(ConfigError, match=r"trainer.cuda_graphs=true needs a CUDA device.*data held on"):
-        resolve_speed(compose_train("model=bn_x30", "trainer.cuda_graphs=true"), fake_trainer("cpu"), False)
+    with pytest.raises(ConfigError, match=r"speed.cuda_graphs=true needs a CUDA device.*data held on"):
+        resolve_speed(
+            compose_train("model=bn_x30", "speed.cuda_graphs=true"), **placed("cpu"), data_on_device=False
+        )
 
 
 # At batch 30: the LR halves every 20 steps.
@@ -169,9 +180,11 @@ def train_mlp(cuda_graphs, steps=40, chunk=10, schedule=None, device="cpu", **kw
     x = (torch.rand(600, 1, 28, 28, generator=gen) > 0.5).float().to(device)
     y = torch.randint(0, 10, (600,), generator=gen).to(device)
     net = timm.create_model("mnist_mlp", norm="batchnorm", act_layer="sigmoid", init_seed=0)
-    opt = partial(torch.optim.SGD, lr=0.5, momentum=0.9)
+    opt = partial(torch.optim.SGD, lr=0.5, momentum=0.9, weight_decay=0.0)
+    options = dict(lr_rule="linear", aux_loss_weight=0.3, decay_all_params=False, fused_optimizer=False,
+                   channels_last=False)  # what the config would pass  # fmt: skip
     module = MultiStepClassifier(net, 10, 30, opt, schedule or Constant(), reference_batch=30,
-                                 cuda_graphs=cuda_graphs, **kwargs)  # fmt: skip
+                                 cuda_graphs=cuda_graphs, **{**options, **kwargs})  # fmt: skip
     sampler = StepChunkSampler(600, 30, steps_per_epoch=steps, steps_per_batch=chunk)
     trainer = L.Trainer(accelerator=device, devices=1, max_steps=steps, max_epochs=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -218,11 +231,11 @@ def test_reproduce_submits_each_missing_run_as_a_one_job_slurm_multirun_into_the
 def test_adamw_or_a_forked_strategy_get_a_clear_answer_on_a_gpu(cuda_present):
     adamw = compose_train("model=mnist_mlp_bn", "optimizer=adamw")
     assert (
-        resolve_speed(adamw, fake_trainer("cuda"), True).cuda_graphs is False
+        resolve_speed(adamw, **placed("cuda"), data_on_device=True).cuda_graphs is False
     )  # its step cannot be captured
     with pytest.raises(ConfigError, match=r"cuda_graphs=true needs optimizer=sgd"):
-        resolve_speed(compose_train("model=mnist_mlp_bn", "optimizer=adamw", "trainer.cuda_graphs=true"),
-                      fake_trainer("cuda"), True)  # fmt: skip
+        resolve_speed(compose_train("model=mnist_mlp_bn", "optimizer=adamw", "speed.cuda_graphs=true"),
+                      **placed("cuda"), data_on_device=True)  # fmt: skip
     with pytest.raises(ConfigError, match=r"trainer.precision=auto .* trainer.strategy=ddp_fork"):
         trainer_args(compose_train("model=bn_x30", "trainer.strategy=ddp_fork"))
 
@@ -234,7 +247,9 @@ def test_a_resume_compares_the_precision_auto_became_and_not_how_the_step_runs()
     assert config_differences(before_auto, {"trainer.precision": "auto", "trainer.compile": None}) == []
     assert config_differences({"trainer.precision": "bf16"}, {"trainer.precision": "bf16-mixed"}) == []
     # compile / channels_last / ... change how the step runs: a run whose compile crashed resumes without.
-    assert config_differences({"trainer.compile": True}, {"trainer.compile": False}) == []
+    assert config_differences({"speed.compile": True}, {"speed.compile": False}) == []
+    # A run folder from before the `speed` node holds them under trainer: it still resumes.
+    assert config_differences({"trainer.compile": True}, {"speed.compile": False}) == []
     # Run folders from before lit/multistep.py also hold the steps per batch as data.steps_per_batch.
     old = {"data.steps_per_batch": 100, "loop.steps_per_batch": 100}
     assert config_differences(old, {"loop.steps_per_batch": 100}) == []

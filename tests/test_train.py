@@ -303,7 +303,7 @@ def test_a_huge_learning_rate_diverges_inside_a_chunk_of_steps(mnist_root, tmp_p
 def test_divergence_exits_with_its_own_status_and_a_sweep_goes_on(tmp_path, capsys):
     # One thread, as the command ran under cli()'s OMP_NUM_THREADS=1: two on a busy 2-core machine wait
     # on each other at every convolution.
-    one = [*synthetic_overrides(tmp_path), "trainer.num_threads=1"]
+    one = [*synthetic_overrides(tmp_path), "speed.num_threads=1"]
     status = train_main("model=bn_x30", *one, "run_name=single", "testing.inject_nan_at_step=3")
     err = capsys.readouterr().err
     assert status == 3, err[-3000:]

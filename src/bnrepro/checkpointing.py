@@ -25,11 +25,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from bnrepro import safe_load
-from bnrepro.config import ConfigError
+from bnrepro.errors import ResumeError
 
-
-class ResumeError(ConfigError):
-    """Nothing (loadable) to resume from where the command asks to resume; the message says what to do."""
+__all__ = ["ResumeError"]  # defined in errors.py; imported from here by loggers.py and the tests
 
 
 NO_SPACE_LEFT_BYTES = 64 * 2**20  # less free space than this after a failed write: the disk is full

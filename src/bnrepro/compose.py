@@ -15,7 +15,7 @@ def compose_train(*overrides: str):
     """conf/train.yaml composed with `overrides`, as `python src/train.py` would."""
     from hydra import compose, initialize_config_dir
 
-    import bnrepro.config  # noqa: F401  (the schema)
+    import bnrepro.registry  # noqa: F401  (the schema)
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=list(overrides))

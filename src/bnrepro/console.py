@@ -80,19 +80,3 @@ def progress(items: Iterable, total: int | None, what: str, every_s: float = 10.
             print(f"{what}: {i}/{total if total is not None else '?'} ({now - start:.0f} s)", flush=True)
     if last != start:
         print(f"{what}: {i} done in {time.monotonic() - start:.0f} s", flush=True)
-
-
-def progress_bar(enabled: bool, every_s: float = 30.0) -> list:
-    """The trainer's progress callback, [] when trainer.enable_progress_bar is false (Lightning refuses a
-    progress bar callback then): tqdm's bar on a terminal, plain lines otherwise (LineProgress)."""
-    if not enabled:
-        return []
-    from lightning.pytorch.callbacks import TQDMProgressBar
-
-    return [TQDMProgressBar() if on_terminal() else _line_progress(every_s)]
-
-
-def _line_progress(every_s: float):
-    from bnrepro.callbacks.progress import LineProgress
-
-    return LineProgress(every_s)

@@ -86,7 +86,7 @@ def run_name_problem(run_name) -> str | None:
 
 
 def _refuse(message: str) -> None:
-    from bnrepro.entry import EXIT_BAD_INPUT
+    from bnrepro.errors import EXIT_BAD_INPUT
 
     print(f"error: {message}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)

@@ -24,7 +24,7 @@ from pathlib import Path
 from hydra.utils import get_original_cwd
 
 from bnrepro.callbacks.divergence import TrainingDiverged
-from bnrepro.config import ConfigError
+from bnrepro.errors import ConfigError
 
 
 def in_multirun() -> bool:

@@ -10,6 +10,7 @@ function on a real Trainer: run it first after an upgrade.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning
 
@@ -94,52 +95,56 @@ def count_optimizer_steps(optimizer, n: int) -> None:
         after()
 
 
-def set_max_steps(trainer, n: int) -> None:
-    """Sets where `trainer.fit` stops (`trainer.max_steps`) after the Trainer is built: run.py knows the
-    step count only once the Trainer has resolved the world size (lengths given in examples or epochs
-    become steps of the global batch).
+class Placement(NamedTuple):
+    """Where and how `L.Trainer(**kwargs)` will train, known before it is built."""
 
-    Internal: `trainer.fit_loop.epoch_loop.max_steps` (the attribute `Trainer.max_steps` reads; lightning
-    2.6). Public alternative: `L.Trainer(max_steps=n)`, which would need the world size before the
-    Trainer exists.
-    """
-    if not isinstance(n, int) or n < -1:
-        raise ValueError(f"max_steps must be an integer >= -1, not {n!r}")
-    epoch_loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-    if epoch_loop is None or not hasattr(epoch_loop, "max_steps"):
-        raise _changed("where the fit loop keeps max_steps (trainer.fit_loop.epoch_loop.max_steps)")
-    epoch_loop.max_steps = n
-    if trainer.max_steps != n:
-        raise _changed("Trainer.max_steps (it no longer reads trainer.fit_loop.epoch_loop.max_steps)")
+    world_size: int  # processes over all nodes
+    num_nodes: int
+    global_rank: int  # this process's rank (0 in the launching process)
+    cuda: bool  # the devices are CUDA GPUs
+    precision: str  # Lightning's own name of the precision ("32" becomes "32-true", ...)
+    reruns_command: bool  # the other local ranks are started by re-running sys.argv (launching.py)
 
 
-def starts_ranks_by_rerunning_command(trainer) -> bool:
-    """True when Lightning would start this run's other local ranks by re-running sys.argv (strategy
-    "ddp" and the like with more than one device, ranks not started by torchrun / SLURM); False when
-    it spawns them (ddp_spawn, ddp_notebook: the command line is not re-run), on a single device, or
-    when the ranks are started from outside. launching.py hands a multirun job off to its own process
-    in the first case.
+def placement(**trainer_kwargs) -> Placement:
+    """The devices, ranks and precision that `L.Trainer(**trainer_kwargs)` resolves, for the run plan
+    (bnrepro/plan.py): the world size decides the global batch, and with it the loop's length, which
+    `L.Trainer(max_steps=...)` then takes. Refuses what Lightning refuses (an unknown strategy, accelerator
+    gpu without a GPU, ...) with Lightning's own exception.
 
-    Internal: the launcher class `lightning.pytorch.strategies.launchers._SubprocessScriptLauncher`
-    (lightning 2.6; Lightning's own trainer/call.py makes the same isinstance check). `Strategy.launcher`,
-    `Trainer.num_devices` and `ClusterEnvironment.creates_processes_externally` are public. Public
-    alternative: none.
+    Internal: `lightning.pytorch.trainer.connectors.accelerator_connector._AcceleratorConnector`, the part of
+    `L.Trainer.__init__` that parses accelerator, devices, num_nodes, strategy, precision and plugins and
+    sets the strategy's ranks (lightning 2.6); the Trainer builds its own again from the same arguments.
+    The launcher class `lightning.pytorch.strategies.launchers._SubprocessScriptLauncher` (Lightning's
+    own trainer/call.py makes the same isinstance check). Public alternative: building a whole L.Trainer
+    only to read these, and setting its loop length afterwards.
     """
     try:
+        from lightning.pytorch.strategies import ParallelStrategy
         from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+        from lightning.pytorch.trainer.connectors.accelerator_connector import _AcceleratorConnector
     except ImportError as e:
-        raise _changed(
-            "the launcher that re-runs the command line (lightning.pytorch.strategies.launchers."
-            "_SubprocessScriptLauncher)"
-        ) from e
-    try:
-        launcher = trainer.strategy.launcher
-    except AttributeError as e:
-        raise _changed("Strategy.launcher") from e
-    return (
-        isinstance(launcher, _SubprocessScriptLauncher)
-        and trainer.num_devices > 1
-        and not trainer.strategy.cluster_environment.creates_processes_externally
+        raise _changed("the Trainer's accelerator connector or its launcher classes") from e
+    names = ("devices", "num_nodes", "accelerator", "strategy", "plugins", "precision", "sync_batchnorm",
+             "benchmark", "use_distributed_sampler", "deterministic")  # fmt: skip
+    connector = _AcceleratorConnector(**{k: v for k, v in trainer_kwargs.items() if k in names})
+    strategy = getattr(connector, "strategy", None)
+    if strategy is None or not hasattr(strategy, "launcher") or not hasattr(strategy, "precision_plugin"):
+        raise _changed("the accelerator connector's strategy (its launcher and precision_plugin)")
+    # Trainer.num_devices: the parallel strategy's devices, or the one root device
+    num_devices = len(strategy.parallel_devices) if isinstance(strategy, ParallelStrategy) else 1
+    reruns = (
+        isinstance(strategy.launcher, _SubprocessScriptLauncher)
+        and num_devices > 1
+        and not strategy.cluster_environment.creates_processes_externally
+    )
+    return Placement(
+        world_size=getattr(strategy, "world_size", 1),  # as Trainer.world_size reads it
+        num_nodes=getattr(strategy, "num_nodes", 1),
+        global_rank=strategy.global_rank,
+        cuda=strategy.root_device.type == "cuda",
+        precision=str(strategy.precision_plugin.precision),
+        reruns_command=reruns,
     )
 
 

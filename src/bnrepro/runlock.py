@@ -40,17 +40,19 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bnrepro.errors import ReproError
+
 LOCK_NAME = ".lock"
 HEARTBEAT_S = 60.0
 STALE_AFTER_S = 10 * 60.0  # another host's lock without a heartbeat for this long is taken over
 NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(ReproError, RuntimeError):
     """The run folder is in use by another launch; nothing was changed."""
 
 
-class RunFolderNotWritable(PermissionError):
+class RunFolderNotWritable(ReproError, PermissionError):
     """The run folder (or the folder that would hold it) cannot be written; nothing was changed."""
 
 

@@ -1,4 +1,6 @@
-"""The training step's fast paths, resolved from the trainer.* config values (null = auto).
+"""The training step's fast paths, resolved from the `speed` config node (null = auto), and the two
+Lightning arguments that are about speed only (trainer.precision, trainer.benchmark: "auto" / null).
+The one module that reads them.
 
 auto picks the fastest choice that trains the same model: on a CUDA device bf16 autocast for the
 image networks (BN's statistics and the loss stay float32), channels_last (NHWC convolutions on tensor cores), cudnn
@@ -17,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from bnrepro.config import ConfigError
+from bnrepro.errors import ConfigError
 
 
 def on_cuda(accelerator: str) -> bool:
@@ -67,23 +69,23 @@ class Speed:
         return asdict(self)
 
     def config_values(self) -> dict:
-        """The trainer.* values this resolves "auto" to: what config.yaml stores for the run."""
+        """What this resolves "auto" to, as config.yaml stores it: {"trainer": {...}, "speed": {...}}."""
         d = self.asdict()
-        d["benchmark"] = d.pop("cudnn_benchmark")
-        return d
+        trainer = {"precision": d.pop("precision"), "benchmark": d.pop("cudnn_benchmark")}
+        return {"trainer": trainer, "speed": d}
 
 
-def num_threads(t, convolutional: bool, processes: int = 1) -> int:
-    """trainer.num_threads, auto (null): 1 for a network without convolutions -- the MNIST MLPs, whose
+def num_threads(s, convolutional: bool, processes: int = 1) -> int:
+    """speed.num_threads, auto (null): 1 for a network without convolutions -- the MNIST MLPs, whose
     matrices (60 x 784 x 100 at most) are too small to share between threads: on the 2-core development
     machine, shared with other work, 10k steps of the BN MLP took 15 s on one thread and 81 s on two
     (docs/benchmarks.md). Else what Lightning would choose: the count OMP_NUM_THREADS sets (`just
     reproduce` sets each parallel job's share of the cores), or the cores shared by this node's
     `processes` (DDP ranks)."""
-    if t.num_threads is not None:
-        if t.num_threads < 1:
-            raise ConfigError(f"trainer.num_threads={t.num_threads}: expected at least 1 (or null: auto)")
-        return t.num_threads
+    if s.num_threads is not None:
+        if s.num_threads < 1:
+            raise ConfigError(f"speed.num_threads={s.num_threads}: expected at least 1 (or null: auto)")
+        return s.num_threads
     if not convolutional:
         return 1
     if "OMP_NUM_THREADS" in os.environ:
@@ -91,17 +93,16 @@ def num_threads(t, convolutional: bool, processes: int = 1) -> int:
     return max(1, torch.get_num_threads() // processes)
 
 
-def resolve_speed(cfg, trainer, data_on_device: bool, convolutional: bool = True) -> Speed:
-    """Every fast path decided for this trainer (device type and world size known), data module
+def resolve_speed(cfg, *, cuda: bool, world_size: int, num_nodes: int, precision: str, data_on_device: bool,
+                  convolutional: bool = True) -> Speed:  # fmt: skip
+    """Every fast path decided for the devices the run will train on (`cuda`, `world_size` over
+    `num_nodes`, Lightning's `precision` with "auto" resolved: trainer_args), data module
     (`data_on_device`: its holds_data_on_device) and network (`convolutional`: is_convolutional); refuses,
     naming the key, what cannot work here."""
     from hydra.utils import get_class
 
-    t = cfg.trainer
-    cuda = trainer.strategy.root_device.type == "cuda"
-
-    precision = str(trainer.precision)
-    if t.sync_batchnorm and trainer.world_size > 1 and not cuda:
+    t, s = cfg.trainer, cfg.speed
+    if t.sync_batchnorm and world_size > 1 and not cuda:
         raise ConfigError(
             "trainer.sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm does not run on the CPU); "
             "on the CPU the BN statistics are per device (trainer.sync_batchnorm=false)"
@@ -110,10 +111,10 @@ def resolve_speed(cfg, trainer, data_on_device: bool, convolutional: bool = True
         why
         for why, blocked in (
             ("a CUDA device", not cuda),
-            ("one device (DDP all-reduces inside the step)", trainer.world_size > 1),
+            ("one device (DDP all-reduces inside the step)", world_size > 1),
             ("data held on the device (data.device_resident, MNIST / synthetic)", not data_on_device),
             ("float32 or bf16-mixed (no gradient scaler)", precision not in ("32-true", "bf16-mixed")),
-            ("trainer.compile=false", t.compile is True),
+            ("speed.compile=false", s.compile is True),
             # AdamW's step refuses to be captured unless built capturable (its step counts are tensors).
             (
                 "optimizer=sgd (torch.optim.SGD)",
@@ -122,19 +123,19 @@ def resolve_speed(cfg, trainer, data_on_device: bool, convolutional: bool = True
         )
         if blocked
     ]
-    if t.cuda_graphs is True and graphs_blockers:
-        raise ConfigError(f"trainer.cuda_graphs=true needs {', '.join(graphs_blockers)}")
+    if s.cuda_graphs is True and graphs_blockers:
+        raise ConfigError(f"speed.cuda_graphs=true needs {', '.join(graphs_blockers)}")
     # auto: float32 only -- bf16 autocast's cache of cast weights would need care inside a graph.
-    graphs = t.cuda_graphs if t.cuda_graphs is not None else not graphs_blockers and precision == "32-true"
+    graphs = s.cuda_graphs if s.cuda_graphs is not None else not graphs_blockers and precision == "32-true"
     return Speed(
         precision=precision,
         cudnn_benchmark=cudnn_benchmark(t, cuda),
-        channels_last=t.channels_last if t.channels_last is not None else cuda,
-        fused_optimizer=t.fused_optimizer if t.fused_optimizer is not None else cuda,
-        compile=t.compile if t.compile is not None else cuda and not graphs,
-        compile_mode=t.compile_mode,
+        channels_last=s.channels_last if s.channels_last is not None else cuda,
+        fused_optimizer=s.fused_optimizer if s.fused_optimizer is not None else cuda,
+        compile=s.compile if s.compile is not None else cuda and not graphs,
+        compile_mode=s.compile_mode,
         cuda_graphs=bool(graphs),
-        num_threads=num_threads(t, convolutional, trainer.world_size // getattr(trainer, "num_nodes", 1)),
+        num_threads=num_threads(s, convolutional, world_size // num_nodes),
     )
 
 

@@ -81,11 +81,15 @@ class StepClock(L.Callback):
 
 
 def lightning_loop(cfg, speed: Speed, data, device, warmup: int, steps: int) -> float:
+    from dataclasses import replace
+    from pathlib import Path
+
     from bnrepro.models import build_net
+    from bnrepro.plan import plan
     from bnrepro.run import build_module
 
     net = apply_to_net(build_net(cfg.model.net), speed)
-    module = build_module(cfg, net, speed)
+    module = build_module(replace(plan(cfg, Path("unused")), speed=speed), net)  # the run's module, this mode
     total = warmup + steps
     sampler = StepChunkSampler(len(data[0]), cfg.data.batch_size, steps_per_epoch=total)
     clock = StepClock(warmup)

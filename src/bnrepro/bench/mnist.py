@@ -5,7 +5,7 @@ StepChunkSampler) for the same number of SGD steps of 60 examples, without evalu
 alternating (plain, lightning, plain, lightning, ...) so drift on a shared machine hits both alike.
 Reported: median ms/step of each and the ratio lightning/plain (target <= 1.25). On a GPU
 (`--device cuda`) the Lightning loop replays each batch's K steps as one CUDA graph (lit/graphed.py, as
-trainer.cuda_graphs=auto does) and the plain loop stays eager: the ratio is then the speed-up over an
+speed.cuda_graphs=auto does) and the plain loop stays eager: the ratio is then the speed-up over an
 eager loop (target: 5x).
 
     python -m bnrepro.bench.mnist [--steps 5000] [--repeats 3] [--threads 1] [--norm batchnorm] [--device cuda]
@@ -67,8 +67,9 @@ def lightning_loop(
     """The project's module as run.py builds it: K steps per Lightning batch (lit/multistep.py), or
     Lightning's automatic optimization at K=1 without CUDA graphs."""
     net = timm.create_model("mnist_mlp", norm=norm)
-    kwargs = dict(num_classes=10, batch_size=BATCH, optimizer=partial(torch.optim.SGD, lr=lr), schedule=Constant(),
-                  reference_batch=BATCH)  # fmt: skip
+    kwargs = dict(num_classes=10, global_batch=BATCH, optimizer=partial(torch.optim.SGD, lr=lr, weight_decay=0.0),
+                  schedule=Constant(), reference_batch=BATCH, lr_rule="linear", aux_loss_weight=0.3,
+                  decay_all_params=False, fused_optimizer=False, channels_last=False)  # fmt: skip
     chunks = steps_per_batch > 1 or cuda_graphs
     if chunks:
         module = MultiStepClassifier(net, **kwargs, cuda_graphs=cuda_graphs)
@@ -98,7 +99,7 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cpu", help="cpu | cuda (data, both loops)")
     p.add_argument(
         "--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
-        help="the Lightning loop's K steps as one CUDA graph (default: on for cuda, as trainer.cuda_graphs=auto)",
+        help="the Lightning loop's K steps as one CUDA graph (default: on for cuda, as speed.cuda_graphs=auto)",
     )  # fmt: skip
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -14,9 +14,14 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from bnrepro.errors import EXIT_DIVERGED, ReproError
 
-class TrainingDiverged(RuntimeError):
-    """Raised on every rank when the training loss became non-finite; `step` is the first bad step."""
+
+class TrainingDiverged(ReproError, RuntimeError):
+    """Raised on every rank when the training loss became non-finite; `step` is the first bad step.
+    A result, not bad input: exit status 3, and a multirun goes on with its other jobs (entry.py)."""
+
+    exit_status = EXIT_DIVERGED
 
     def __init__(self, message: str, step: int | None = None):
         super().__init__(message)
@@ -26,7 +31,7 @@ class TrainingDiverged(RuntimeError):
 class DivergenceStop(L.Callback):
     """`inject_nan_at_step`: a test's stand-in for a blow-up at that step (testing.inject_nan_at_step)."""
 
-    def __init__(self, check_every_n_batches: int, inject_nan_at_step: int | None = None):
+    def __init__(self, check_every_n_batches: int, inject_nan_at_step: int | None):
         self.every = check_every_n_batches
         self.inject_nan_at_step = inject_nan_at_step
 

@@ -45,7 +45,7 @@ class ActivationPercentiles(L.Callback):
 
     def check(self, net: torch.nn.Module, input_shape: tuple[int, ...]) -> None:
         """At start-up (run.py), before any process is spawned: the module exists and has the unit."""
-        from bnrepro.config import ConfigError
+        from bnrepro.errors import ConfigError
 
         try:
             width = input_width(net, self.module, input_shape)

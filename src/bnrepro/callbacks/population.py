@@ -69,12 +69,11 @@ def recompute_population_statistics(net: nn.Module, batches, num_batches: int) -
 
 
 def _train_inputs(datamodule, pl_module):
-    """Input mini-batches of the training stream, one at a time, over as many evaluation periods as needed
-    (a training batch may hold several: the module's mini_batches says which)."""
-    loader = datamodule.train_dataloader()
-    loader.sampler.position = None  # passes numbered by set_epoch, not the (finished) training position
-    for epoch in itertools.count():
-        loader.sampler.set_epoch(epoch)
+    """Input mini-batches of the training stream from its first step, one at a time, over as many
+    evaluation periods as needed (each iteration of the loader reads the next period; a training batch
+    may hold several mini-batches: the module's mini_batches says which)."""
+    loader = datamodule.train_dataloader(start_step=0)  # not where training is: the stream's first batches
+    while True:
         for batch in loader:
             for x, y in pl_module.mini_batches(batch):
                 # The data module's own step after the transfer, as in training (prepared chunks: jitter).
@@ -104,16 +103,13 @@ class PopulationStatistics(L.Callback):
     """`num_batches`: training mini-batches (per device) behind the final Alg. 2 evaluation.
     `eval_bn`: what BN uses at each evaluation during training, "moving" (its moving averages) or
     "population" (Alg. 2's statistics over `eval_bn_batches` training mini-batches, recomputed before
-    each evaluation, the moving averages restored after it). `checkpoint_dir`: where population.ckpt goes
+    each evaluation, the moving averages restored after it; checked once, with the config:
+    config/checks.py). `checkpoint_dir`: where population.ckpt goes
     (the weights with Alg. 2's statistics, for evaluation); None: <run folder>/checkpoints (the trainer's
     default_root_dir)."""
 
-    EVAL_BN = ("moving", "population")
-
     def __init__(self, num_batches: int, eval_bn: str, eval_bn_batches: int,
                  checkpoint_dir: str | Path | None = None):  # fmt: skip
-        if eval_bn not in self.EVAL_BN:
-            raise ValueError(f"eval_bn={eval_bn!r}: expected one of {', '.join(self.EVAL_BN)}")
         self.num_batches = num_batches
         self.eval_bn, self.eval_bn_batches = eval_bn, eval_bn_batches
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None

@@ -32,7 +32,7 @@ class Preemption(L.Callback):
     """`checkpoint`: where the preemption save goes; None: <run folder>/checkpoints/last.ckpt (the
     trainer's default_root_dir). `stop_at_step`: a test's stand-in for a SIGTERM at that step."""
 
-    def __init__(self, requeue: bool, stop_at_step: int | None = None, checkpoint: str | Path | None = None):
+    def __init__(self, requeue: bool, stop_at_step: int | None, checkpoint: str | Path | None = None):
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.requeue, self.stop_at_step = requeue, stop_at_step
         self.sigusr1 = False

@@ -1,4 +1,4 @@
-"""Training progress as plain lines, for a stdout that is not a terminal (console.progress_bar picks it).
+"""Training progress as plain lines, for a stdout that is not a terminal (progress_bar below picks it).
 
 Lightning's tqdm bar redraws one line with carriage returns: in a redirected log that is one very long
 line (about 3 KB per tiny run). This prints a line every `every_s` seconds while training or evaluating,
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import time
 
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+
+from bnrepro.console import on_terminal
 
 
 class LineProgress(ProgressBar):
@@ -63,3 +65,11 @@ class LineProgress(ProgressBar):
                 f" at {self._step(trainer)}" if trainer.state.fn == "fit" else f" ({now - self._start:.0f} s)"
             )
             print(f"evaluating{where}: batch {batch_idx + 1}/{total}", flush=True)
+
+
+def progress_bar(enabled: bool, every_s: float = 30.0) -> list:
+    """The trainer's progress callback, [] when trainer.enable_progress_bar is false (Lightning refuses a
+    progress bar callback then): tqdm's bar on a terminal, plain lines otherwise (LineProgress)."""
+    if not enabled:
+        return []
+    return [TQDMProgressBar() if on_terminal() else LineProgress(every_s)]

@@ -129,7 +129,7 @@ class RunSummary(L.Callback):
             **population,
             "world_size": world,
             "num_nodes": trainer.num_nodes,
-            "per_device_batch": pl_module.batch_size,
+            "per_device_batch": pl_module.global_batch // world,
             "global_batch": pl_module.global_batch,
             "examples_seen": examples,
             # Counted from the batches, summed over ranks (finished runs): equal to examples_seen.

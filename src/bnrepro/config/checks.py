@@ -13,7 +13,7 @@ CHOICES = {
     "lr_scaling.rule": ("linear", "none"),
     "data.shuffle": ("thorough", "shard"),
     "logger.wandb.mode": ("auto", "online", "offline", "disabled"),
-    "trainer.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    "speed.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
     "callbacks.population_stats.eval_bn": ("moving", "population"),
 }
 # Checked where the chosen component has them (an SGD config has no betas, MNIST no resize_size).

@@ -1,2 +1,3 @@
-class ConfigError(ValueError):
-    """A configuration value that composes but cannot be run; the message names the key."""
+from bnrepro.errors import ConfigError
+
+__all__ = ["ConfigError"]  # kept at its old address: config/*.py and the tests import it from here

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from bnrepro.config.errors import ConfigError
-from bnrepro.config.schema import SPEED_KEYS
+from bnrepro.config.schema import MOVED_KEYS
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -24,7 +24,9 @@ def flatten(d: dict, prefix: str = "") -> dict:
 NOT_COMPUTED = ("overwrite", "resume", "resume_fallback", "trainer.enable_progress_bar", "logger.",
                 "runs_root", "task", "run_name",
                 # how the step runs, not what it computes (a crashed compile may resume without it)
-                "trainer.benchmark", *(f"trainer.{k}" for k in SPEED_KEYS),
+                "trainer.benchmark", "speed.",
+                # the same, under their old names (run folders from before the `speed` node)
+                *MOVED_KEYS,
                 # a copy of loop.steps_per_batch that run folders before lit/multistep.py hold
                 "data.steps_per_batch",
                 "callbacks.preemption.", "testing.stop_at_step", "data.root", "data.system_dirs",

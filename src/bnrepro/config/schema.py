@@ -194,8 +194,14 @@ class TrainerConfig:
     enable_checkpointing: bool = True
     use_distributed_sampler: bool = False
     sync_batchnorm: bool = False  # False = per-device batch statistics, as the paper's per-batch BN
-    # Fast paths; not Lightning arguments (run.py applies them). null = auto: the fastest correct choice
-    # for the device, recorded in summary.json ("speed"). See docs/benchmarks.md.
+
+
+@dataclass
+class SpeedConfig:
+    """The training step's fast paths, none a Lightning argument (speed.py resolves and applies them).
+    null = auto: the fastest correct choice for the device, recorded in summary.json ("speed") and in
+    config.yaml. See docs/benchmarks.md. (trainer.precision and trainer.benchmark are Lightning's own.)"""
+
     channels_last: bool | None = None  # NHWC weights and inputs (tensor cores); auto: on for CUDA
     fused_optimizer: bool | None = None  # one fused kernel for the optimizer step; auto: on for CUDA
     compile: bool | None = None  # torch.compile the network; auto: on for CUDA unless cuda_graphs
@@ -211,8 +217,9 @@ class TrainerConfig:
     num_threads: int | None = None
 
 
-# TrainerConfig keys that are not lightning.Trainer arguments.
-SPEED_KEYS = ("channels_last", "fused_optimizer", "compile", "compile_mode", "cuda_graphs", "num_threads")
+# Where the fast paths were before they had a node of their own: an old override is refused naming the
+# new key (entry.py), and an old run folder's config.yaml still resumes (config/resume.py).
+MOVED_KEYS = {f"trainer.{k}": f"speed.{k}" for k in SpeedConfig.__dataclass_fields__}
 
 
 @dataclass
@@ -345,6 +352,7 @@ class TrainConfig:
     data: DataConfig = MISSING
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)

@@ -13,7 +13,13 @@
 import importlib
 import pkgutil
 
-# Import every module of this package, so each data module's @schema is in Hydra's ConfigStore before a
-# config is composed (a new data set's file registers itself; nothing lists it).
+# Commands in this package, not data sets: `python -m bnrepro.data.prepare` composes conf/ (bnrepro/
+# compose.py, which registers the schemas by importing this package), so importing it here would be a
+# circle. tests/test_imports.py reads this set.
+COMMANDS = {"prepare"}
+
+# Import every other module of this package, so each data module's @schema is in Hydra's ConfigStore
+# before a config is composed (a new data set's file registers itself; nothing lists it).
 for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+    if _module.name not in COMMANDS:
+        importlib.import_module(f"{__name__}.{_module.name}")

@@ -57,9 +57,13 @@ class StepChunkSampler(Sampler):
     of shape [K, batch_size]: K steps at once (lit/multistep.py).
 
     Training is a stream of steps over back-to-back shuffled passes of the data (one fresh permutation
-    per data epoch; the last incomplete global batch of a pass is dropped). One Lightning "epoch" is
-    `steps_per_epoch` steps of that stream -- the evaluation period -- so the indices of Lightning epoch
-    j depend only on (seed, j), which is what resuming at an epoch boundary needs to see the same batches.
+    per data epoch; the last incomplete global batch of a pass is dropped). The indices of a step depend
+    only on (seed, step). One iteration runs from `start_step` to the end of its evaluation period
+    (`steps_per_epoch` steps: one Lightning "epoch"); the next iteration reads the next period. A run
+    resumed from any checkpoint (mid-period after a preemption, or at an evaluation, where Lightning's
+    epoch counter may run ahead) starts its sampler at the checkpoint's step and so reads what the
+    uninterrupted run read. __len__ still counts a whole period, as Lightning counts the steps done
+    before a stop.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class StepChunkSampler(Sampler):
         shuffle: str = "thorough",
         shard_size: int = 1024,
         as_list: bool = False,
+        start_step: int = 0,
     ):
         if steps_per_epoch % (steps_per_batch or 1):
             raise ValueError(
@@ -97,18 +102,8 @@ class StepChunkSampler(Sampler):
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.shuffle, self.shard_size = shuffle, shard_size
         self.as_list = as_list  # yield lists of ints (map-style data sets read by DataLoader workers)
-        self.epoch = 0
-        # Training through Lightning: a callable giving the trainer's global step. Each iteration then
-        # runs from that step to the end of its evaluation period, so the data stream is a function of
-        # the step alone -- a run resumed from any checkpoint (mid-period after a preemption, or at an
-        # evaluation, where Lightning's epoch counter may run ahead) reads what the uninterrupted run
-        # read. __len__ still counts a whole period, as Lightning counts the steps done before a stop.
-        # None: Lightning-free passes numbered by set_epoch (Alg. 2's pass, tests).
-        self.position = None
+        self.next_step = start_step  # where the next iteration starts: after the last batch handed out
         self._cached: tuple[int, torch.Tensor] | None = None
-
-    def set_epoch(self, epoch: int) -> None:  # called by Lightning before each epoch
-        self.epoch = epoch
 
     def _pass_indices(self, data_pass: int) -> torch.Tensor:
         """This rank's indices of one shuffled pass, [steps_per_pass, batch_size]."""
@@ -132,16 +127,15 @@ class StepChunkSampler(Sampler):
         return torch.cat(parts)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        if self.position is None:
-            first = self.epoch * self.steps_per_epoch
-            end = first + self.steps_per_epoch
-        else:
-            first = self.position()
-            end = (first // self.steps_per_epoch + 1) * self.steps_per_epoch
+        first = self.next_step
+        end = (first // self.steps_per_epoch + 1) * self.steps_per_epoch
         k = self.steps_per_batch or 1
         for start in range(first, end, k):
             idx = self.step_indices(start, k)
             idx = idx if self.steps_per_batch else idx[0]
+            # Moved on as each batch is handed out: Lightning ends an epoch after len() batches without
+            # asking for one more, so the loop's end is never reached.
+            self.next_step = start + k
             yield idx.tolist() if self.as_list else idx
 
     def __len__(self) -> int:
@@ -213,24 +207,29 @@ def own_generator() -> torch.Generator:
 
 class StepStreamDataModule(L.LightningDataModule):
     """Base of every data module: training batches follow StepChunkSampler's step stream (one Lightning
-    epoch = one evaluation period of `eval_every_steps` steps), evaluation reads this rank's shard."""
+    epoch = one evaluation period of `eval_every_steps` steps), evaluation reads this rank's shard.
+
+    `eval_every_steps` and `steps_per_batch` come from the run plan (bnrepro/plan.py), not the config:
+    steps per evaluation period at the run's global batch, and None (one mini-batch per Lightning batch)
+    or K ([K, B] chunks, for lit/multistep.py's module). None for a module built for evaluation only."""
 
     def __init__(self, *, name: str, num_classes: int, num_train_examples: int, batch_size: int,
-                 eval_batch_size: int, shuffle: str, shard_size: int, seed: int):  # fmt: skip
+                 eval_batch_size: int, shuffle: str, shard_size: int, seed: int,
+                 eval_every_steps: int | None = None, steps_per_batch: int | None = None):  # fmt: skip
         super().__init__()
         self.name, self.num_classes, self.num_train_examples = name, num_classes, num_train_examples
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.shuffle, self.shard_size, self.seed = shuffle, shard_size, seed
-        # Steps per Lightning epoch; set by run.py once the world size (and so the global batch) is known.
-        self.eval_every_steps: int | None = None
+        self.eval_every_steps, self.steps_per_batch = eval_every_steps, steps_per_batch
 
-    # Whether the whole set sits on the training device (CUDA graphs need it; speed.py).
-    holds_data_on_device = False
-    # Whether a training batch can be a chunk of several steps' mini-batches (TensorDataModule), and how
-    # many steps one holds: None = one mini-batch per batch; K = [K, B] chunks. Set by run.py with the
-    # LightningModule that takes them (lit/multistep.py).
+    # Whether a training batch can be a chunk of several steps' mini-batches (TensorDataModule).
     can_chunk_steps = False
-    steps_per_batch: int | None = None
+
+    @classmethod
+    def holds_on_device(cls, data_cfg) -> bool:
+        """Whether a module built from `data_cfg` keeps the whole set on the training device (CUDA graphs
+        need it; speed.py): asked by the run plan before the module exists."""
+        return False
 
     @property
     def rank(self) -> int:
@@ -240,15 +239,19 @@ class StepStreamDataModule(L.LightningDataModule):
     def world_size(self) -> int:
         return self.trainer.world_size if self.trainer else 1
 
-    def train_sampler(self, num_examples: int, as_list: bool = False) -> StepChunkSampler:
-        assert self.eval_every_steps is not None, "set eval_every_steps (steps per evaluation period) first"
-        sampler = StepChunkSampler(
+    def train_sampler(
+        self, num_examples: int, as_list: bool = False, start_step: int | None = None
+    ) -> StepChunkSampler:
+        """The training stream from `start_step`; None: where training is, the trainer's global step when
+        Lightning asks for the loader (after a resumed run's checkpoint is restored), else 0."""
+        assert self.eval_every_steps is not None, "built for evaluation only: no eval_every_steps"
+        if start_step is None:
+            start_step = self.trainer.global_step if self.trainer is not None else 0
+        return StepChunkSampler(
             num_examples, self.batch_size, self.eval_every_steps, self.steps_per_batch, seed=self.seed, rank=self.rank,
             world_size=self.world_size, shuffle=self.shuffle, shard_size=self.shard_size, as_list=as_list,
+            start_step=start_step,
         )  # fmt: skip
-        if self.trainer is not None:
-            sampler.position = lambda: self.trainer.global_step
-        return sampler
 
     def val_sampler(self, num_examples: int, as_list: bool = False) -> ShardSliceSampler:
         return ShardSliceSampler(num_examples, self.eval_batch_size, self.rank, self.world_size, as_list)

@@ -149,7 +149,8 @@ class GPUDecodeAugment:
         crop_scale: tuple[float, float] = (0.08, 1.0),
         crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
         hflip: bool = True,
-        color_jitter: float = 0.4,
+        *,
+        color_jitter: float,  # no default: conf/augment/*.yaml sets it (schema AugmentConfig: 0.0, off)
         mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
         std: Sequence[float] = IMAGENET_DEFAULT_STD,
         generator: torch.Generator | None = None,
@@ -168,7 +169,7 @@ class GPUDecodeAugment:
     def from_augment(cls, augment: dict, **kwargs) -> GPUDecodeAugment:
         """From a conf/augment/*.yaml dict, as ImageFolderDataModule reads it ("none": the eval crop)."""
         if augment["name"] == "none":
-            return cls(train=False, **kwargs)
+            return cls(train=False, color_jitter=0.0, **kwargs)  # evaluation: no distortion
         return cls(
             train=True, crop_scale=tuple(augment["crop_scale"]), crop_ratio=tuple(augment["crop_ratio"]),
             hflip=augment["hflip"], color_jitter=augment["color_jitter"], **kwargs,

@@ -63,7 +63,7 @@ class ImageFolderDataModule(StepStreamDataModule):
         self.eval_tf = eval_transform(image_size, resize_size, mean, std)
         self.train_tf = self.eval_tf if augment["name"] == "none" else train_transform(  # none: the eval crop
             image_size, tuple(augment["crop_scale"]), tuple(augment["crop_ratio"]), augment["hflip"],
-            augment["color_jitter"], mean, std,
+            color_jitter=augment["color_jitter"], mean=mean, std=std,
         )  # fmt: skip
         self.loader_kwargs = dict(
             num_workers=num_workers,
@@ -115,8 +115,8 @@ class ImageFolderDataModule(StepStreamDataModule):
         self.train_set = ImageFolderDataset(train, self.train_tf)
         self.val_set = ImageFolderDataset(val, self.eval_tf)
 
-    def train_dataloader(self):
-        sampler = self.train_sampler(len(self.train_set), as_list=True)
+    def train_dataloader(self, start_step: int | None = None):
+        sampler = self.train_sampler(len(self.train_set), as_list=True, start_step=start_step)
         return ImageBatchLoader(
             self.train_set, sampler=sampler, lockstep=True, trainer=self.trainer, generator=own_generator(),
             **self.loader_kwargs,

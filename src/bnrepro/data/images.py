@@ -33,6 +33,8 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import RandomResizedCrop, v2
 from torchvision.transforms.v2 import functional as F
 
+from bnrepro.errors import ReproError
+
 # timm's IMAGENET_DEFAULT_MEAN/STD, written out: importing timm costs ~2.4 s, paid again by every
 # DataLoader worker that is spawned rather than forked.
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
@@ -44,7 +46,7 @@ LAYOUT = "<split_dir>/<class, e.g. n01440764>/<image>.JPEG"
 _CPP_LOCATION = re.compile(r"^\w+, \S+:\d+, ")
 
 
-class ImageDataError(ValueError):
+class ImageDataError(ReproError, ValueError):
     """A file or folder of an image data set that cannot be used; the message names it and the fix.
 
     Takes one string, so DataLoader workers can re-raise it as `type(err)(message)`.
@@ -145,7 +147,8 @@ def train_transform(
     crop_scale: tuple[float, float] = (0.08, 1.0),
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
     hflip: bool = True,
-    color_jitter: float = 0.4,
+    *,
+    color_jitter: float,  # no default: conf/augment/*.yaml sets it (schema AugmentConfig: 0.0, off)
     mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
     std: Sequence[float] = IMAGENET_DEFAULT_STD,
 ) -> v2.Compose:

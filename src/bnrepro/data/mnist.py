@@ -28,6 +28,7 @@ from torchvision import datasets
 
 from bnrepro.config.schema import schema
 from bnrepro.data.tensors import TensorDataConfig, TensorDataModule
+from bnrepro.errors import ReproError
 
 TORCHVISION_CLASSES = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
 IDX_FILES = (
@@ -38,8 +39,8 @@ IDX_FILES = (
 )
 
 
-class DatasetNotFoundError(FileNotFoundError):
-    pass
+class DatasetNotFoundError(ReproError, FileNotFoundError):
+    """The data set is not under data.root and cannot be downloaded; the message says where to put it."""
 
 
 class DatasetDamagedError(DatasetNotFoundError):

@@ -38,21 +38,15 @@ from torchvision.io import encode_jpeg
 from torchvision.transforms.v2 import functional as F
 
 from bnrepro.data.images import ImageDataError, decode_rgb, scan_class_folders
+
+# What the reader checks lives with the reader (data/prepared.py), below this command.
+from bnrepro.data.prepared import MARKER, PrepareError, _clean, read_marker  # noqa: F401  (re-exported)
 from bnrepro.provenance import write_json_atomic  # a reader sees the old file, the new one, or none
 
-MARKER = "prepared.json"
 REPORT = "unreadable.tsv"
 FORMAT = 1  # version of the layout above; prepared.json records it
 SPLITS = ("train", "val")
 JPEG_MAGIC = b"\xff\xd8\xff"
-
-
-class PrepareError(ImageDataError):
-    """A preparation that cannot be done or checked; the message names the folder and the fix."""
-
-
-def _clean(text: str) -> str:
-    return " ".join(str(text).split())  # one line, no tabs: the report is tab-separated
 
 
 _converted = 0  # images this worker process has converted (each forked worker counts its own)
@@ -237,42 +231,6 @@ def prepare(
     }
     write_json_atomic(marker, summary)
     return summary
-
-
-def read_marker(location: str) -> dict:
-    """prepared.json of a prepared set (a folder or an s3:// / gs:// URL); refuses an unfinished one."""
-    if "://" not in location:
-        path = Path(location)
-        if not (path / MARKER).exists():
-            state = (
-                "does not exist"
-                if not path.exists()
-                else "has no prepared.json: its preparation did not finish"
-            )
-            raise PrepareError(
-                f"{path}: not a prepared data set ({state}). Run `just prepare <data set> "
-                f"prepare.output={path}` (it resumes where it stopped) or point data.prepared elsewhere."
-            )
-        return json.loads((path / MARKER).read_text())
-    return json.loads(_read_remote(location.rstrip("/") + "/" + MARKER, location))
-
-
-def _read_remote(url: str, location: str) -> str:
-    import tempfile
-
-    from litdata.streaming.downloader import get_downloader
-
-    with tempfile.TemporaryDirectory() as tmp:
-        target = os.path.join(tmp, MARKER)
-        try:
-            get_downloader(location, tmp, []).download_file(url, target)
-            return Path(target).read_text()
-        except Exception as err:  # botocore / obstore / gcsfs raise their own kinds
-            raise PrepareError(
-                f"{url}: cannot read the prepared set's marker ({type(err).__name__}: {_clean(err)[:300]}). "
-                "Check the URL, the credentials and the network; a set whose preparation did not finish has "
-                "no prepared.json either."
-            ) from err
 
 
 def main(argv: list[str] | None = None) -> dict:

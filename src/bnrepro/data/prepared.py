@@ -19,9 +19,12 @@ depend on which worker made it nor on where the run was resumed.
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,7 +37,52 @@ from bnrepro.data.gpu_decode import DeviceColorJitter
 from bnrepro.data.image_batches import BatchedImages, ImageBatchLoader, UnreadableImage
 from bnrepro.data.imagenet import ImageFolderDataConfig, ImageFolderDataModule
 from bnrepro.data.images import ImageDataError, RandomResizedCropFlip, decode_rgb
-from bnrepro.data.prepare import read_marker
+
+MARKER = "prepared.json"  # written last by `just prepare` (data/prepare.py): a finished preparation
+
+
+class PrepareError(ImageDataError):
+    """A preparation that cannot be done or checked; the message names the folder and the fix."""
+
+
+def _clean(text: str) -> str:
+    return " ".join(str(text).split())  # one line, no tabs: the report is tab-separated
+
+
+def read_marker(location: str) -> dict:
+    """prepared.json of a prepared set (a folder or an s3:// / gs:// URL); refuses an unfinished one."""
+    if "://" not in location:
+        path = Path(location)
+        if not (path / MARKER).exists():
+            state = (
+                "does not exist"
+                if not path.exists()
+                else "has no prepared.json: its preparation did not finish"
+            )
+            raise PrepareError(
+                f"{path}: not a prepared data set ({state}). Run `just prepare <data set> "
+                f"prepare.output={path}` (it resumes where it stopped) or point data.prepared elsewhere."
+            )
+        return json.loads((path / MARKER).read_text())
+    return json.loads(_read_remote(location.rstrip("/") + "/" + MARKER, location))
+
+
+def _read_remote(url: str, location: str) -> str:
+    import tempfile
+
+    from litdata.streaming.downloader import get_downloader
+
+    with tempfile.TemporaryDirectory() as tmp:
+        target = os.path.join(tmp, MARKER)
+        try:
+            get_downloader(location, tmp, []).download_file(url, target)
+            return Path(target).read_text()
+        except Exception as err:  # botocore / obstore / gcsfs raise their own kinds
+            raise PrepareError(
+                f"{url}: cannot read the prepared set's marker ({type(err).__name__}: {_clean(err)[:300]}). "
+                "Check the URL, the credentials and the network; a set whose preparation did not finish has "
+                "no prepared.json either."
+            ) from err
 
 
 @schema("data", "prepared_schema")
@@ -192,8 +240,8 @@ class PreparedDataModule(ImageFolderDataModule):
         for split in (self.train_set, self.val_set):
             split.chunks  # noqa: B018  (opens them here: a bad path fails before training, not in a worker)
 
-    def train_dataloader(self):
-        sampler = self.train_sampler(len(self.train_set), as_list=True)
+    def train_dataloader(self, start_step: int | None = None):
+        sampler = self.train_sampler(len(self.train_set), as_list=True, start_step=start_step)
         return ImageBatchLoader(
             self.train_set, sampler=sampler, lockstep=True, trainer=self.trainer,
             batches=SeededBatches(self.train_set, self.seed), generator=own_generator(), **self.loader_kwargs,

@@ -36,9 +36,9 @@ class TensorDataModule(StepStreamDataModule):
         self.device_resident = device_resident
         self.num_val_examples = num_val_examples
 
-    @property
-    def holds_data_on_device(self) -> bool:
-        return self.device_resident
+    @classmethod
+    def holds_on_device(cls, data_cfg) -> bool:
+        return data_cfg.device_resident
 
     def load(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(train_x, train_y, val_x, val_y) on `device`."""
@@ -48,8 +48,8 @@ class TensorDataModule(StepStreamDataModule):
         device = self.trainer.strategy.root_device if (self.trainer and self.device_resident) else "cpu"
         self.train_x, self.train_y, self.val_x, self.val_y = self.load(device)
 
-    def train_dataloader(self):
-        sampler = self.train_sampler(len(self.train_y))
+    def train_dataloader(self, start_step: int | None = None):
+        sampler = self.train_sampler(len(self.train_y), start_step=start_step)
         return device_loader((self.train_x, self.train_y), sampler, self.transform)
 
     def val_dataloader(self):

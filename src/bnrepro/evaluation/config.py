@@ -25,8 +25,9 @@ import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from bnrepro.config import ConfigError
+import bnrepro.registry  # noqa: F401  (the data and trainer groups' schemas, shared with training)
 from bnrepro.config.schema import AugmentConfig, DataConfig, TrainerConfig
+from bnrepro.errors import ConfigError
 from bnrepro.evaluation.crops import PAPER_SCALES
 from bnrepro.evaluation.members import run_dir_of
 

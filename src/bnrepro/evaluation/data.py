@@ -22,8 +22,7 @@ from bnrepro.data.device_loader import StepStreamDataModule
 from bnrepro.data.image_batches import ImageBatchLoader
 from bnrepro.data.imagenet import ImageFolderDataModule
 from bnrepro.data.images import ImageDataError, ImageFolderDataset, scan_class_folders
-from bnrepro.data.prepare import read_marker
-from bnrepro.data.prepared import PreparedDataModule, PreparedImages
+from bnrepro.data.prepared import PreparedDataModule, PreparedImages, read_marker
 
 
 def class_indices(classes: list[str], num_classes: int, val_dir: Path) -> list[int]:

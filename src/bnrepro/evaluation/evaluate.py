@@ -15,10 +15,9 @@ import lightning as L
 from omegaconf import OmegaConf
 
 from bnrepro.callbacks.data_errors import StopOnUnreadableImage
+from bnrepro.callbacks.progress import progress_bar
 from bnrepro.config import ConfigError
 from bnrepro.config.build import build
-from bnrepro.config.schema import SPEED_KEYS
-from bnrepro.console import progress_bar
 from bnrepro.data.imagenet import ImageFolderDataModule
 from bnrepro.evaluation.config import PROTOCOLS, validate_crops, validate_eval
 from bnrepro.evaluation.crops import crop_transform
@@ -34,9 +33,7 @@ TRAIN_ONLY = ("max_steps", "num_sanity_val_steps", "enable_checkpointing", "use_
 
 def build_trainer(cfg, out_dir: Path) -> L.Trainer:
     kwargs = {
-        k: v
-        for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
-        if k not in (*TRAIN_ONLY, *SPEED_KEYS)
+        k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in TRAIN_ONLY
     }
     kwargs.update(speed_trainer_args(cfg))  # cudnn benchmark "auto", as for training
     if cfg.trainer.precision == "auto":

@@ -19,11 +19,11 @@ from torch import nn
 from torchvision.transforms import v2
 
 from bnrepro import safe_load
-from bnrepro.config import ConfigError
 from bnrepro.data.images import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from bnrepro.errors import ConfigError, ReproError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ReproError, ValueError):
     """A checkpoint or run folder that cannot be evaluated; the message names the file."""
 
 

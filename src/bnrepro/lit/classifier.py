@@ -27,28 +27,30 @@ class ClassifierModule(L.LightningModule):
     """`optimizer`: a torch optimizer class or partial (the optimizer group, `_partial_: true`) whose `lr`
     is the base LR at global batch `reference_batch`; it is called with the parameter groups and the LR
     scaled by `lr_rule` for this run's global batch. `schedule`: the LR factor after a number of
-    examples seen (lit/schedules.py)."""
+    examples seen (lit/schedules.py). `global_batch`: examples per optimizer step over all devices, as the
+    run plan computed it (bnrepro/plan.py). No argument has a default: the config's schema owns them
+    (config/schema.py), the plan the rest."""
 
     def __init__(
         self,
         net: nn.Module,
         num_classes: int,
-        batch_size: int,
+        global_batch: int,
         optimizer: Callable[..., torch.optim.Optimizer],
         schedule: Callable[[int], float],
         reference_batch: int,
-        lr_rule: str = "linear",
-        aux_loss_weight: float = 0.3,
-        decay_all_params: bool = False,
-        fused_optimizer: bool = False,
-        channels_last: bool = False,
+        lr_rule: str,
+        aux_loss_weight: float,
+        decay_all_params: bool,
+        fused_optimizer: bool,
+        channels_last: bool,
     ):
         super().__init__()
         self.net = net
-        self.batch_size = batch_size  # per device
+        self.global_batch = global_batch
         self.optimizer_factory = optimizer
         self.base_lr = optimizer.keywords["lr"]
-        self.weight_decay = optimizer.keywords.get("weight_decay", 0.0)
+        self.weight_decay = optimizer.keywords["weight_decay"]  # the optimizer schema always sets it
         self.reference_batch, self.lr_rule = reference_batch, lr_rule
         self.schedule = schedule
         self.aux_loss_weight = aux_loss_weight
@@ -71,10 +73,6 @@ class ClassifierModule(L.LightningModule):
         return self.net(x)
 
     @property
-    def global_batch(self) -> int:
-        return self.batch_size * self.trainer.world_size
-
-    @property
     def lr(self) -> float:
         """The initial LR this run uses (before the schedule's decay)."""
         return effective_lr(self.base_lr, self.global_batch, self.reference_batch, self.lr_rule)
@@ -89,7 +87,7 @@ class ClassifierModule(L.LightningModule):
             if self.decay_all_params
             else param_groups_weight_decay(self.net, self.weight_decay)
         )
-        # fused: one kernel for the whole update (trainer.fused_optimizer); None = torch's default (foreach).
+        # fused: one kernel for the whole update (speed.fused_optimizer); None = torch's default (foreach).
         opt = self.optimizer_factory(params, lr=self.lr, fused=self.fused_optimizer or None)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-# A run's outcome is known: it trained to the end, or it diverged (a result the tables report, Sec. 4.2.1).
-# run.py imports it from here until it moves to a bottom-level module; keep this name importable.
-COMPLETE = ("finished", "diverged")
+from bnrepro.run_status import COMPLETE  # a result: trained to the end, or diverged (Sec. 4.2.1)
+
 METRIC = "val/acc"  # single-crop top-1, the accuracy every table and figure compares
 REFERENCE_BATCH = 32  # the paper's mini-batch: paper-equivalent steps = examples seen / 32
 # Accuracies are compared with this tolerance: a target is a mean of maxima, and the mean of equal floats
