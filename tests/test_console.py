@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import warnings
 
-from bnrepro.console import progress, progress_bar, quiet_known_noise
+from bnrepro.callbacks.progress import progress_bar
+from bnrepro.console import progress, quiet_known_noise
 from conftest import cli, fast_overrides
 
 SILENCED = (
