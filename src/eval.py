@@ -20,7 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 
 import bnrepro.evaluation.config  # noqa: F401  (registers `eval_schema` and the `eval_name` resolver)
-from bnrepro.entry import refusals_exit, run_command, task_started
+from bnrepro.entry import data_node_refusal, refusals_exit, run_command, task_started
 from bnrepro.evaluation.evaluate import evaluate
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -33,5 +33,10 @@ def main(cfg) -> None:
         evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
+def command() -> None:
+    # Hydra's composition errors (a misspelled key, ...) exit 2, as bad input; so does data.<key> without data=
+    run_command(main, data_node_refusal)
+
+
 if __name__ == "__main__":
-    run_command(main)  # Hydra's composition errors (a misspelled key, ...) exit 2, as bad input
+    command()

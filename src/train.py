@@ -65,5 +65,9 @@ def run(cfg, run_dir: Path, hydra_cfg) -> None:
             sys.exit(0)  # a multirun stops too: the machine is going away, the relaunch resumes every job
 
 
-if __name__ == "__main__":
+def command() -> None:
     run_command(main)  # Hydra's composition errors (a misspelled key, ...) exit 2, as bad input
+
+
+if __name__ == "__main__":
+    command()

@@ -123,7 +123,7 @@ def train_main(*args: str, script: str = "train.py") -> int:
     argv = sys.argv
     sys.argv = [str(path), *args]
     try:
-        module.run_command(module.main)
+        module.command()  # the script's own `if __name__ == "__main__":` body
         return 0
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

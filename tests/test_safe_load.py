@@ -83,7 +83,8 @@ def test_eval_refuses_a_hostile_checkpoint_or_weights_file(option, kind, tmp_pat
     write_hostile(bad, marker, kind)
     given = {"ckpt": [f"ckpt={bad}"], "eval.ensemble": [f"eval.ensemble=[{bad}]"],
              "weights_path": ["weights=caffe_port", f"weights_path={bad}"]}[option]  # fmt: skip
-    status = train_main(*given, f"data.root={tmp_path / 'none'}", f"out={tmp_path / 'out'}", script="eval.py")
+    status = train_main(*given, "data=imagenet", f"data.root={tmp_path / 'none'}", f"out={tmp_path / 'out'}",
+                        script="eval.py")  # fmt: skip
     err = capsys.readouterr().err
     assert not marker.exists(), "the file's code ran"
     assert status == 2 and str(bad) in err and "Traceback" not in err, err[-2000:]
@@ -93,9 +94,18 @@ def test_eval_refuses_a_hostile_checkpoint_or_weights_file(option, kind, tmp_pat
 def test_eval_names_a_text_file_given_as_the_checkpoint(tmp_path, capsys):
     text = tmp_path / "notes.ckpt"
     text.write_text("hello\nthis is not a checkpoint\n")
-    status = train_main(f"ckpt={text}", f"data.root={tmp_path / 'none'}", f"out={tmp_path / 'out'}",
-                        script="eval.py")  # fmt: skip
+    status = train_main(f"ckpt={text}", "data=imagenet", f"data.root={tmp_path / 'none'}",
+                        f"out={tmp_path / 'out'}", script="eval.py")  # fmt: skip
     err = capsys.readouterr().err
     assert status == 2 and f"{text} is not a readable checkpoint" in err and "Traceback" not in err, err[
         -2000:
     ]
+
+
+def test_eval_names_the_missing_data_set_of_a_data_key(tmp_path, capsys):
+    # Without data=<name> the eval config's `data` is null (the run's own data set is used); a data.<key>
+    # override then has nothing to set. Refused before Hydra composes, naming the key and the fix.
+    status = train_main("ckpt=/nowhere/best.ckpt", f"data.root={tmp_path}", script="eval.py")
+    err = capsys.readouterr().err
+    assert status == 2 and "data.root=... needs the data set it belongs to: add data=<name>" in err, err
+    assert "Traceback" not in err

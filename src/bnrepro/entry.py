@@ -72,11 +72,28 @@ def moved_key_refusal(args: list[str]) -> str | None:
     return None
 
 
-def run_command(main) -> None:
-    """Runs a @hydra.main function as the command; Hydra's errors before its task started exit 2."""
+def data_node_refusal(args: list[str]) -> str | None:
+    """src/eval.py: `data.<key>=...` without `data=<name>`. The eval config's `data` is null until a data
+    set is named (a run is evaluated on its own data set by default), and OmegaConf would fail on setting
+    a key of null with an assertion traceback."""
+    keys = [arg.lstrip("+~").split("=", 1)[0] for arg in args]
+    given = next((k for k in keys if k.startswith("data.")), None)
+    if given is None or "data" in keys:
+        return None
+    return (
+        f"{given}=... needs the data set it belongs to: add data=<name> (e.g. data=imagenet). Without "
+        f"data=, a run is evaluated on its own data set, as its config.yaml stores it."
+    )
+
+
+def run_command(main, *checks) -> None:
+    """Runs a @hydra.main function as the command; Hydra's errors before its task started exit 2.
+    `checks`: functions of the arguments returning a refusal's message (or None), tried first."""
     global _task_started
     _task_started = False
-    refusal = moved_key_refusal(sys.argv[1:])
+    refusal = next(
+        (m for check in (moved_key_refusal, *checks) if (m := check(sys.argv[1:])) is not None), None
+    )
     if refusal is not None:
         print(f"error: {refusal}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

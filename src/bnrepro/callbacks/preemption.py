@@ -53,18 +53,32 @@ class Preemption(L.Callback):
             self.checkpoint = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
 
     def on_fit_start(self, trainer, pl_module):
-        self.sigint = False
+        self.sigint = self.sigterm = False
         if hasattr(signal, "SIGUSR1"):  # POSIX
             self._previous = {s: signal.signal(s, self._on_sigusr1) for s in (signal.SIGUSR1, signal.SIGUSR2)}
         if threading.current_thread() is threading.main_thread():  # only there can Python set handlers
+            lightnings = signal.getsignal(signal.SIGTERM)
+
+            def on_sigterm(signum, frame):
+                # Lightning's handler forwards the signal to its child processes and raises its flag; the
+                # flag is withdrawn at once and raised again by this callback at the next step boundary,
+                # after last.ckpt is saved. Left raised, Lightning would stop at the end of the batch under
+                # way -- after this callback's on_train_batch_end had looked -- with no checkpoint there.
+                if callable(lightnings):
+                    lightnings(signum, frame)
+                clear_stop_request(trainer)
+                self.sigterm = True
+
             self._previous = {
                 **(self._previous or {}),
                 signal.SIGINT: signal.signal(signal.SIGINT, self._on_sigint),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, on_sigterm),
             }
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         injected = self.stop_at_step is not None and trainer.global_step >= self.stop_at_step
-        asked = self.sigusr1 or getattr(self, "sigint", False) or trainer.received_sigterm or injected
+        stop = getattr(self, "sigint", False) or getattr(self, "sigterm", False) or trainer.received_sigterm
+        asked = self.sigusr1 or stop or injected
         # One decision for all ranks: each must take part in the checkpoint's barrier, or none.
         if not trainer.strategy.reduce_boolean_decision(asked, all=False):
             return
@@ -79,7 +93,7 @@ class Preemption(L.Callback):
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         # Lightning would abandon the evaluation on SIGTERM and lose the period: finish it, stop after.
-        if trainer.received_sigterm and not trainer.sanity_checking:
+        if (trainer.received_sigterm or getattr(self, "sigterm", False)) and not trainer.sanity_checking:
             self._defer(trainer)
 
     def _defer(self, trainer) -> None:
