@@ -465,6 +465,19 @@ def test_a_kill_during_the_end_of_run_work_is_redone_by_the_relaunch(mnist_root,
     assert (run_dir / "metrics.csv").read_bytes() == (straight / "metrics.csv").read_bytes()
 
 
+def test_a_kill_after_the_last_checkpoint_keeps_alg2s_result(mnist_root, tmp_path):
+    """Killed after the final last.ckpt (written after Alg. 2) but before summary.json: the relaunch trains
+    nothing, so Alg. 2 does not run again; its result comes from the checkpoint, not lost."""
+    overrides = CASES["mnist_mlp_bn"](mnist_root, tmp_path / "runs")
+    run_dir = tmp_path / "runs" / "mnist" / "r"
+    first = train(compose_train(*overrides, "run_name=r"), run_dir)
+    (run_dir / "summary.json").unlink()  # the state of that kill: everything written but the summary
+    summary = train(compose_train(*overrides, "run_name=r"), run_dir)
+    assert summary["status"] == "finished" and summary["steps"] == first["steps"]
+    assert first["population_acc"] is not None
+    assert summary["population_acc"] == first["population_acc"]
+
+
 def test_a_relaunch_refuses_a_metrics_csv_that_lost_rows(mnist_root, tmp_path, capsys):
     """The state a kill during Lightning's end-of-run rewrite of metrics.csv (opened with "w") left: an
     empty file, no summary.json. The relaunch used to end `finished` with the curves gone."""

@@ -161,6 +161,15 @@ class PopulationStatistics(L.Callback):
         for m, state in zip(bns, saved):  # back to the moving averages (= last.ckpt)
             m.load_state_dict(state)
 
+    # Kept in every checkpoint: the final last.ckpt is written after Alg. 2's evaluation, so a run killed
+    # after it but before summary.json is finished by the relaunch (which trains nothing, and so never
+    # reaches on_train_end) with its Alg. 2 result; callbacks/summary.py reads `results`.
+    def state_dict(self) -> dict:
+        return {"results": self.results}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.results = state_dict.get("results")
+
     @torch.no_grad()
     def evaluate(self, trainer, pl_module) -> dict:
         """Top-1 (and top-5) on the validation set, with the module's own metrics (synced across ranks)."""

@@ -109,9 +109,12 @@ class RunSummary(L.Callback):
         world = trainer.world_size
         examples = trainer.global_step * pl_module.global_batch
         metrics = trainer.callback_metrics
+        # Alg. 2's result: this launch's (callback_metrics), or, for a relaunch that found the run trained
+        # and evaluated, the one its last checkpoint kept (PopulationStatistics.results).
+        kept = next((c.results for c in trainer.callbacks if getattr(c, "results", None)), None) or {}
         population = {
-            f"population_{k.split('/')[-1]}": v.item()
-            for k, v in metrics.items()
+            f"population_{k.split('/')[-1]}": float(v)
+            for k, v in {**kept, **metrics}.items()
             if k.startswith("population/")
         }
         out = {
