@@ -340,3 +340,68 @@ def test_rgb_to_bgr_reverses_the_input_in_every_path():
         assert torch.equal(final, plain.forward_features(x.flip(1)))
         assert all(torch.equal(a, b) for a, b in zip(inter, plain.forward_intermediates(x.flip(1))[1]))
         assert all(torch.equal(a, b) for a, b in zip(feats_bgr(x), feats_plain(x.flip(1))))
+
+
+# --- width: Figure 5 with every channel count scaled ----------------------------------------------------
+
+# sha256 of the state dict's "key:shape" list and of its float32 values, by the code before `width` and
+# device/dtype existed (commit 023be7c): width 1.0 is that network, key for key and bit for bit. (The
+# 224 logits: test_224_logits_are_the_ones_before_any_size_ran.)
+BEFORE_WIDTH = {
+    "default": ("57ed7cdf537e667da0cc9f553e7e91fea1018e97f02f3fe786a0d19bcb30fb97",
+                "4e0af66a554cd5fdc8e76ac6dedc58030c004c3978887724d4a41eda0ff6e24c"),
+    "inception_with_every_option": ("3a55052a47fae89ac84ff5372f51298d7c0471afc87d0c753d9554d6d5c32f1d",
+                                    "74d7b5468d2ca02a372ae132ea4dee566f7b4d2c0fe8f7600b7f93c0714a75b3"),
+}  # fmt: skip
+EVERY_OPTION = dict(norm="none", lrn=True, stem="separable", aux_logits=True, drop_rate=0.4)
+
+
+@pytest.mark.parametrize("name", BEFORE_WIDTH)
+def test_width_1_is_the_network_before_width_existed(name):
+    kwargs = EVERY_OPTION if name != "default" else {}
+    sd = timm.create_model("bn_inception", width=1.0, **kwargs).state_dict()
+    keys = hashlib.sha256(";".join(f"{k}:{tuple(v.shape)}" for k, v in sd.items()).encode()).hexdigest()
+    values = hashlib.sha256(b"".join(v.numpy().tobytes() for v in sd.values())).hexdigest()
+    assert (keys, values) == BEFORE_WIDTH[name]
+
+
+def test_width_scales_every_channel_and_keeps_the_structure(one_thread):
+    """Same layers in the same order with the same kernels, strides and pools; only the channels change."""
+    full, narrow = (timm.create_model("bn_inception", width=w, **EVERY_OPTION) for w in (1.0, 0.25))
+    pairs = list(zip(full.named_modules(), narrow.named_modules(), strict=True))
+    for (name, a), (name_b, b) in pairs:
+        assert name == name_b and type(a) is type(b), name
+        if isinstance(a, (nn.MaxPool2d, nn.AvgPool2d, nn.LocalResponseNorm, nn.Dropout)):
+            assert repr(a) == repr(b), name
+    convs = [(n, a, b) for (n, a), (_, b) in pairs if isinstance(a, nn.Conv2d)]
+    depthwise = narrow.stem.conv1.conv[0]
+    assert (depthwise.groups, depthwise.out_channels) == (3, 3 * 2)  # depth multiplier round(8 x 0.25)
+    for name, a, b in convs:
+        assert (a.kernel_size, a.stride, a.padding) == (b.kernel_size, b.stride, b.padding), name
+        if b is not depthwise:
+            assert b.out_channels == max(8, a.out_channels // 4), (
+                name
+            )  # Figure 5's counts are multiples of 32
+    assert narrow.num_features == 256 and narrow.aux["inception_4a"].fc1.out_features == 256
+
+
+@pytest.mark.parametrize("size, grid", [(64, 2), (96, 3)])
+def test_a_narrow_net_runs_at_64_and_96_px_with_timms_interface(size, grid, one_thread):
+    net = timm.create_model("bn_inception", width=0.25, num_classes=10).eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        feats = net.forward_features(x)
+        assert feats.shape == (2, net.num_features, grid, grid) == (2, 256, grid, grid)  # last grid >= 2x2
+        assert net.forward_head(feats, pre_logits=True).shape == (2, 256)
+        assert torch.equal(net.forward_head(feats), net(x))
+        net.reset_classifier(5)
+        assert net(x).shape == (2, 5)
+        features = timm.create_model("bn_inception", width=0.25, features_only=True).eval()
+        maps = features(x)
+    assert features.feature_info.channels() == [16, 48, 80, 152, 256]
+    assert [o.shape[-1] for o in maps] == [size // r for r in (2, 4, 8, 16)] + [grid]
+
+
+def test_width_must_be_positive():
+    with pytest.raises(ValueError, match="width=0"):
+        timm.create_model("bn_inception", width=0)

@@ -53,7 +53,7 @@ def port() -> nn.Module:
 
 def test_converted_weights_give_the_ports_logits(port):
     ours = timm.create_model("bn_inception", **PORT_KWARGS).double()
-    ours.load_state_dict(convert_state_dict(port.state_dict()))
+    ours.load_state_dict(convert_state_dict(port.state_dict(), ours))
     x = torch.randn(2, 3, 224, 224, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want, got = port(x.clone()), ours.eval()(x)
@@ -74,12 +74,14 @@ def test_load_from_a_file(port, tmp_path):
 
 
 def test_an_unmapped_or_missing_key_is_named(port):
-    sd = dict(port.state_dict())
+    sd, ours = dict(port.state_dict()), timm.create_model("bn_inception", **PORT_KWARGS)
     with pytest.raises(KeyMapError, match="unmapped key.*inception_9z_1x1.weight"):
-        convert_state_dict({**sd, "inception_9z_1x1.weight": torch.zeros(1)})
+        convert_state_dict({**sd, "inception_9z_1x1.weight": torch.zeros(1)}, ours)
     del sd["inception_4e_3x3_bn.running_var"]
     with pytest.raises(KeyMapError, match="missing key.*inception_4e_3x3_bn.running_var"):
-        convert_state_dict(sd)
+        convert_state_dict(sd, ours)
+    with pytest.raises(KeyMapError, match=r"aux\..*no such layer"):  # a layer the port never had
+        convert_state_dict(port.state_dict(), timm.create_model("bn_inception", aux_logits=True))
 
 
 def test_a_missing_or_truncated_file_is_named(tmp_path):

@@ -27,7 +27,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from bnrepro.bench import compose_train, sync
+from bnrepro.bench import sync
+from bnrepro.compose import compose_train
 from bnrepro.data.device_loader import StepChunkSampler, device_loader
 from bnrepro.lit.classifier import effective_lr
 from bnrepro.provenance import hardware

@@ -136,7 +136,7 @@ def peer(args) -> None:
 
 def prepare_data(data: str, root: Path) -> None:
     """The data set in torchvision's layout under `root` (from the system folders the config names)."""
-    from bnrepro.bench import compose_train
+    from bnrepro.compose import compose_train
     from bnrepro.data.mnist import prepare
 
     prepare(data, root, compose_train(f"data={data}").data.system_dirs, download=False)
@@ -145,7 +145,7 @@ def prepare_data(data: str, root: Path) -> None:
 def alg2_batches() -> int:
     """How many training batches Figure 1's BN net averages for Alg. 2 before each evaluation (its config's
     callbacks.population_stats.eval_bn_batches; 0 when it evaluates with its moving averages)."""
-    from bnrepro.bench import compose_train
+    from bnrepro.compose import compose_train
 
     stats = compose_train("model=mnist_mlp_bn").callbacks.population_stats
     return stats.eval_bn_batches if stats.eval_bn == "population" else 0

@@ -34,7 +34,8 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 from torchvision.io import encode_jpeg, read_file, write_file
 
-from bnrepro.bench import compose_train, sync
+from bnrepro.bench import sync
+from bnrepro.compose import compose_train
 from bnrepro.config.build import build
 from bnrepro.data.device_loader import own_generator
 from bnrepro.data.gpu_decode import GPUDecodeAugment

@@ -1,7 +1,8 @@
 """An unreadable image stops the run on every rank at once, with the file's path.
 
 Within the Trainer's loops, ImageBatchLoader (data/image_batches.py) keeps an unreadable image's message
-in `loader.unreadable` instead of raising, and this callback alone turns it into ImageDataError. Under
+in `loader.unreadable` instead of raising (it sees this callback by its mark, CollectsUnreadableImages),
+and this callback alone turns it into ImageDataError. Under
 DDP the ranks first agree that some rank holds one and fetch its message, so all raise together rather
 than the healthy ranks waiting in a collective the failed one never reaches. In training that is one
 all-reduced flag at the start of every batch, before any rank enters the step's gradient all-reduce
@@ -16,7 +17,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from bnrepro.data.image_batches import ImageBatchLoader
+from bnrepro.data.image_batches import CollectsUnreadableImages, image_loaders
 from bnrepro.data.images import ImageDataError
 
 
@@ -31,30 +32,17 @@ def _agree(trainer, message: str | None) -> str | None:
     return next(m for m in messages if m is not None)
 
 
-def _image_loaders(loaders) -> list[ImageBatchLoader]:
-    """The ImageBatchLoaders among a Trainer's train_dataloader or val_dataloaders (one or a list)."""
-    loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
-    return [dl for dl in loaders if isinstance(dl, ImageBatchLoader)]
-
-
 def _stop_on_any(trainer, loaders) -> None:
     # Every rank holds the same kinds of loader, so all take part in each agreement or none does
     # (data sets read from tensors cost no collective).
-    for loader in _image_loaders(loaders):
+    for loader in image_loaders(loaders):
         message = _agree(trainer, loader.unreadable)
         if message is not None:
             raise ImageDataError(message)
 
 
-class StopOnUnreadableImage(L.Callback):
-    @staticmethod
-    def reads(trainer, loader: ImageBatchLoader) -> bool:
-        """Whether `loader` is one the Trainer's own loops iterate and the Trainer carries this callback:
-        then the loader hands unreadable images over to it rather than raising on its rank alone."""
-        loops = (*_image_loaders(trainer.train_dataloader), *_image_loaders(trainer.val_dataloaders))
-        return any(dl is loader for dl in loops) and any(
-            isinstance(c, StopOnUnreadableImage) for c in trainer.callbacks
-        )
+class StopOnUnreadableImage(CollectsUnreadableImages, L.Callback):
+    """Raises ImageDataError on every rank together once any rank's loader holds an unreadable image."""
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         _stop_on_any(trainer, trainer.train_dataloader)

@@ -6,8 +6,9 @@ forever in the next collective (the gradient all-reduce). So it returns an Unrea
 ImageBatchLoader, in the main process, takes the marker off the stream:
 
 - in a plain loop (Alg. 2's passes, the benchmark, a test) it raises ImageDataError at once;
-- in the loops of the Trainer it was made for, when that Trainer carries StopOnUnreadableImage
-  (callbacks/data_errors.py; run.py and evaluation/evaluate.py add it), it keeps the message in
+- in the loops of the Trainer it was made for, when that Trainer carries a CollectsUnreadableImages
+  callback (StopOnUnreadableImage, callbacks/data_errors.py; run.py and evaluation/evaluate.py add
+  it), it keeps the message in
   `unreadable` and the callback stops every rank together with it. In place of a training batch it
   yields an empty one, so every rank still runs the same number of steps (the callback stops the run
   before that step); an evaluation batch is dropped (the ranks' shards may differ by a batch anyway).
@@ -51,12 +52,24 @@ class BatchedImages(Dataset):
         return torch.stack(images), torch.tensor(labels)
 
 
+class CollectsUnreadableImages:
+    """The mark of a Trainer callback that takes unreadable images over from ImageBatchLoader (callbacks/
+    data_errors.py's StopOnUnreadableImage). Defined here, below the callbacks, so the loader can ask
+    whether its Trainer carries one without importing them."""
+
+
+def image_loaders(loaders) -> list[ImageBatchLoader]:
+    """The ImageBatchLoaders among a Trainer's train_dataloader or val_dataloaders (one or a list)."""
+    loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+    return [dl for dl in loaders if isinstance(dl, ImageBatchLoader)]
+
+
 class ImageBatchLoader(DataLoader):
     """A DataLoader of `images` (a data set of (image, label)) in the mini-batches its sampler lists.
 
     `trainer`: the Trainer the loader is made for (None outside one); errors are collected instead of
-    raised only while that Trainer's own loops iterate this very loader and StopOnUnreadableImage is
-    among its callbacks. `lockstep`: every rank must get the same number of batches (training: one
+    raised only while that Trainer's own loops iterate this very loader and a CollectsUnreadableImages
+    callback is among its callbacks. `lockstep`: every rank must get the same number of batches (training: one
     per optimizer step), so an unreadable batch becomes an empty one instead of being dropped.
     `unreadable`: the first unreadable image's message of the current pass, when collected.
     `batches`: how a worker makes a mini-batch of `images` (default BatchedImages; data/prepared.py
@@ -82,7 +95,11 @@ class ImageBatchLoader(DataLoader):
                     yield torch.empty(0), torch.empty(0, dtype=torch.long)
 
     def _collected(self) -> bool:
-        # The pair: data_errors.py imports this module.
-        from bnrepro.callbacks.data_errors import StopOnUnreadableImage
-
-        return self.trainer is not None and StopOnUnreadableImage.reads(self.trainer, self)
+        """Whether the Trainer's own loops iterate this loader and it carries the callback that collects."""
+        trainer = self.trainer
+        if trainer is None:
+            return False
+        loops = (*image_loaders(trainer.train_dataloader), *image_loaders(trainer.val_dataloaders))
+        return any(dl is self for dl in loops) and any(
+            isinstance(c, CollectsUnreadableImages) for c in trainer.callbacks
+        )

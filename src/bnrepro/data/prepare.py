@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "[prepare.short_side=N|null] [prepare.val_short_side=N|null] [prepare.workers=N]")  # fmt: skip
     import yaml
 
-    from bnrepro.bench import compose_train
+    from bnrepro.compose import compose_train
     from bnrepro.config.build import build
 
     ours = dict(arg.split("=", 1) for arg in argv[1:] if arg.startswith("prepare."))

@@ -14,12 +14,18 @@ arguments set by the variant's config.
 Any input size runs (64 and up, as timm's and torchvision's nets; 240, 299, 331 included): the stride-2
 modules pool to the grid of their convs (`HalvingMaxPool`), to the bit as Caffe's pool wherever that one
 ran (224x224 included). The net has timm's whole model interface (forward_features / forward_head,
-reset_classifier, features_only, forward_intermediates, TorchScript); the published Caffe weights are
-its pretrained tag `bn_inception.caffe_in1k` (models/caffe_port.py).
+reset_classifier, features_only, forward_intermediates, TorchScript, torch.fx, device/dtype at
+construction); the published Caffe weights are its pretrained tag `bn_inception.caffe_in1k`
+(models/caffe_port.py).
+
+`width` scales every channel count of Figure 5, stem included, and keeps its structure (module kinds,
+strides, branch order, pooling): a narrow net for small proxies (docs/paper.md Sec. 3). Width 1.0 is
+the table itself, to the bit.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: torch.fx copies forward's annotations into the code it
+# generates, and a string annotation ("torch.Tensor") comes out as a name TorchScript cannot resolve
+# (timm's test_model_forward_fx_torchscript: "Unknown type name '_torch_Tensor_'").
 import dataclasses
 import math
 from collections import OrderedDict
@@ -27,11 +33,12 @@ from typing import NamedTuple
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import create_classifier, register_notrace_module
+from timm.layers import create_classifier, get_device_dtype, make_divisible, register_notrace_module
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from torch import nn
 from torch.nn import functional as F
 
+from bnrepro.models.caffe_port import CAFFE_MEAN_BGR, WEIGHTS_URL, convert_state_dict, read_state_dict
 from bnrepro.models.layers import make_act_layer, make_norm_layer
 
 
@@ -50,6 +57,20 @@ class Row(NamedTuple):
 
     def out_channels(self, in_channels: int) -> int:
         return self.n1x1 + self.n3x3 + self.ndbl3x3 + (self.proj or in_channels)
+
+    def scaled(self, width: float) -> "Row":
+        """This row at `width`: every channel count scaled (`scale_channels`); an absent branch stays absent."""
+        return self._replace(**{f: scale_channels(getattr(self, f), width) for f in CHANNEL_FIELDS})
+
+
+CHANNEL_FIELDS = ("n1x1", "n3x3red", "n3x3", "ndbl3x3red", "ndbl3x3", "proj")
+
+
+def scale_channels(channels: int, width: float) -> int:
+    """A channel count at `width`: timm's rule for width multipliers (EfficientNet's, MobileNet's): the nearest
+    multiple of 8, at least 8, and never more than 10% below channels x width; 0 (no branch) stays 0.
+    Every count in Figure 5 is a multiple of 8, so width 1.0 leaves the table as printed."""
+    return make_divisible(channels * width, 8) if channels else 0
 
 
 # Figure 5, column-literal. Output at 224x224 input (channels as the columns sum, see docs/paper.md Sec. 3).
@@ -73,6 +94,7 @@ CHANNEL_PLANS = {
     "slim": tuple(r._replace(proj=96) if r.name in ("4c", "4d") else r for r in FIGURE5),
 }
 AUX_AFTER = ("4a", "4d")  # GoogLeNet's auxiliary classifiers sit on the outputs of 4a and 4d
+STEM = (64, 64, 192)  # Figure 5's first rows: conv 7x7/2 (64), then conv 3x3/1 as 1x1 64 -> 3x3 192
 
 
 class ConvNormAct(nn.Sequential):
@@ -83,19 +105,19 @@ class ConvNormAct(nn.Sequential):
     """
 
     def __init__(
-        self, cin, cout, kernel, stride=1, norm_layer=None, act_layer=nn.ReLU, depth_multiplier=None
+        self, cin, cout, kernel, stride=1, norm_layer=None, act_layer=nn.ReLU, depth_multiplier=None, **dd
     ):
         pad, bias = kernel // 2, norm_layer is None
         if depth_multiplier:
             mid = cin * depth_multiplier
             conv = nn.Sequential(
-                nn.Conv2d(cin, mid, kernel, stride, pad, groups=cin, bias=False),  # depthwise
-                nn.Conv2d(mid, cout, 1, bias=bias),  # pointwise
+                nn.Conv2d(cin, mid, kernel, stride, pad, groups=cin, bias=False, **dd),  # depthwise
+                nn.Conv2d(mid, cout, 1, bias=bias, **dd),  # pointwise
             )
         else:
-            conv = nn.Conv2d(cin, cout, kernel, stride, pad, bias=bias)
+            conv = nn.Conv2d(cin, cout, kernel, stride, pad, bias=bias, **dd)
         super().__init__(OrderedDict(
-            conv=conv, norm=norm_layer(cout) if norm_layer else nn.Identity(), act=act_layer(),
+            conv=conv, norm=norm_layer(cout, **dd) if norm_layer else nn.Identity(), act=act_layer(),
         ))  # fmt: skip
 
 
@@ -137,12 +159,12 @@ class ReverseChannels(nn.Module):
 class InceptionModule(nn.Module):
     """Four parallel branches, concatenated along channels: 1x1 | 1x1 -> 3x3 | 1x1 -> 3x3 -> 3x3 | pool -> 1x1."""
 
-    def __init__(self, cin: int, row: Row, norm_layer, act_layer):
+    def __init__(self, cin: int, row: Row, norm_layer, act_layer, **dd):
         super().__init__()
         s = row.stride
 
         def cna(i, o, k, stride=1):
-            return ConvNormAct(i, o, k, stride, norm_layer, act_layer)
+            return ConvNormAct(i, o, k, stride, norm_layer, act_layer, **dd)
 
         self.branch1x1 = cna(cin, row.n1x1, 1) if row.n1x1 else None
         self.branch3x3 = nn.Sequential(cna(cin, row.n3x3red, 1), cna(row.n3x3red, row.n3x3, 3, s))
@@ -164,16 +186,19 @@ class InceptionModule(nn.Module):
 
 
 class AuxHead(nn.Module):
-    """GoogLeNet's auxiliary classifier: 5x5/3 avg pool -> 1x1 conv 128 -> fc 1024 -> dropout (0.7) -> fc."""
+    """GoogLeNet's auxiliary classifier: 5x5/3 avg pool -> 1x1 conv 128 -> fc 1024 -> dropout (0.7) -> fc.
 
-    def __init__(self, cin: int, num_classes: int, norm_layer, act_layer, drop_rate: float = 0.7):
+    Its widths (128, 1024) scale with the net's `width` as every other channel count."""
+
+    def __init__(self, cin: int, num_classes: int, norm_layer, act_layer, drop_rate=0.7, width=1.0, **dd):
         super().__init__()
+        conv, hidden = scale_channels(128, width), scale_channels(1024, width)
         self.pool = nn.AdaptiveAvgPool2d(4)  # = 5x5/3 average pool on the 14x14 grid, any input size
-        self.conv = ConvNormAct(cin, 128, 1, 1, norm_layer, act_layer)
-        self.fc1 = nn.Linear(128 * 4 * 4, 1024)
+        self.conv = ConvNormAct(cin, conv, 1, 1, norm_layer, act_layer, **dd)
+        self.fc1 = nn.Linear(conv * 4 * 4, hidden, **dd)
         self.act = act_layer()
         self.drop = nn.Dropout(drop_rate)
-        self.fc2 = nn.Linear(1024, num_classes) if num_classes else nn.Identity()
+        self.fc2 = nn.Linear(hidden, num_classes, **dd) if num_classes else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(self.pool(x)).flatten(1)
@@ -200,6 +225,10 @@ class BNInception(nn.Module):
     TorchScript, which returns the logits only). `global_pool` is any of timm's (avg, max, avgmax,
     catavgmax, ...; "" with num_classes=0: forward returns the last feature map). `rgb_to_bgr` reverses
     the input's channels first: RGB images (timm's transforms) for BGR weights (the Caffe model's).
+    `width` scales every channel count (`scale_channels`; the separable stem's depth multiplier becomes
+    round(8 x width), at least 1, so the depthwise conv's channels stay a multiple of its input's).
+    `device` / `dtype`: where the parameters are made (timm's factory arguments; torch.device("meta")
+    builds the structure without memory).
     """
 
     def __init__(
@@ -219,14 +248,22 @@ class BNInception(nn.Module):
         init_scale: float = 1.0,
         init_seed: int = 0,
         rgb_to_bgr: bool = False,
+        width: float = 1.0,
+        device=None,
+        dtype=None,
     ):
         super().__init__()
         if channel_plan not in CHANNEL_PLANS:
             raise ValueError(f"channel_plan={channel_plan!r}: expected one of {', '.join(CHANNEL_PLANS)}")
         if stem not in ("plain", "separable"):
             raise ValueError(f"stem={stem!r}: expected plain or separable")
+        if not width > 0:
+            raise ValueError(f"width={width!r}: expected a positive multiplier of Figure 5's channels (1.0)")
+        dd = dict(device=device, dtype=dtype)
+        c1, c2_reduce, c2 = (scale_channels(c, width) for c in STEM)
         norm_layer, act = make_norm_layer(norm, dim=2, bn_group=bn_group), make_act_layer(act_layer)
         self.num_classes, self.drop_rate, self.aux_logits = num_classes, drop_rate, aux_logits
+        self.in_chans = in_chans
 
         def lrn_layer():  # GoogLeNet's LRN: 5 channels, alpha 1e-4, beta 0.75
             return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75) if lrn else nn.Identity()
@@ -234,39 +271,40 @@ class BNInception(nn.Module):
         # RGB -> BGR for the Caffe weights, else nothing. Registered first as it runs first: timm's
         # FeatureListNet runs the modules in the order they are registered.
         self.to_bgr = ReverseChannels() if rgb_to_bgr else nn.Identity()
+        depth_multiplier = max(1, round(8 * width)) if stem == "separable" else None
         self.stem = nn.Sequential(OrderedDict(
-            conv1=ConvNormAct(in_chans, 64, 7, 2, norm_layer, act,  # 112x112x64
-                              depth_multiplier=8 if stem == "separable" else None),
-            pool1=nn.MaxPool2d(3, 2, ceil_mode=True),               # 56x56x64
-            lrn1=lrn_layer(),                                       # GoogLeNet: LRN after the first pool
-            conv2_reduce=ConvNormAct(64, 64, 1, 1, norm_layer, act),  # 56x56x64
-            conv2=ConvNormAct(64, 192, 3, 1, norm_layer, act),      # 56x56x192
-            lrn2=lrn_layer(),                                       # ... and after the second conv
-            pool2=nn.MaxPool2d(3, 2, ceil_mode=True),               # 28x28x192
+            conv1=ConvNormAct(in_chans, c1, 7, 2, norm_layer, act,      # 112x112x64
+                              depth_multiplier=depth_multiplier, **dd),
+            pool1=nn.MaxPool2d(3, 2, ceil_mode=True),                   # 56x56x64
+            lrn1=lrn_layer(),                                           # GoogLeNet: LRN after the first pool
+            conv2_reduce=ConvNormAct(c1, c2_reduce, 1, 1, norm_layer, act, **dd),  # 56x56x64
+            conv2=ConvNormAct(c2_reduce, c2, 3, 1, norm_layer, act, **dd),         # 56x56x192
+            lrn2=lrn_layer(),                                           # ... and after the second conv
+            pool2=nn.MaxPool2d(3, 2, ceil_mode=True),                   # 28x28x192
         ))  # fmt: skip
-        blocks, cin, reduction = [], 192, 8  # the stem leaves a 28x28 grid: 8x smaller than the input
+        blocks, cin, reduction = [], c2, 8  # the stem leaves a 28x28 grid: 8x smaller than the input
         # timm's features_only taps: the last layer at each grid size (reductions 2, 4, 8, 16, 32).
         self.feature_info = [
-            dict(num_chs=64, reduction=2, module="stem.conv1"),
-            dict(num_chs=192, reduction=4, module="stem.conv2"),
+            dict(num_chs=c1, reduction=2, module="stem.conv1"),
+            dict(num_chs=c2, reduction=4, module="stem.conv2"),
         ]
         aux = {}
-        plan = CHANNEL_PLANS[channel_plan]
+        plan = [row.scaled(width) for row in CHANNEL_PLANS[channel_plan]]
         for i, row in enumerate(plan):
-            block = InceptionModule(cin, row, norm_layer, act)
+            block = InceptionModule(cin, row, norm_layer, act, **dd)
             name, cin, reduction = f"inception_{row.name}", block.out_channels, reduction * row.stride
             blocks.append((name, block))
             if aux_logits and row.name in AUX_AFTER:
-                aux[name] = AuxHead(cin, num_classes, norm_layer, act, aux_drop_rate)
+                aux[name] = AuxHead(cin, num_classes, norm_layer, act, aux_drop_rate, width, **dd)
             if i + 1 == len(plan) or plan[i + 1].stride == 2:
                 self.feature_info.append(dict(num_chs=cin, reduction=reduction, module=f"blocks.{name}"))
         self.blocks = nn.Sequential(OrderedDict(blocks))
         self.aux = nn.ModuleDict(aux)  # after the blocks: timm's feature extraction walks modules in order
-        self.num_features = cin  # 1024 (literal and slim plans)
+        self.num_features = cin  # 1024 (literal and slim plans, width 1.0)
         # avg: the paper's 7x7/1 average pool at 224. Dropout: Inception 40% (GoogLeNet), BN variants none
         # (Sec. 4.2.1). The classifier takes the pooled width (2 x 1024 for catavgmax).
         self.global_pool, self.head_drop, self.fc = create_classifier(
-            cin, num_classes, pool_type=global_pool, drop_rate=drop_rate
+            cin, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd
         )
         self.head_hidden_size = cin * self.global_pool.feat_mult()
         self.init_weights(init_scale, init_seed)
@@ -280,12 +318,19 @@ class BNInception(nn.Module):
         Figure 4 ensemble's "larger initial weights").
         """
         gen = torch.Generator().manual_seed(seed)
+
+        def draw(weight: torch.Tensor, std: float) -> None:
+            # Drawn in float32 on the CPU generator, then copied: the same weights on any device and
+            # dtype (a meta tensor has no values to fill).
+            if not weight.is_meta:
+                weight.copy_(torch.empty(weight.shape).normal_(0.0, std, generator=gen))
+
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-                m.weight.normal_(0.0, scale * math.sqrt(2.0 / fan_in), generator=gen)
+                draw(m.weight, scale * math.sqrt(2.0 / fan_in))
             elif isinstance(m, nn.Linear):
-                m.weight.normal_(0.0, 0.01, generator=gen)
+                draw(m.weight, 0.01)
             if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
                 m.bias.zero_()
 
@@ -374,23 +419,24 @@ class BNInception(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A new classifier for `num_classes` (0: none); `global_pool` None keeps the pool, "" removes it."""
+        dd = get_device_dtype(self)  # the new layers where (and in the dtype) the net's are
         self.num_classes = num_classes
         if global_pool is None:
             global_pool = self.global_pool.pool_type
-        like = next(self.parameters())
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        self.fc.to(like.device, like.dtype)
+        self.global_pool, self.fc = create_classifier(
+            self.num_features, num_classes, pool_type=global_pool, **dd
+        )
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        new = [self.global_pool, self.fc]
         for head in self.aux.values():
-            head.fc2 = nn.Linear(1024, num_classes) if num_classes else nn.Identity()
-            head.fc2.to(like.device, like.dtype)
+            head.fc2 = nn.Linear(head.fc1.out_features, num_classes, **dd) if num_classes else nn.Identity()
+            new.append(head.fc2)
+        for m in new:
+            m.train(self.training)  # a new layer is in the net's mode (timm's contract)
 
 
 # The published weights: Xiong's Caffe BN-Inception as ported by Cadene's pretrainedmodels, which
 # models/caffe_port.py maps onto this net. Caffe's input: BGR in 0-255 minus a per-channel mean, no scaling.
-CAFFE_WEIGHTS_URL = "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth"
-CAFFE_MEAN_BGR = (104, 117, 128)
-
 _CFG = dict(num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,  # 224 / 256
             interpolation="bilinear", first_conv="stem.conv1.conv", classifier="fc")  # fmt: skip
 default_cfgs = generate_default_cfgs({
@@ -398,7 +444,7 @@ default_cfgs = generate_default_cfgs({
     # RGB means / 255 and std 1/255 gives RGB in 0-255 minus the mean; the net's first layer (to_bgr,
     # rgb_to_bgr=True by default under this tag) makes it BGR. 73.5% / 91.6% top-1 / top-5, single crop.
     "bn_inception.caffe_in1k": dict(
-        **_CFG, url=CAFFE_WEIGHTS_URL,
+        **_CFG, url=WEIGHTS_URL,
         mean=tuple(m / 255 for m in reversed(CAFFE_MEAN_BGR)), std=(1 / 255,) * 3,
         origin_url="https://github.com/Cadene/pretrained-models.pytorch",
         notes=("Caffe weights: BGR 0-255 minus a mean; rgb_to_bgr reverses timm's RGB input",),
@@ -413,7 +459,7 @@ def _no_weights(cfg) -> RuntimeError:
     return RuntimeError(
         f"bn_inception.{cfg.tag} has no weights (this project trains its own: src/train.py). The published "
         f"BN-Inception weights (the Caffe model, Cadene's port) are bn_inception.caffe_in1k: "
-        f"timm.create_model('bn_inception.caffe_in1k', pretrained=True) downloads {CAFFE_WEIGHTS_URL}; "
+        f"timm.create_model('bn_inception.caffe_in1k', pretrained=True) downloads {WEIGHTS_URL}; "
         "offline, download it by hand and add pretrained_cfg_overlay=dict(file='<file>') (or evaluate it "
         "with src/eval.py weights=caffe_port weights_path=<file>)."
     )
@@ -436,12 +482,13 @@ def bn_inception(pretrained: bool = False, **kwargs) -> BNInception:
             cfg = dataclasses.replace(cfg, mean=cfg.mean[::-1], notes=("BGR input: mean in B, G, R order",))
     if pretrained and not (cfg.url or cfg.file or cfg.state_dict):  # a file of our own keys loads as in timm
         raise _no_weights(cfg)
-    if pretrained and cfg.tag == "caffe_in1k" and not cfg.state_dict:
-        from bnrepro.models.caffe_port import convert_state_dict, read_state_dict  # it imports this file
-
-        # Read and mapped here, not by timm: caffe_port's errors say how to get the file.
-        cfg = dataclasses.replace(cfg, state_dict=convert_state_dict(read_state_dict(cfg.file or cfg.url)))
+    caffe = pretrained and cfg.tag == "caffe_in1k"
+    if caffe and not cfg.state_dict:  # read here, not by timm: caffe_port's errors say how to get the file
+        cfg = dataclasses.replace(cfg, state_dict=read_state_dict(cfg.file or cfg.url))
+    # The port's keys mapped onto the net timm built (caffe_port.convert_state_dict), before timm's
+    # strict load (and its adaptation of the first conv to another in_chans).
     net = build_model_with_cfg(BNInception, "bn_inception", pretrained, pretrained_cfg=cfg,
+                               pretrained_filter_fn=convert_state_dict if caffe else None,
                                feature_cfg=dict(flatten_sequential=True), **kwargs)  # fmt: skip
     net.pretrained_cfg.pop("state_dict", None)  # the weights, loaded: not kept in the cfg
     return net

@@ -1,10 +1,10 @@
 """The public BN-Inception weights (Xiong's Caffe model as ported by Cadene's `pretrainedmodels`) in our net.
 
 The port's layers carry Caffe's names (`inception_3a_double_3x3_1`, its BN `..._bn`); the key map below
-is built from the same Figure 5 rows as the net, so a module without a 1x1 branch or a pool projection
-(3c, 4e) has no entry for it. The port's convs keep a bias in front of BN; ours drop it (Sec. 3), so the
-bias is folded into the BN statistics: BN(conv(x) + b) with mean mu equals BN(conv(x)) with mean mu - b.
-The architectures match as they stand (ceil-mode pools, avg pools counting the padding, no LRN,
+is built from the net it loads into (timm's checkpoint-filter convention, `convert_state_dict(sd, net)`),
+so a module without a 1x1 branch or a pool projection (3c, 4e) has no entry for it. The port's convs keep
+a bias in front of BN; ours drop it (Sec. 3), so the bias is folded into the BN statistics: BN(conv(x) + b)
+with mean mu equals BN(conv(x)) with mean mu - b. The architectures match as they stand (ceil-mode pools, avg pools counting the padding, no LRN,
 column-literal channels); only the port's fixed 7x7 final pool is our global average pool, the same at 224.
 """
 
@@ -19,9 +19,13 @@ import timm
 import torch
 from torch import nn
 
-from bnrepro.models.bn_inception import CAFFE_MEAN_BGR, CAFFE_WEIGHTS_URL, FIGURE5
+# This file sits below models/bn_inception.py (which reads and maps the weights for its caffe_in1k tag)
+# and imports nothing of it: load_caffe_port reaches the net through timm's registry, filled when the
+# package bnrepro.models, which Python imports before this module, imported bn_inception.
 
-WEIGHTS_URL = CAFFE_WEIGHTS_URL  # also the url of timm's bn_inception.caffe_in1k
+# The weights' URL, also timm's bn_inception.caffe_in1k's.
+WEIGHTS_URL = "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth"
+CAFFE_MEAN_BGR = (104, 117, 128)  # Caffe's input: BGR in 0-255 minus this mean, no scaling
 # The constructor arguments that rebuild the port: the table's channels (4c/4d pool projections of 128,
 # 4e 1056 wide), plain 7x7 stem, no LRN, no aux heads (the port has none of these), no dropout.
 PORT_KWARGS = dict(norm="batchnorm", act_layer="relu", num_classes=1000, channel_plan="literal",
@@ -56,34 +60,50 @@ def _how_to_get() -> str:
     )
 
 
-def layer_map() -> dict[str, str]:
-    """Port layer name (conv; its BN is the same name + `_bn`) -> our ConvNormAct module path."""
-    layers = {
-        "conv1_7x7_s2": "stem.conv1",
-        "conv2_3x3_reduce": "stem.conv2_reduce",
-        "conv2_3x3": "stem.conv2",
-    }
-    for row in FIGURE5:
-        port, ours = f"inception_{row.name}", f"blocks.inception_{row.name}"
-        branches = {
-            "1x1": "branch1x1" if row.n1x1 else None,
-            "3x3_reduce": "branch3x3.0",
-            "3x3": "branch3x3.1",
-            "double_3x3_reduce": "branch3x3dbl.0",
-            "double_3x3_1": "branch3x3dbl.1",
-            "double_3x3_2": "branch3x3dbl.2",
-            "pool_proj": "branch_pool.1" if row.proj else None,  # branch_pool.0 is the pool itself
-        }
-        layers.update({f"{port}_{k}": f"{ours}.{v}" for k, v in branches.items() if v})
+# Our conv -> norm -> act layers' paths (models/bn_inception.py) -> the port's layer names.
+STEM_NAMES = {
+    "stem.conv1": "conv1_7x7_s2",
+    "stem.conv2_reduce": "conv2_3x3_reduce",
+    "stem.conv2": "conv2_3x3",
+}
+BRANCH_NAMES = {
+    "branch1x1": "1x1",
+    "branch3x3.0": "3x3_reduce",
+    "branch3x3.1": "3x3",
+    "branch3x3dbl.0": "double_3x3_reduce",
+    "branch3x3dbl.1": "double_3x3_1",
+    "branch3x3dbl.2": "double_3x3_2",
+    "branch_pool.1": "pool_proj",  # branch_pool.0 is the pool itself
+}
+
+
+def layer_map(net: nn.Module) -> dict[str, str]:
+    """Port layer name (conv; its BN is the same name + `_bn`) -> the module path of `net`'s conv-norm-act.
+
+    Raises KeyMapError for a conv layer the port has no counterpart of (auxiliary heads, a separable stem).
+    """
+    layers = {}
+    for path, m in net.named_modules():
+        if {name for name, _ in m.named_children()} != {"conv", "norm", "act"}:
+            continue
+        block, _, branch = path.removeprefix("blocks.").partition(".")  # inception_3a, branch3x3.0
+        in_block = path.startswith("blocks.") and branch in BRANCH_NAMES
+        port = STEM_NAMES.get(path) or (f"{block}_{BRANCH_NAMES[branch]}" if in_block else None)
+        if port is None or not isinstance(m.conv, nn.Conv2d):
+            raise KeyMapError(f"{path}: the Caffe port has no such layer (build the net with {PORT_KWARGS})")
+        layers[port] = path
     return layers
 
 
-def convert_state_dict(port_sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The port's state dict in our names, conv biases folded into BN's running mean.
+def convert_state_dict(port_sd: Mapping[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    """The port's state dict in `net`'s names, conv biases folded into BN's running mean (timm's
+    `pretrained_filter_fn`). A state dict already in the net's names (it has `fc.weight`) passes as it is.
 
     Raises KeyMapError naming every port key that the map does not use and every port key it misses.
     """
-    out, wanted, optional, ports = {}, set(), set(), layer_map()
+    if "fc.weight" in port_sd and "last_linear.weight" not in port_sd:
+        return dict(port_sd)
+    out, wanted, optional, ports = {}, set(), set(), layer_map(net)
     for port in ports:
         wanted |= {f"{port}.weight", f"{port}.bias"} | {f"{port}_bn.{t}" for t in BN_TENSORS}
         optional.add(f"{port}_bn.num_batches_tracked")  # absent from the 2017 file, present in a fresh port
@@ -151,14 +171,13 @@ def load_caffe_port(source: str | os.PathLike | None = None, map_location="cpu")
     (mean in BGR order). For timm's RGB transforms use timm.create_model("bn_inception.caffe_in1k",
     pretrained=True), the same weights behind a channel reversal.
     """
-    weights = convert_state_dict(read_state_dict(source, map_location))
     net = timm.create_model(
         "bn_inception.caffe_in1k",
         pretrained=True,
         rgb_to_bgr=False,
         **PORT_KWARGS,
-        pretrained_cfg_overlay=dict(state_dict=weights),
-    )  # strict: every key, every shape
+        pretrained_cfg_overlay=dict(state_dict=read_state_dict(source, map_location)),
+    )  # mapped by convert_state_dict, then loaded strictly: every key, every shape
     return net.eval(), copy.deepcopy(PREPROCESS)
 
 
