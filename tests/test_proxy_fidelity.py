@@ -14,6 +14,7 @@ format where the Debian package is absent) and the proxy's own choices read from
 from __future__ import annotations
 
 import gzip
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -114,11 +115,13 @@ def test_bn_x5_on_the_proxy_equals_a_plain_loop(tmp_path, monkeypatch):
         return loss
 
     monkeypatch.setattr(ClassifierModule, "training_step", recording_step)
-    assert train(cfg, tmp_path / "run")["status"] == "finished"
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same one thread as the trainer's: the same reduction order
-    try:
-        plain = plain_losses(cfg, raw)
+    torch.set_num_threads(1)  # both sides on one thread each (trainer.num_threads=1): the same reductions
+    try:  # side by side, one core each: the plain loop in a thread while the trainer runs here
+        with ThreadPoolExecutor(1) as pool:
+            plain = pool.submit(plain_losses, cfg, raw)
+            assert train(cfg, tmp_path / "run")["status"] == "finished"
+            plain = plain.result()
     finally:
         torch.set_num_threads(threads)
     assert len(recorded) == len(plain) == STEPS
