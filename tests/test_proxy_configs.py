@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_figures import _load
+from test_lr_stability import planned
 
 from bnrepro.config.checks import validate
 from bnrepro.config.loop import resolve_loop
@@ -110,3 +112,19 @@ def test_lr_stability_covers_x1_to_x100_and_the_precondition():
     assert {(c.model.name, c.model.net.norm) for c in sigmoid} == {("inception_sigmoid", "none"),
                                                                  ("bn_x5_sigmoid", "batchnorm")}  # fmt: skip
     assert len({c.optimizer.lr for c in sigmoid}) == 1  # the same LR: the pair differs by BN (and Sec. 4.2.1)
+
+
+@pytest.mark.parametrize("experiment", ["fashion_figure3_pilot", "fashion_figure3_pilot_cpu"])
+def test_the_pilot_spec_plans_two_runs_with_the_length_on_the_command_line(experiment):
+    """`just reproduce figure3_pilot experiment=...` plans the pilot's two runs in their own folders; a
+    later step's `trainer.max_steps=<L>` reaches every run it plans (the sequence of `just proxy`)."""
+    plans = planned("figure3_pilot", experiment)
+    assert len({folder for _, folder, _ in plans}) == len(plans) == 2
+    assert {c["task"] for _, _, c in plans} == {experiment}
+    reproduce = _load("reproduce")
+    spec, rest = reproduce.apply_arguments(
+        reproduce.load_spec("figure3"),
+        ["experiment=fashion_figure3_cpu", "seed=0,1", "trainer.max_steps=2750"],
+    )
+    runs = [reproduce.planned_run(spec, p, rest) for p in reproduce.sweep_points(spec)]
+    assert len(runs) == 12 and {c["trainer.max_steps"] for _, _, c in runs} == {2750}
