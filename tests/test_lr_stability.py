@@ -89,18 +89,21 @@ def planned(name: str, experiment: str) -> list[tuple[list[str], object, dict]]:
 
 
 @pytest.mark.parametrize("experiment", ["fashion_lr_stability", "fashion_lr_stability_cpu"])
-def test_lr_stability_spec_composes_eight_runs_in_distinct_folders(experiment):
+def test_lr_stability_spec_composes_twelve_runs_in_distinct_folders(experiment):
     plans = planned("lr_stability", experiment)
-    assert len(plans) == 8 and len({d for _, d, _ in plans}) == 8
+    assert len(plans) == 12 and len({d for _, d, _ in plans}) == 12
     configs = {(c["model.name"], c["lr_multiplier.factor"]): c for _, _, c in plans}
-    assert set(configs) == {(m, f) for m in ("inception", "bn_baseline") for f in (1.0, 5.0, 30.0, 100.0)}
+    assert set(configs) == {
+        (m, f) for m in ("inception", "bn_baseline") for f in (1.0, 3.0, 5.0, 10.0, 30.0, 100.0)
+    }
     figure3 = _load("reproduce").compose_job([f"experiment={experiment.replace('lr_stability', 'figure3')}"])
     for (model, factor), c in configs.items():
         assert c["optimizer.lr"] == pytest.approx(figure3.lr_multiplier.base * factor)  # of the tuned base
         assert c["task"] == experiment and c["run_name"] == f"{model}-x{factor}-fashion_mnist-seed0"
-        assert (c["loop.max_epochs"], c["data.image_size"]) == (
-            figure3.loop.max_epochs,
+        assert (c["trainer.max_steps"], c["data.image_size"], c["model.net.width"]) == (
+            figure3.trainer.max_steps,
             figure3.data.image_size,
+            figure3.model.net.width,
         )
         assert c["model.net.norm"] == ("none" if model == "inception" else "batchnorm")
 
