@@ -327,24 +327,22 @@ def sweep_runs(spec: dict, overrides: list[str], data: str, read) -> tuple[list[
 
 def render_source(spec: dict, overrides: list[str], read) -> tuple[str | None, list, list[str]]:
     """(data set, its runs, the models its sweep runs): what a table is rendered from, reading a task's
-    runs with `read(task)`. The rule: the data set named by data=; else, of the spec's data sets and
-    those of its default experiment's runs, the newest whose sweep has a run of every model (a plain `just
-    tables mnist` renders the runs of `just reproduce mnist data=fashion_mnist`); with `allow_missing`,
-    else the newest with any run."""
+    runs with `read(task)`. The data set named by data=; else, of the candidates (the default
+    experiment's data set, the spec's, those the default task's runs were made on), the newest whose
+    sweep has a run of every model -- a plain `just tables mnist` renders the runs of `just reproduce
+    mnist data=fashion_mnist` --, or with `allow_missing` the newest with any run."""
     default = compose_job([f"experiment={spec['experiment']}", *overrides])
-    present = [r.summary.get("data") for r in read(default.task) if r.summary.get("data")]
     named = [o.split("=", 1)[1] for o in overrides if o.startswith("data=")][-1:]
-    candidates = named or list(
-        dict.fromkeys([default.data.name, *spec.get("experiments", {}), *sorted(set(present))])
-    )
-    found = {data: sweep_runs(spec, overrides, data, read) for data in candidates}
+    made_on = sorted({r.summary["data"] for r in read(default.task) if r.summary.get("data")})
+    candidates = named or list(dict.fromkeys([default.data.name, *spec.get("experiments", {}), *made_on]))
+    found = {data: sweep_runs(spec, overrides, data, read) for data in candidates}  # -> (models, runs)
     whole = [
         d for d, (models, runs) in found.items() if runs and {r.summary["model"] for r in runs} >= set(models)
     ]
-    pool = whole or ([d for d, (_, runs) in found.items() if runs] if spec.get("allow_missing") else [])
-    if not pool:
+    some = [d for d, (_, runs) in found.items() if runs] if spec.get("allow_missing") else []
+    if not (whole or some):
         return None, [], found[candidates[0]][0]
-    data = max(pool, key=lambda d: max(r.summary["finished_at"] for r in found[d][1]))
+    data = max(whole or some, key=lambda d: max(r.summary["finished_at"] for r in found[d][1]))
     return data, found[data][1], found[data][0]
 
 
