@@ -42,16 +42,13 @@ from bnrepro.results.runs import (  # noqa: E402
     reaches,
     steps_to,
 )
-from bnrepro.variants import FIGURE3  # noqa: E402  (the sigmoid nets' labels and colours)
+from bnrepro.variants import FIGURE3, LR_PAIR, SIGMOID_PAIR  # noqa: E402  (the pairs, labels, colours)
 
-# The two nets, without BN first: Sec. 4.2.2's Inception and BN-Baseline, which differ only by BN.
-NETS = {"inception": "without BN (Inception)", "bn_baseline": "with BN (BN-Baseline)"}
-# The sigmoid pair: the net without BN and the one with BN and the Sec. 4.2.1 changes, both with sigmoids.
-SIGMOID_PAIR = {
-    "inception_sigmoid": "without BN (Inception-Sigmoid)",
-    "bn_x5_sigmoid": "with BN (BN-x5-Sigmoid)",
-}
-BASELINE = "inception"  # its x1 run's maximum is the accuracy to reach (as Figure 3's target)
+# Each pair without BN first (variants.py): Sec. 4.2.2's Inception and BN-Baseline, which differ only by BN;
+# the sigmoid pair, which differs by BN and the Sec. 4.2.1 changes.
+NETS = {m: f"{role} ({FIGURE3[m].label})" for role, m in zip(("without BN", "with BN"), LR_PAIR)}
+SIGMOID_NETS = {m: f"{role} ({FIGURE3[m].label})" for role, m in zip(("without BN", "with BN"), SIGMOID_PAIR)}
+BASELINE = LR_PAIR[0]  # its x1 run's maximum is the accuracy to reach (as Figure 3's target)
 PRECONDITION = 5.0  # Sec. 4.2.1: Inception at 5x its LR diverged; BN-x5's first change is that LR
 TRAINS = 0.9  # a run trains when it does not diverge and its max is at least 90% of the baseline's max
 
@@ -64,7 +61,7 @@ def grouped(runs: list[Run]) -> dict[tuple[str, float], list[Run]]:
     """(net, multiplier) -> its runs, one per seed (the newest: runs come oldest first), seed order."""
     out: dict[tuple[str, float], dict] = {}
     for r in runs:
-        if r.summary.get("model") in NETS | SIGMOID_PAIR:
+        if r.summary.get("model") in NETS | SIGMOID_NETS:
             out.setdefault((r.summary["model"], multiplier(r)), {})[r.summary.get("seed", 0)] = r
     return {k: [v[s] for s in sorted(v, key=str)] for k, v in out.items()}
 
@@ -119,7 +116,7 @@ def sigmoid_claim(groups: dict[tuple[str, float], list[Run]]) -> str:
     """The sigmoid pair at each multiplier it was run at: BN makes the sigmoid net trainable when every
     run with BN trains and no run without BN does (`trains`, against the same baseline)."""
     target = baseline_max(groups)
-    nobn, bn = SIGMOID_PAIR
+    nobn, bn = SIGMOID_NETS
     common = sorted({m for n, m in groups if n == nobn} & {m for n, m in groups if n == bn})
     if not common:
         return "not run (no run of both sigmoid nets at one multiplier)"
@@ -197,7 +194,7 @@ def table_row(run: Run, target: float | None) -> dict[str, str]:
 
 
 def plot(groups: dict[tuple[str, float], list[Run]], target: float | None, prov: dict, png: Path) -> None:
-    pair = any(n in SIGMOID_PAIR for n, _ in groups)  # a third panel for the sigmoid pair
+    pair = any(n in SIGMOID_NETS for n, _ in groups)  # a third panel for the sigmoid pair
     fig, axes = plt.subplots(1, 2 + pair, figsize=(11 + 4.5 * pair, 4.2), sharey=True)
     multipliers = sorted({m for n, m in groups if n in NETS})
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(multipliers)}  # the same in both panels
@@ -229,7 +226,7 @@ def plot(groups: dict[tuple[str, float], list[Run]], target: float | None, prov:
 def sigmoid_panel(ax, groups: dict[tuple[str, float], list[Run]], target: float | None) -> None:
     """The sigmoid pair's curves, each net in its Figure 3 colour (variants.py), a cross where one diverged."""
     for (net, m), runs in sorted(groups.items()):
-        if net not in SIGMOID_PAIR:
+        if net not in SIGMOID_NETS:
             continue
         v = FIGURE3[net]
         for i, r in enumerate(runs):
@@ -282,8 +279,8 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         "rule above: the pair's claim holds when BN-x5-Sigmoid trains and Inception-Sigmoid does not.",
         "",
         *(
-            lr_table(groups, target, SIGMOID_PAIR)
-            if any(n in SIGMOID_PAIR for n, _ in groups)
+            lr_table(groups, target, SIGMOID_NETS)
+            if any(n in SIGMOID_NETS for n, _ in groups)
             else [
                 "No run of the pair: `just reproduce lr_stability experiment=fashion_lr_stability_sigmoid_cpu "
                 "trainer.max_steps=<L> lr_multiplier.base=<LR>` (the 2-core scale) makes them."
