@@ -17,6 +17,29 @@ train *args:
 reproduce name *args:
     python reproduce/reproduce.py "$@"
 
+# pilot -> length L (results/figure3_pilot.json), LR grid at L -> base LR (results/figure3_lr_grid.json),
+# then the LR sweep (the precondition), the sigmoid pair and the variants at L and that LR; each step renders
+# before the next.
+# Resumable: rerun it and finished runs are reused. cpu: 2 seeds, 2 jobs, < 3 h on 2 cores; gpu: 3 seeds.
+# the Figure 3 proxy in the order of its decisions (docs/results.md "The Figure 3 proxy"): just proxy cpu|gpu
+proxy scale="cpu":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    case "{{scale}}" in
+      cpu) sfx=_cpu; seeds=0,1; jobs=2 ;;
+      gpu) sfx=; seeds=0,1,2; jobs=5 ;;
+      *) echo "just proxy cpu|gpu, not {{scale}}" >&2; exit 2 ;;
+    esac
+    decision() { python -c "import json, pathlib, sys; f = pathlib.Path('results/$1.json'); f.is_file() or sys.exit(f'{f}: not found; \`just reproduce $1\` renders it (the step before failed?)'); v = json.loads(f.read_text()).get('$2'); sys.exit(f'{f}: $2 is null, see results/$1.md; the sequence stops here') if v is None else print(v)"; }
+    python reproduce/reproduce.py figure3_pilot experiment=fashion_figure3_pilot$sfx --jobs $jobs
+    L=$(decision figure3_pilot length_steps)
+    python reproduce/reproduce.py figure3_lr_grid experiment=fashion_figure3_lr_grid$sfx trainer.max_steps=$L --jobs $jobs
+    LR=$(decision figure3_lr_grid chosen_base_lr)
+    # The precondition (Inception at x5, in the LR sweep) before the variants, whose page cites it.
+    python reproduce/reproduce.py lr_stability experiment=fashion_lr_stability$sfx trainer.max_steps=$L lr_multiplier.base=$LR --jobs $jobs
+    python reproduce/reproduce.py lr_stability experiment=fashion_lr_stability_sigmoid$sfx trainer.max_steps=$L lr_multiplier.base=$LR --jobs $jobs
+    python reproduce/reproduce.py figure3 experiment=fashion_figure3$sfx seed=$seeds trainer.max_steps=$L lr_multiplier.base=$LR --jobs $jobs
+
 # rebuild results/ from finished run folders (never trains)
 tables *names:
     python reproduce/reproduce.py --render-only "$@"

@@ -38,6 +38,16 @@ def current(record: Path, members: list[str], crops: int) -> bool:
     return same and r.get("crops") == crops and record.stat().st_mtime > newest
 
 
+def eval_overrides(overrides: list[str], data: str) -> list[str]:
+    """The command line's data and trainer overrides, for src/eval.py. Without `data=`, src/eval.py
+    evaluates on the run's own data set and its `data` node is empty, so a `data.root=...` alone would not
+    compose: `data=<the runs' data set>` goes before it."""
+    passed = [o for o in overrides if o.split("=", 1)[0].split(".")[0] in ("data", "trainer")]
+    if any(o.startswith("data.") for o in passed) and not any(o.startswith("data=") for o in passed):
+        passed.insert(0, f"data={data}")
+    return passed
+
+
 def evaluate_missing(spec: dict, runs, overrides: list[str]) -> list[dict]:
     """Runs the spec's evaluations whose eval.json is missing; returns all of them."""
     finished = [r for r in runs if r.finished]
@@ -46,7 +56,7 @@ def evaluate_missing(spec: dict, runs, overrides: list[str]) -> list[dict]:
     runs_root = Path(finished[0].path).parent.parent
     data = finished[0].summary["data"]
     ckpts = [str(Path(r.path) / "checkpoints" / f"{spec.get('checkpoint', 'best')}.ckpt") for r in finished]
-    passed = [o for o in overrides if o.split("=", 1)[0].split(".")[0] in ("data", "trainer")]
+    passed = eval_overrides(overrides, data)
     records, failed = [], []
     for e in spec["evaluations"]:
         out = runs_root / "eval" / data / e["name"]

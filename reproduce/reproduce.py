@@ -61,7 +61,7 @@ CONF = ROOT / "conf"
 sys.path.insert(0, str(ROOT / "src"))
 import bnrepro.registry  # noqa: E402, F401  (registers the schema)
 from bnrepro.config.resume import differences_from_run, flatten  # noqa: E402
-from bnrepro.results.runs import load_run  # noqa: E402
+from bnrepro.results.runs import find_runs, load_run  # noqa: E402
 from bnrepro.results.sources import SourceError, read_runs  # noqa: E402
 from bnrepro.run_status import COMPLETE  # noqa: E402
 
@@ -254,7 +254,25 @@ def renderers(spec: dict) -> list[str]:
     return spec["renderer"] if isinstance(spec["renderer"], list) else [spec["renderer"]]
 
 
-def render(spec: dict, runs, command: str, results: Path) -> None:
+def companion_runs(spec: dict, runs, read) -> list:
+    """The runs of the spec's `companions` of the rendered runs' task (the LR sweep beside its sigmoid pair
+    and back; the LR sweep beside Figure 3, for the precondition): the newest complete run of each run
+    folder on the same data set, read as the rendered runs were (`read(task)`, oldest first)."""
+    if not spec.get("companions"):  # also: Figure 4's runs are evaluation records
+        return []
+    tasks = {r.summary.get("task") for r in runs}
+    data = {r.summary.get("data") for r in runs}
+    found = {}
+    for task in sorted({c for t in tasks for c in (spec.get("companions") or {}).get(t, [])} - tasks):
+        for r in read(task):
+            if r.complete and r.summary.get("data") in data:
+                found[(task, r.summary.get("run_name"))] = r
+    return list(found.values())
+
+
+def render(spec: dict, runs, command: str, results: Path, companions=()) -> None:
+    """Each of the spec's renderers on `runs`, the companion tasks' runs in spec["companion_runs"]."""
+    spec = {**spec, "companion_runs": list(companions)}
     for module in renderers(spec):
         for path in importlib.import_module(module).render(runs, out_dir=results, command=command, spec=spec):
             print(f"wrote {_show(path)}")
@@ -282,7 +300,8 @@ def reproduce(
         from evaluations import evaluate_missing
 
         runs = evaluate_missing(spec, runs, overrides)
-    render(spec, runs, command, results)
+    runs_root = plans[0][1].parent.parent  # hydra.run.dir: <runs_root>/<task>/<run_name>
+    render(spec, runs, command, results, companion_runs(spec, runs, lambda task: find_runs(runs_root / task)))
 
 
 def planned_names(spec: dict, overrides: list[str], data: str) -> dict[tuple[str, str], str]:
@@ -306,27 +325,24 @@ def sweep_runs(spec: dict, overrides: list[str], data: str, read) -> tuple[list[
     return list(dict.fromkeys(names.values())), list(found.values())
 
 
-def render_source(spec: dict, overrides: list[str], runs_root: Path) -> tuple[str | None, list, list[str]]:
-    """(data set, its runs, the models its sweep runs): what a table is rendered from. The rule: the
-    data set named by data=; else, of the spec's data sets and those of its default experiment's runs,
-    the newest whose sweep has a run of every model (a plain `just tables mnist` renders the runs of
-    `just reproduce mnist data=fashion_mnist`); with `allow_missing`, else the newest with any run."""
-    source, entity, project = spec.get("source", "local"), spec.get("entity"), spec.get("project")
-    read = functools.cache(lambda task: read_runs(source, runs_root, task, entity, project))
+def render_source(spec: dict, overrides: list[str], read) -> tuple[str | None, list, list[str]]:
+    """(data set, its runs, the models its sweep runs): what a table is rendered from, reading a task's
+    runs with `read(task)`. The data set named by data=; else, of the candidates (the default
+    experiment's data set, the spec's, those the default task's runs were made on), the newest whose
+    sweep has a run of every model -- a plain `just tables mnist` renders the runs of `just reproduce
+    mnist data=fashion_mnist` --, or with `allow_missing` the newest with any run."""
     default = compose_job([f"experiment={spec['experiment']}", *overrides])
-    present = [r.summary.get("data") for r in read(default.task) if r.summary.get("data")]
     named = [o.split("=", 1)[1] for o in overrides if o.startswith("data=")][-1:]
-    candidates = named or list(
-        dict.fromkeys([default.data.name, *spec.get("experiments", {}), *sorted(set(present))])
-    )
-    found = {data: sweep_runs(spec, overrides, data, read) for data in candidates}
+    made_on = sorted({r.summary["data"] for r in read(default.task) if r.summary.get("data")})
+    candidates = named or list(dict.fromkeys([default.data.name, *spec.get("experiments", {}), *made_on]))
+    found = {data: sweep_runs(spec, overrides, data, read) for data in candidates}  # -> (models, runs)
     whole = [
         d for d, (models, runs) in found.items() if runs and {r.summary["model"] for r in runs} >= set(models)
     ]
-    pool = whole or ([d for d, (_, runs) in found.items() if runs] if spec.get("allow_missing") else [])
-    if not pool:
+    some = [d for d, (_, runs) in found.items() if runs] if spec.get("allow_missing") else []
+    if not (whole or some):
         return None, [], found[candidates[0]][0]
-    data = max(pool, key=lambda d: max(r.summary["finished_at"] for r in found[d][1]))
+    data = max(whole or some, key=lambda d: max(r.summary["finished_at"] for r in found[d][1]))
     return data, found[data][1], found[data][0]
 
 
@@ -335,14 +351,18 @@ def render_only(name: str, args: list[str], runs_root: Path, results: Path) -> N
     evaluations under runs_root/eval."""
     spec, overrides = apply_arguments(load_spec(name), args)
     source = spec.get("source", "local")
+    companions = []
     if "evaluations" in spec:
         from evaluations import read_evaluations
 
         runs, command = read_evaluations(runs_root), f"just tables {name} {shlex.join(args)}".strip()
         missing = f"no evaluations under {_show(runs_root / 'eval')}; `just reproduce {name}` or src/eval.py"
     else:
+        entity, project = spec.get("entity"), spec.get("project")
+        read = functools.cache(lambda task: read_runs(source, runs_root, task, entity, project))
         try:
-            data, runs, wanted = render_source(spec, overrides, runs_root)
+            data, runs, wanted = render_source(spec, overrides, read)
+            companions = companion_runs(spec, runs, read)
         except SourceError as e:
             sys.exit(f"error: {e}")
         command = f"just tables {name} data={data} {shlex.join(a for a in args if not a.startswith('data='))}"
@@ -353,7 +373,7 @@ def render_only(name: str, args: list[str], runs_root: Path, results: Path) -> N
     if not runs:
         print(f"{name}: {missing}")
         return
-    render(spec, runs, command.strip(), results)
+    render(spec, runs, command.strip(), results, companions)
 
 
 def not_covered(names: list[str]) -> list[str]:

@@ -192,6 +192,44 @@ def test_unknown_source_and_missing_project_are_clear_errors(tmp_path):
         read_runs("wandb", tmp_path, "x")
 
 
+def test_the_wandb_command_is_found_beside_the_interpreter_and_reading_shows_progress(
+    tmp_path, monkeypatch, capsys
+):
+    """`venv/bin/python ...` without an activated environment: `wandb` beside the interpreter is used (a
+    stand-in printing one record), reading says how far it is, and with no `wandb` anywhere the error
+    names the fix."""
+    import stat
+    import sys
+
+    from bnrepro import console
+    from bnrepro.results import sources
+
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    fake = venv / "wandb"
+    record = {"type": "summary", "summary": {"update": {"run_summary": {"task": "t", "finished_at": "1"}}}}
+    fake.write_text(f"#!/bin/sh\necho '{json.dumps(record)}'\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(sys, "executable", str(venv / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))  # no wandb on PATH
+    assert sources.wandb_command() == str(fake)
+    log = tmp_path / "runs" / "t" / "run0" / "wandb" / "offline-run-1-abc"
+    log.mkdir(parents=True)
+    (log / "run-abc.wandb").write_bytes(b"")
+    monkeypatch.setattr(
+        sources, "progress", lambda items, total, what: console.progress(items, total, what, 0)
+    )
+    (run,) = sources.wandb_offline_runs(tmp_path / "runs" / "t")
+    assert (
+        run.summary["task"] == "t" and "reading the W&B offline runs under t: 1/1" in capsys.readouterr().out
+    )
+    fake.unlink()
+    with pytest.raises(
+        sources.SourceError, match=r"found neither beside .*venv/bin/python nor on PATH: install"
+    ):
+        sources.wandb_command()
+
+
 def test_figure4_table_from_evaluation_records(tmp_path):
     base = {"data": "imagenet", "num_images": 50_000, "world_size": 8, "hardware": "8x H100", "git_sha": "abc",
             "checkpoints": ["runs/x/best.ckpt"], "model": "bn_x30"}  # fmt: skip
@@ -226,28 +264,6 @@ def test_fashion_images_view_resizes_replicates_and_normalises():
     flat = torch.full((1, 1, 28, 28), 0.75)
     assert torch.allclose(t(flat), torch.ones(1, 3, 64, 64))  # (0.75 - 0.5) / 0.25
     assert not math.isnan(float(y.mean()))
-
-
-def test_fashion_figure3_composes_into_the_proxy(tmp_path):
-    from bnrepro.config.loop import resolve_loop
-    from conftest import compose_train
-
-    inc = compose_train("experiment=fashion_figure3", "model=inception")
-    x30 = compose_train("experiment=fashion_figure3", "model=bn_x30")
-    cpu = compose_train("experiment=fashion_figure3_cpu", "model=bn_x30")
-    assert inc.task == x30.task == "fashion_figure3" and inc.data.to_images and inc.augment.name == "none"
-    assert (inc.data.image_size, inc.data.batch_size, inc.loop.epoch_scale) == (64, 32, 1.0)
-    # Every variant the same length: 1.2 epochs of 60k at the paper's batch of 32, in whole evaluation
-    # periods of 0.1 epochs (188 steps): the lengths of the committed results/figure3.md runs.
-    assert resolve_loop(inc, 32) == resolve_loop(x30, 32) == (2256, 188)
-    # The multipliers apply to the base LR tuned for Inception on the proxy (results/figure3_lr_grid.md).
-    assert (inc.optimizer.lr, x30.optimizer.lr) == (
-        0.005,
-        0.15,
-    ) and x30.lr_schedule.decay_every_epochs == 0.128
-    # The 2-core scale differs only in input size, test images and memory layout.
-    assert (cpu.data.image_size, cpu.data.num_val_examples, cpu.task) == (32, 2000, "fashion_figure3_cpu")
-    assert resolve_loop(cpu, 32) == (2256, 188) and cpu.optimizer.lr == 0.15
 
 
 def _load(name: str):
@@ -287,6 +303,29 @@ def test_tables_use_only_the_sweeps_own_runs_and_prefer_a_whole_data_set(tmp_pat
     assert "NOT ImageNet" in text and "| missing |" not in text and f"{len(FIGURE3)} runs" in text
     assert "99.0%" not in text  # the smoke run's accuracy
     assert (tmp_path / "results" / "figure2.png").is_file()  # figure3's spec renders Figure 2 too
+
+
+def test_a_data_root_alone_reaches_eval_with_the_runs_data_set():
+    """`just reproduce figure4 data.root=<folder>`: src/eval.py's `data` is the run's own (empty) unless
+    named, where `data.root=` alone does not compose; the runs' data set is named before it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    import bnrepro.evaluation.config  # noqa: F401  (registers eval_schema)
+    from conftest import CONF
+
+    evaluations = _load("evaluations")
+    passed = evaluations.eval_overrides(["data.root=/d", "seed=1", "trainer.devices=1"], "imagenette")
+    assert passed == ["data=imagenette", "data.root=/d", "trainer.devices=1"]
+    assert evaluations.eval_overrides(["data=imagenet", "data.root=/d"], "imagenette") == [
+        "data=imagenet",
+        "data.root=/d",
+    ]
+    with initialize_config_dir(CONF, version_base="1.3"):
+        assert compose("eval", overrides=["ckpt=x", *passed]).data.root == "/d"
+        with pytest.raises((HydraException, OmegaConfBaseException, AssertionError)):  # why it is needed
+            compose("eval", overrides=["ckpt=x", "data.root=/d"])
 
 
 def test_an_evaluation_is_stale_when_its_checkpoints_change(tmp_path):

@@ -5,6 +5,8 @@ both LR results (the grid's and lr_stability's)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from test_figures import _load
@@ -36,7 +38,11 @@ def test_grid_chooses_the_best_end_of_run_mean(tmp_path):
     rows = figure3_lr_grid.grid_rows(runs)
     chosen, top, within = figure3_lr_grid.choose(rows)
     assert chosen.lr == top.lr == 0.005 and within == [top]  # 0.05 has the highest max but diverged
-    (md,) = figure3_lr_grid.render(runs, tmp_path / "results", command="just reproduce figure3_lr_grid")
+    md, js = figure3_lr_grid.render(runs, tmp_path / "results", command="just reproduce figure3_lr_grid")
+    decided = json.loads(js.read_text())  # what `just proxy` reads
+    assert decided["chosen_base_lr"] == 0.005 and decided["base_lrs"]["0.05"]["diverged"] is True
+    assert decided["base_lrs"]["0.005"] == {"end_mean": 0.8, "end_se": 0.0, "end_n": 2, "plateau": True,
+                                            "diverged": False}  # fmt: skip
     text = md.read_text()
     assert (
         "| 0.005 **(chosen)** | 80.0% at 700 | 80.0% | 80.0% ± 0.00 pt (2) | yes (change +0.0 pt) | no |"
@@ -54,14 +60,22 @@ def test_grid_tie_break_takes_the_smaller_lr_within_one_se(tmp_path):
     chosen, top, within = figure3_lr_grid.choose(figure3_lr_grid.grid_rows(runs))
     assert top.lr == 0.015 and top.end.mean == pytest.approx(0.81) and top.end.se == pytest.approx(0.01)
     assert [r.lr for r in within] == [0.005, 0.015] and chosen.lr == 0.005
-    (md,) = figure3_lr_grid.render(runs, tmp_path / "results", command="c")
+    md, js = figure3_lr_grid.render(runs, tmp_path / "results", command="c")
     assert "**Chosen: base LR 0.005** (the smallest of those)." in md.read_text()
+    assert json.loads(js.read_text())["chosen_base_lr"] == 0.005
 
 
 def test_grid_warns_when_the_chosen_run_is_still_rising(tmp_path):
     runs = grid(tmp_path, {0.005: [0.1 * k for k in range(1, 11)]})
-    (md,) = figure3_lr_grid.render(runs, tmp_path / "results", command="c")
+    md, _ = figure3_lr_grid.render(runs, tmp_path / "results", command="c")
     assert "| no (change +20.0 pt) |" in md.read_text() and "has not reached its plateau" in md.read_text()
+
+
+def test_grid_where_every_run_diverged_writes_a_null_choice(tmp_path):
+    runs = grid(tmp_path, {0.015: [0.3, 0.4], 0.05: [0.3]}, diverged={0.015, 0.05})
+    md, js = figure3_lr_grid.render(runs, tmp_path / "results", command="c")
+    assert json.loads(js.read_text())["chosen_base_lr"] is None
+    assert "**No base LR can be chosen" in md.read_text()
 
 
 def test_the_plateau_criterion_can_fail():

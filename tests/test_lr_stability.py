@@ -24,7 +24,7 @@ def lr_run(root, model, factor, acc, base=BASE, task="fashion_lr_stability", nam
     return load_run(run.path)
 
 
-def sweep(root, diverges: dict[str, float]):
+def sweep(root, diverges: dict[str, float], task="fashion_lr_stability"):
     """Both nets at x1, x5, x30, x100; each diverges (at step 250) from the multiplier given on. Without
     BN the curve tops out at 0.80 (x1), with BN at 0.85; a higher LR that does not diverge trains as well."""
     runs = []
@@ -32,9 +32,9 @@ def sweep(root, diverges: dict[str, float]):
         for m in (1, 5, 30, 100):
             if m >= diverges[model]:
                 runs.append(lr_run(root, model, m, lambda s: 0.3, steps=range(100, 201, 100), status="diverged",
-                                   diverged_at=250))  # fmt: skip
+                                   diverged_at=250, task=task))  # fmt: skip
             else:
-                runs.append(lr_run(root, model, m, lambda s, top=top: min(top, s / 1000)))
+                runs.append(lr_run(root, model, m, lambda s, top=top: min(top, s / 1000), task=task))
     return runs
 
 
@@ -89,18 +89,21 @@ def planned(name: str, experiment: str) -> list[tuple[list[str], object, dict]]:
 
 
 @pytest.mark.parametrize("experiment", ["fashion_lr_stability", "fashion_lr_stability_cpu"])
-def test_lr_stability_spec_composes_eight_runs_in_distinct_folders(experiment):
+def test_lr_stability_spec_composes_twelve_runs_in_distinct_folders(experiment):
     plans = planned("lr_stability", experiment)
-    assert len(plans) == 8 and len({d for _, d, _ in plans}) == 8
+    assert len(plans) == 12 and len({d for _, d, _ in plans}) == 12
     configs = {(c["model.name"], c["lr_multiplier.factor"]): c for _, _, c in plans}
-    assert set(configs) == {(m, f) for m in ("inception", "bn_baseline") for f in (1.0, 5.0, 30.0, 100.0)}
+    assert set(configs) == {
+        (m, f) for m in ("inception", "bn_baseline") for f in (1.0, 3.0, 5.0, 10.0, 30.0, 100.0)
+    }
     figure3 = _load("reproduce").compose_job([f"experiment={experiment.replace('lr_stability', 'figure3')}"])
     for (model, factor), c in configs.items():
         assert c["optimizer.lr"] == pytest.approx(figure3.lr_multiplier.base * factor)  # of the tuned base
         assert c["task"] == experiment and c["run_name"] == f"{model}-x{factor}-fashion_mnist-seed0"
-        assert (c["loop.max_epochs"], c["data.image_size"]) == (
-            figure3.loop.max_epochs,
+        assert (c["trainer.max_steps"], c["data.image_size"], c["model.net.width"]) == (
+            figure3.trainer.max_steps,
             figure3.data.image_size,
+            figure3.model.net.width,
         )
         assert c["model.net.norm"] == ("none" if model == "inception" else "batchnorm")
 
@@ -132,3 +135,88 @@ def test_a_run_at_exactly_ninety_percent_of_the_baseline_trains(tmp_path):
 def test_a_divergence_without_its_step_says_so(tmp_path):
     run = lr_run(tmp_path, "bn_baseline", 100, lambda s: 0.3, status="diverged")  # diverged_at_step: None
     assert lr_stability.outcome(run, 0.8) == "diverged (step unknown)"
+
+
+def sigmoid_pair(root, task="fashion_lr_stability_sigmoid", bn_top=0.78, nobn_top=0.1):
+    """Inception-Sigmoid stays at chance, BN-x5-Sigmoid trains (the paper's outcome), both at x1."""
+    return [lr_run(root, "inception_sigmoid", 1, lambda s: nobn_top, task=task),
+            lr_run(root, "bn_x5_sigmoid", 1, lambda s: min(bn_top, s / 1000), task=task)]  # fmt: skip
+
+
+def test_the_sigmoid_pair_has_its_own_section_from_the_companion_task(tmp_path):
+    """The LR sweep's runs, the sigmoid pair's handed over as companions (reproduce.py): both sections, and
+    the pair judged by the same rule (BN-x5-Sigmoid's 78% is 97.5% of the baseline's 80%)."""
+    runs = sweep(tmp_path / "runs", {"inception": 5, "bn_baseline": 100})
+    pair = sigmoid_pair(tmp_path / "pair")
+    md, _ = lr_stability.render(runs, tmp_path / "results", command="c", spec={"companion_runs": pair})
+    text = md.read_text()
+    assert "## The sigmoid pair" in text and f"{len(runs) + 2} runs" in text
+    assert (
+        "| without BN (Inception-Sigmoid) | x1 | 0.005 | 0 | does not train (max below 90% of the baseline's) |"
+        in text
+    )
+    assert "| with BN (BN-x5-Sigmoid) | x1 | 0.005 | 0 | trains | 78.0% at 800 |" in text
+    assert ("- BN makes the sigmoid net trainable: at x1, BN-x5-Sigmoid trains and Inception-Sigmoid does not "
+            "-> holds.") in text  # fmt: skip
+    groups = lr_stability.grouped(runs + sigmoid_pair(tmp_path / "both", nobn_top=0.75))
+    assert lr_stability.sigmoid_claim(groups).endswith("Inception-Sigmoid trains -> does NOT hold")
+    assert lr_stability.sigmoid_claim(lr_stability.grouped(runs)).startswith("not run")
+    md, _ = lr_stability.render(runs, tmp_path / "alone", command="c")
+    assert (
+        "No run of the pair: `just reproduce lr_stability experiment=fashion_lr_stability_sigmoid_cpu"
+        in md.read_text()
+    )
+
+
+def test_the_precondition_holds_when_inception_at_x5_diverges_or_trains_clearly_worse(tmp_path):
+    """Inception at x5: diverged -> holds; 0.7199 (below 90% of 0.80) -> holds; exactly 0.72 trains (the
+    shared tolerance) -> does NOT hold; no x5 run -> not run."""
+    base = lr_run(tmp_path / "a", "inception", 1, lambda s: min(0.8, s / 1000))
+
+    def verdict(acc=None, **kwargs):
+        runs = (
+            [base]
+            if acc is None
+            else [base, lr_run(tmp_path / str(acc), "inception", 5, lambda s: acc, **kwargs)]
+        )
+        return lr_stability.precondition(lr_stability.grouped(runs))
+
+    diverged, why = verdict(0.3, status="diverged", diverged_at=250)
+    assert diverged == "holds" and "seed 0: diverged at 250" in why
+    assert verdict(0.7199)[0] == "holds" and verdict(0.72)[0] == "does NOT hold"
+    assert verdict() == ("not run", "no run of the net without BN at x5")
+
+
+def test_figure3_cites_the_precondition_from_the_lr_sweep(tmp_path):
+    from test_figures import hand_made_runs
+
+    from bnrepro.results import figure3
+
+    runs, _ = hand_made_runs(tmp_path / "fig3")
+    stability = sweep(tmp_path / "runs", {"inception": 5, "bn_baseline": 100})
+    md, _ = figure3.render(runs, tmp_path / "r1", command="c", spec={"companion_runs": stability})
+    assert (
+        "Inception at x5 the tuned base LR (seed 0: diverged at 250) -- it holds when every such run "
+        "diverges or does not train (max below 90% of the x1 run's 80.0%) -> **holds**."
+    ) in md.read_text()
+    md, _ = figure3.render(runs, tmp_path / "r2", command="c")
+    assert "no run of the net without BN at x5 (the LR-stability sweep" in md.read_text()
+    assert "-> **not run**." in md.read_text()
+
+
+def test_render_only_reads_the_companion_task_for_either_section(tmp_path):
+    """`just tables lr_stability experiment=fashion_lr_stability_sigmoid_cpu`: the pair's runs, and the LR
+    sweep's from their own task folder beside them (reproduce/lr_stability.yaml `companions`)."""
+    reproduce = _load("reproduce")
+    root = tmp_path / "runs"
+    sweep(
+        root / "fashion_lr_stability_cpu",
+        {"inception": 5, "bn_baseline": 100},
+        task="fashion_lr_stability_cpu",
+    )
+    sigmoid_pair(root / "fashion_lr_stability_sigmoid_cpu", task="fashion_lr_stability_sigmoid_cpu")
+    reproduce.render_only(
+        "lr_stability", ["experiment=fashion_lr_stability_sigmoid_cpu"], root, tmp_path / "results"
+    )
+    text = (tmp_path / "results" / "lr_stability.md").read_text()
+    assert "10 runs" in text and "-> holds." in text and "Inception-Sigmoid does not -> holds." in text

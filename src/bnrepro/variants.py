@@ -6,7 +6,8 @@ Each name is a config of conf/model/. This table is read by
   `hydra.sweeper.params.model: ${figure3_variants:}` (the resolver below: the names, comma-separated), so
   `python src/train.py experiment=...` and `just reproduce figure2|figure3` run these, in this order;
 - results/figure3.py (one row each, in this order, with the label and the paper's numbers) and
-  results/figure2.py (one curve each, in the colour and line style given).
+  results/figure2.py (one curve each, in the colour and line style given);
+- results/lr_stability.py (its two pairs, LR_PAIR and SIGMOID_PAIR, with their labels).
 A new variant is conf/model/<name>.yaml plus one entry here; without the paper's numbers its row says
 n/a there, and without a colour its curve takes matplotlib's next one.
 """
@@ -51,6 +52,10 @@ FIGURE3 = {
     ),
 }
 REFERENCE = "inception"  # Figure 3's default target is this variant's maximum (the paper's 72.2%)
+# Sec. 3.3's LR sweep and its sigmoid pair (results/lr_stability.py), each (without BN, with BN): BN-Baseline
+# is Inception with BN and nothing else; BN-x5-Sigmoid adds Sec. 4.2.1's changes to Inception-Sigmoid + BN.
+LR_PAIR = ("inception", "bn_baseline")
+SIGMOID_PAIR = ("inception_sigmoid", "bn_x5_sigmoid")
 
 
 def figure3_variants() -> str:

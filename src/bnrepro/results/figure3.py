@@ -17,6 +17,7 @@ import csv
 import math
 from pathlib import Path
 
+from bnrepro.results import lr_stability  # its precondition rule, cited in the note
 from bnrepro.results.cells import fmt_steps, pct, pm, points
 from bnrepro.results.figure3_rows import Row, by_model, table_rows
 from bnrepro.results.page import Page, table
@@ -217,6 +218,16 @@ def scale_notes(runs: list[Run], spec: dict) -> list[str]:
     return [scales[t] for t in sorted({r.summary.get("task") for r in runs} & set(scales))]
 
 
+def precondition_note(stability_runs: list[Run]) -> str:
+    """The paper's precondition for the variants' LRs, from the LR-stability runs reproduce.py hands over
+    (reproduce/figure3.yaml `companions`): Inception at 5x the tuned LR trains clearly worse or diverges."""
+    verdict, why = lr_stability.precondition(lr_stability.grouped(stability_runs))
+    if verdict == "not run":
+        why = f"{why} (the LR-stability sweep, `just reproduce lr_stability`, has not been run at this scale)"
+    return (f"Precondition (Sec. 4.2.1: Inception at 5x the LR diverged, so BN-x5's LR is one Inception cannot "
+            f"use; results/lr_stability.md): {why} -> **{verdict}**.")  # fmt: skip
+
+
 def csv_row(r: Row, target: float | None) -> dict:
     """One row of figure3.csv: the numbers behind the table's cells (CSV_COLUMNS)."""
     v = FIGURE3[r.model]
@@ -242,6 +253,8 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
     ref, label = FIGURE3[REFERENCE], FIGURE3[REFERENCE].label
     md = page.markdown("figure3.md", "Figure 3 (Sec. 4.2.2): steps to match Inception, and maximum accuracy", [
         *[line for s in scale_notes(runs, page.spec) for line in (f"**{s}**", "")],
+        precondition_note(page.spec.get("companion_runs", [])),
+        "",
         f"Target: {pct(target) if target is not None else 'n/a'} single-crop top-1 = {origin}. Steps are "
         "paper-equivalent (examples seen / 32, the paper's mini-batch), counted at the evaluations "
         "(first evaluation at or above the target, to within 1e-6). `never`: never reached; `missing`: no run.",

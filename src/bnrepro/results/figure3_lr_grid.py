@@ -12,11 +12,13 @@ x30) and the Sec. 4.2.1 changes are applied relative to it (conf/experiment/fash
 
 Per base LR the file gives the max accuracy (at step), the final accuracy, that last-fifth mean ± SE,
 whether the run reached its plateau (plateau.py) and whether it diverged, then the chosen value and the
-line to put into conf/experiment/fashion_figure3.yaml.
+line to put into conf/experiment/fashion_figure3.yaml. results/figure3_lr_grid.json holds the same
+decision for `just proxy` (`chosen_base_lr`, null when no run can be chosen).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +26,17 @@ from pathlib import Path
 from bnrepro.results.cells import fmt_steps, pct
 from bnrepro.results.page import Page, table
 from bnrepro.results.plateau import EndOfRun, end_of_run, plateau, plateau_cell
-from bnrepro.results.runs import REFERENCE_BATCH, Run, accuracy_curve, best, diverged_at, final_accuracy
+from bnrepro.results.runs import (
+    REFERENCE_BATCH,
+    Run,
+    accuracy_curve,
+    base_lr,
+    best,
+    diverged_at,
+    final_accuracy,
+)
 
 CONF_FILE = "conf/experiment/fashion_figure3.yaml"
-
-
-def base_lr(run: Run) -> float:
-    """The run's base LR: its initial LR (summary.json's `lr`) over its multiplier (x1 on the grid)."""
-    return float(run.summary["lr"]) / float(run.summary.get("lr_multiplier") or 1)
 
 
 @dataclass
@@ -142,8 +147,25 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
         *decision(rows),
     ]
     md = page.markdown("figure3_lr_grid.md", "The Figure 3 proxy's base LR: Inception's LR grid", body)
+    out_json = page.out_dir / "figure3_lr_grid.json"
+    out_json.write_text(json.dumps(decision_record(rows, chosen), indent=1))
     if chosen is not None:
         print(
             f"figure3_lr_grid: chosen base LR {_lr(chosen.lr)}; in {CONF_FILE}: lr_multiplier.base: {_lr(chosen.lr)}"
         )
-    return [md]
+    return [md, out_json]
+
+
+def decision_record(rows: list[GridRow], chosen: GridRow | None) -> dict:
+    """figure3_lr_grid.json, what `just proxy` reads: `chosen_base_lr` (null when every run diverged) and
+    per base LR the numbers the rule read (mean over the last fifth, its SE, plateau, diverged)."""
+
+    def number(x: float) -> float | None:
+        return None if math.isnan(x) else x
+
+    return {
+        "chosen_base_lr": chosen.lr if chosen is not None else None,
+        "base_lrs": {_lr(r.lr): {"end_mean": number(r.end.mean), "end_se": number(r.end.se), "end_n": r.end.n,
+                                 "plateau": plateau(accuracy_curve(r.run)[1])[0], "diverged": r.diverged}
+                     for r in rows},
+    }  # fmt: skip

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bnrepro.results import page as _page
-from bnrepro.results.page import RUNS_ROOT, RelativePaths, commit_warnings, short_sha, table
+from bnrepro.results.page import RUNS_ROOT, RelativePaths, commit_warnings, frame, short_sha, table
 
 # Figure 4 of the paper, ImageNet validation (top-5 of the ensemble: 4.82% on the test server).
 PAPER = [
@@ -115,11 +115,8 @@ def render(evals: list[dict], out_dir: str | Path, command: str, spec: dict | No
         marker="eval",
     )
     md = out_dir / "figure4.md"
-    md.write_text(paths("\n".join([
-        "# Figure 4 (Sec. 4.2.3): single crop, 144 crops and ensembles, top-1 / top-5 error",
-        "",
-        *[line for w in commit_warnings(trained + evaluated, rendered, "networks were trained or evaluated")
-          for line in (w, "")],
+    md.write_text(frame("Figure 4 (Sec. 4.2.3): single crop, 144 crops and ensembles, top-1 / top-5 error",
+                        commit_warnings(trained + evaluated, rendered, "networks were trained or evaluated"), [
         "This repository's evaluations (src/eval.py; 144 crops = 4 scales x 3 squares x 6 crops x mirror, "
         "docs/paper.md Sec. 5; ensembles average class probabilities). `data`: the set evaluated on; only rows "
         "whose networks were also trained on `imagenet` (`comparable to the paper`: yes) compare with the "
@@ -130,7 +127,7 @@ def render(evals: list[dict], out_dir: str | Path, command: str, spec: dict | No
         "The paper's Figure 4 (ImageNet validation set):",
         "",
         *paper,
-        "",
+    ], [  # the evaluations' provenance: they, not runs, are what this file is made from
         "Provenance:",
         "",
         f"- command: `{command}`",
@@ -142,5 +139,5 @@ def render(evals: list[dict], out_dir: str | Path, command: str, spec: dict | No
         f"- paths: relative to the repository; `{RUNS_ROOT}`: the runs folder read, where it lies outside it",
         f"- rendered: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         "",
-    ])))  # fmt: skip
+    ], paths))  # fmt: skip
     return [md]

@@ -33,7 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bnrepro.results.page import RUNS_ROOT, Page, figure_provenance, table  # noqa: E402
+from bnrepro.results.page import Page, figure_provenance, table  # noqa: E402
 from bnrepro.results.runs import Run  # noqa: E402
 
 # Where BN's head start is largest first; then the paper's 10k-step grid up to the end.
@@ -228,8 +228,8 @@ def render(runs: list[Run], out_dir: str | Path, command: str, spec: dict | None
     decisions = claims(baseline, bn)
     png = page.out_dir / "mnist_figure1.png"
     plot(baseline, bn, prov, substitute, png)
-    md = page.out_dir / "mnist_figure1.md"
-    md.write_text(prov["paths"](markdown_file(baseline, bn, prov, substitute, decisions)))
+    md = page.markdown("mnist_figure1.md", "Figure 1 (Sec. 4.1): MNIST, with and without BN",
+                       markdown_body(baseline, bn, prov, substitute, decisions))  # fmt: skip
     return [png, md]
 
 
@@ -338,9 +338,10 @@ def accuracy_table(baseline: list[Run], bn: list[Run]) -> list[str]:
     return table(columns, rows)
 
 
-def markdown_file(
+def markdown_body(
     baseline: list[Run], bn: list[Run], prov: dict, substitute: bool, decisions: list[Decision]
-) -> str:
+) -> list[str]:
+    """The page's own lines, between page.py's data banner and its provenance list."""
     lines = accuracy_table(baseline, bn)
     seeds = max(len(baseline), len(bn))
     spread = (
@@ -349,40 +350,22 @@ def markdown_file(
         if seeds > 1
         else " One seed per net."
     )
-    data_line = f"**Data: {prov['data']}**" + (
-        " -- Fashion-MNIST (same 28x28 IDX format, 60k/10k) stands in for MNIST, which cannot be "
-        "downloaded on the machine that made this file. The paper's curves are on MNIST."
-        if substitute
-        else ""
-    )
-    return "\n".join(
-        [
-            "# Figure 1 (Sec. 4.1): MNIST, with and without BN",
-            "",
-            *[line for w in prov["warnings"] for line in (w, "")],
-            data_line,
-            "",
-            f"Test accuracy on {test_set(baseline + bn)} (binarized inputs, 3x100 sigmoid MLP, SGD, global "
-            f"batch {prov['global_batch']}). {evaluated(bn)}{spread}",
-            "",
-            *lines,
-            "",
-            "The paper's two claims, checked on these runs, and whether BN's band is as smooth as the "
-            f"baseline's. Claims 1 and 2 hold when BN's advantage exceeds {Z:g} standard errors: the larger of "
-            "the evaluation-to-evaluation one and, with several seeds, the between-seed one (the `margin "
-            "needed`); claim 3 holds when BN's jitter is no larger than the baseline's:",
-            "",
-            *[f"- {d.text} -> {d.verdict}." for d in decisions],
-            "",
-            "Provenance:",
-            "",
-            f"- command: `{prov['command']}`",
-            f"- runs trained at: {prov['git_sha']}",
-            f"- rendered at: {prov['rendered_sha']}",
-            f"- hardware: {prov['hardware']}; world size {prov['world_size']}, global batch {prov['global_batch']}",
-            f"- runs: {prov['runs']}",
-            f"- paths: relative to the repository; `{RUNS_ROOT}`: the runs folder read, where it lies outside it",
-            f"- rendered: {prov['rendered']}",
-            "",
-        ]
-    )
+    stand_in = [
+        f"{prov['data']} (same 28x28 IDX format, 60k/10k) stands in for MNIST, which cannot be downloaded on the "
+        "machine that made this file. The paper's curves are on MNIST.",
+        "",
+    ]
+    return [
+        *(stand_in if substitute else []),
+        f"Test accuracy on {test_set(baseline + bn)} (binarized inputs, 3x100 sigmoid MLP, SGD, global "
+        f"batch {prov['global_batch']}). {evaluated(bn)}{spread}",
+        "",
+        *lines,
+        "",
+        "The paper's two claims, checked on these runs, and whether BN's band is as smooth as the "
+        f"baseline's. Claims 1 and 2 hold when BN's advantage exceeds {Z:g} standard errors: the larger of "
+        "the evaluation-to-evaluation one and, with several seeds, the between-seed one (the `margin "
+        "needed`); claim 3 holds when BN's jitter is no larger than the baseline's:",
+        "",
+        *[f"- {d.text} -> {d.verdict}." for d in decisions],
+    ]

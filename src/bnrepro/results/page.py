@@ -91,18 +91,18 @@ def provenance_lines(prov: dict, source: str) -> list[str]:
 
 
 def markdown(title: str, prov: dict, body: list[str], source: str) -> str:
-    """A results/*.md file: `# title`, warnings, `**Data: ...**`, the body's lines, provenance.
-    `prov`: runs.provenance(...); `source`: where the runs were read (the spec's `source`)."""
-    return prov["paths"]("\n".join([
-        f"# {title}",
-        "",
-        *[line for w in prov["warnings"] for line in (w, "")],
-        f"**Data: {prov['data']}**",
-        "",
-        *body,
-        "",
-        *provenance_lines(prov, source),
-    ]))  # fmt: skip
+    """A results/*.md file made from runs: `# title`, warnings, `**Data: ...**`, the body's lines,
+    provenance. `prov`: provenance(...); `source`: where the runs were read (the spec's `source`)."""
+    return frame(title, prov["warnings"], [f"**Data: {prov['data']}**", "", *body], provenance_lines(prov, source),
+                 prov["paths"])  # fmt: skip
+
+
+def frame(title: str, warnings: list[str], body: list[str], provenance: list[str], paths) -> str:
+    """The one layout of every results/*.md: `# title`, the bold warnings, the body, the provenance list
+    (provenance_lines for runs; Figure 4's for evaluations), every absolute path made relative by `paths`."""
+    return paths(
+        "\n".join([f"# {title}", "", *[line for w in warnings for line in (w, "")], *body, "", *provenance])
+    )
 
 
 FOOTER_SIZE = 5  # points

@@ -94,6 +94,12 @@ def accuracy_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
     return paper.astype(float), acc
 
 
+def base_lr(run: Run) -> float:
+    """The run's base LR: its initial LR (summary.json's `lr`) over its multiplier (x1 on the grid and
+    the pilot, lr_multiplier.base)."""
+    return float(run.summary["lr"]) / float(run.summary.get("lr_multiplier") or 1)
+
+
 def reaches(value: float, target: float) -> bool:
     """`value` is at or above `target`, up to TOLERANCE: the one comparison of an accuracy with a goal."""
     return value >= target - TOLERANCE

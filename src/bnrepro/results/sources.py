@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+from bnrepro.console import progress
 from bnrepro.results.runs import Run, columns, find_runs
 
 SOURCES = ("local", "wandb_offline", "wandb")
@@ -45,10 +47,21 @@ def wandb_run(where: str, history: list[dict], summary: dict | None) -> Run | No
     return Run(where, dict(summary), columns(rows))
 
 
-def _leet(run_dir: Path) -> list[dict]:
-    exe = shutil.which("wandb")
+def wandb_command() -> str:
+    """The `wandb` command of the running Python's environment (beside its interpreter, so that
+    `venv/bin/python reproduce/reproduce.py ...` works without an activated environment), else PATH's."""
+    exe = shutil.which("wandb", path=str(Path(sys.executable).parent)) or shutil.which("wandb")
     if exe is None:
-        raise SourceError("source=wandb_offline needs the `wandb` command (pip install wandb)")
+        raise SourceError(
+            f"source=wandb_offline needs the `wandb` command, found neither beside {sys.executable} nor on "
+            f"PATH: install it into this Python (`{sys.executable} -m pip install wandb`) or render from the "
+            "run folders (source=local)"
+        )
+    return exe
+
+
+def _leet(run_dir: Path) -> list[dict]:
+    exe = wandb_command()
     proc = subprocess.run([exe, "leet", "inspect", "--json", str(run_dir)], capture_output=True, text=True)
     if proc.returncode != 0:
         hint = " (needs wandb >= 0.31: pip install -U wandb)" if "No such command" in proc.stderr else ""
@@ -99,7 +112,7 @@ def wandb_offline_runs(root: str | Path) -> list[Run]:
     (one per launch of a resumed run) are merged into one run (merge_legs)."""
     dirs = sorted({p.parent for p in Path(root).glob("**/wandb/*run-*/*.wandb")})
     by_id: dict[tuple[Path, str], list[tuple[str, list[dict], dict]]] = {}
-    for d in dirs:
+    for d in progress(dirs, len(dirs), f"reading the W&B offline runs under {Path(root).name}"):
         run_id, started, history, summary = _read_leg(d)
         by_id.setdefault((d.parent.parent, run_id), []).append((started, history, summary))
     runs = []
@@ -120,7 +133,9 @@ def wandb_api_runs(entity: str | None, project: str, task: str, api=None) -> lis
             import wandb
 
             api = wandb.Api()
-        for r in api.runs(path, filters={"summary_metrics.run_summary.task": task}):
+        # Each run's full history is its own request (scan_history): minutes for a large project.
+        for r in progress(api.runs(path, filters={"summary_metrics.run_summary.task": task}), None,
+                          f"reading W&B runs of {path}, task {task}"):  # fmt: skip
             summary = r.summary.get("run_summary")
             run = wandb_run(r.url, list(r.scan_history()), dict(summary) if summary else None)
             if run is not None and run.summary.get("task") == task:
