@@ -37,18 +37,30 @@ from bnrepro.speed import Speed, apply_to_net
 # name -> (precision, channels_last, fused optimizer, torch.compile)
 MODES = {
     "fp32": ("32-true", False, False, False),  # eager float32: the peers' "about 2,700 images/s" setting
+    "fp32cl": (
+        "32-true",
+        True,
+        False,
+        False,
+    ),  # + channels_last: the CPU proxy's setting (fashion_figure3_cpu)
     "bf16": ("bf16-mixed", True, True, False),  # eager bf16 autocast + channels_last (peers: ~4,400)
     "compiled": ("bf16-mixed", True, True, True),  # + torch.compile: the trainer's GPU default
 }
 
 
-def compose_cfg(model: str, batch: int, image_size: int, bn_group: str | None = None):
-    group = [] if bn_group is None else [f"model.net.bn_group={'null' if bn_group == 'none' else bn_group}"]
+def compose_cfg(model: str, batch: int, image_size: int, bn_group: str | None = None, width: float = 1.0):
+    # "model": the variant's own setting (Inception has no BN to group)
+    group = (
+        []
+        if bn_group in (None, "model")
+        else [f"model.net.bn_group={'null' if bn_group == 'none' else bn_group}"]
+    )
     return compose_train(
         f"model={model}",
         "data=synthetic",
         f"data.batch_size={batch}",
         f"data.image_size={image_size}",
+        f"model.net.width={width}",
         *group,
     )
 
@@ -182,10 +194,15 @@ def main(argv=None) -> dict:
     p.add_argument("--model", default="bn_x30")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--width", type=float, default=1.0, help="model.net.width (the CPU proxy: 0.25 at 64 px)")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--modes", default="fp32,bf16,compiled")
-    p.add_argument("--bn-groups", default="32,none", help="model.net.bn_group values (none: whole batch)")
+    p.add_argument(
+        "--bn-groups",
+        default="32,none",
+        help="model.net.bn_group values (none: whole batch; model: the variant's own, e.g. for Inception)",
+    )
     p.add_argument("--peers", default="", help="cadene: also the Cadene port's plain loop (224x224)")
     p.add_argument("--profile", action="store_true", help="kernel-time shares of the plain step per mode")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -198,12 +215,12 @@ def main(argv=None) -> dict:
         args.bn_groups = "4,none"  # two groups of 4 in a batch of 8, and the whole batch
     device = torch.device(args.device)
     data = synthetic(4 * args.batch, args.image_size, device)
-    result = {"model": args.model, "batch": args.batch, "image_size": args.image_size, "warmup": args.warmup,
+    result = {"model": args.model, "width": args.width, "batch": args.batch, "image_size": args.image_size, "warmup": args.warmup,
               "steps": args.steps, "hardware": hardware(device), "torch": torch.__version__, "modes": {}}  # fmt: skip
     for mode in args.modes.split(","):
         speed = speed_of(mode, device)
         for group in args.bn_groups.split(","):
-            cfg = compose_cfg(args.model, args.batch, args.image_size, group)
+            cfg = compose_cfg(args.model, args.batch, args.image_size, group, args.width)
             plain = plain_loop(cfg, speed, data, device, args.warmup, args.steps)
             lit = lightning_loop(cfg, speed, data, device, args.warmup, args.steps)
             row = {"plain_images_per_s": round(plain, 1), "lightning_images_per_s": round(lit, 1),
