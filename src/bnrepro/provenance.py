@@ -55,16 +55,7 @@ def hardware(device: torch.device | str | None = None) -> str:
 def write_text_atomic(path: Path, text: str) -> None:
     """Writes through a temporary file and a rename, so a reader never sees half a file; a failed write
     (a full disk) leaves the previous file and no temporary one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        if e.filename == str(tmp):
-            e.filename = str(path)  # the file being written, for the message
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes_atomic(path, text.encode())
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -75,7 +66,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     except OSError as e:
         if e.filename == str(tmp):
-            e.filename = str(path)
+            e.filename = str(path)  # the file being written, for the message
         raise
     finally:
         tmp.unlink(missing_ok=True)
