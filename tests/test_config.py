@@ -301,6 +301,8 @@ QUICK_RUNS = {
     "CPU DDP": (("model=mnist_mlp_bn", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
                  "trainer.max_steps=100"), (100,), 2),
     "bn_x30 synthetic": (("model=bn_x30", "data=synthetic", "trainer.max_steps=4"), (4,), 1),
+    "README dense early": (("model=mnist_mlp_bn", "trainer.max_steps=1200", "loop.early_eval_every_steps=50",
+                            "loop.early_eval_until_steps=500"), (*range(50, 501, 50), 1000, 1200), 1),
 }  # fmt: skip
 
 
