@@ -80,7 +80,9 @@ def test_unknown_choice_lists_the_options():
 @pytest.mark.parametrize(
     "override, key",
     [("data.batch_size=0", "data.batch_size"), ("lr_scaling.rule=sqrt", "lr_scaling.rule"),
-     ("trainer.max_steps=25", "trainer.max_steps"), ("augment.crop_scale=[0.5,0.1]", "augment.crop_scale"),
+     ("trainer.max_steps=0", "trainer.max_steps"), ("augment.crop_scale=[0.5,0.1]", "augment.crop_scale"),
+     ("loop.early_eval_every_steps=50", "loop.early_eval_until_steps"),
+     ("data.batch_size=1", "data.batch_size"),  # the BN MLP: statistics over one example
      ("data.shuffle=sometimes", "data.shuffle"), ("optimizer.momentum=-0.9", "optimizer.momentum"),
      # Lightning options the project fixes: a message saying why, not Lightning's exception mid-run.
      ("trainer.enable_checkpointing=false", "trainer.enable_checkpointing"),

@@ -145,10 +145,17 @@ def validate(cfg) -> None:
 def check_bn_group(cfg) -> None:
     """model.net.bn_group (ghost BN, models/ghost_bn.py) must split the per-device batch into whole groups,
     and is another definition of the statistics than trainer.sync_batchnorm's (over all devices)."""
-    group = _present(cfg, "model.net.bn_group")
+    group, batch = _present(cfg, "model.net.bn_group"), cfg.data.batch_size
+    if _present(cfg, "model.net.norm") == "batchnorm" and min(batch, group or batch) < 2:
+        # A layer with one value per channel (the MLP's, BN-Inception's 1x1 maps) cannot be normalised
+        # over one example: torch refuses it at the first training step.
+        key = "data.batch_size" if batch < 2 else "model.net.bn_group"
+        raise ConfigError(
+            f"{key}={_present(cfg, key)}: BN's statistics need at least 2 examples per batch (per BN group); "
+            f"use 2 or more, or a network without BN"
+        )
     if group is None or _present(cfg, "model.net.norm") == "none":
         return
-    batch = cfg.data.batch_size
     if batch > group and batch % group:
         raise ConfigError(
             f"model.net.bn_group={group} does not divide data.batch_size={batch} (per device): BN would "
