@@ -239,7 +239,8 @@ def test_fashion_figure3_composes_into_the_proxy(tmp_path):
     assert (inc.data.image_size, inc.data.batch_size, inc.loop.epoch_scale) == (64, 32, 1.0)
     # Every variant the same length: 1.2 epochs of 60k at the paper's batch of 32, in whole evaluation
     # periods of 0.1 epochs (188 steps): the lengths of the committed results/figure3.md runs.
-    assert resolve_loop(inc, 32) == resolve_loop(x30, 32) == (2256, 188)
+    loops = [resolve_loop(cfg, 32) for cfg in (inc, x30, cpu)]
+    assert loops[0] == loops[1] and (loops[0].max_steps, loops[0].eval_every) == (2256, 188)
     # The multipliers apply to the base LR tuned for Inception on the proxy (results/figure3_lr_grid.md).
     assert (inc.optimizer.lr, x30.optimizer.lr) == (
         0.005,
@@ -247,7 +248,7 @@ def test_fashion_figure3_composes_into_the_proxy(tmp_path):
     ) and x30.lr_schedule.decay_every_epochs == 0.128
     # The 2-core scale differs only in input size, test images and memory layout.
     assert (cpu.data.image_size, cpu.data.num_val_examples, cpu.task) == (32, 2000, "fashion_figure3_cpu")
-    assert resolve_loop(cpu, 32) == (2256, 188) and cpu.optimizer.lr == 0.15
+    assert loops[2] == loops[0] and cpu.optimizer.lr == 0.15
 
 
 def _load(name: str):
