@@ -73,6 +73,19 @@ def test_the_documented_data_set_trains(npz_data_set):
     assert summary["best_acc"] > 0.5  # 4 classes: learned, not chance
 
 
+def test_the_documented_data_set_plans_a_run_of_any_length(npz_data_set):
+    """Issue 22: the example with trainer.max_steps=50 and the model's own evaluation period (500 steps)
+    is one short period, evaluated at its end."""
+    from bnrepro.config.checks import validate
+    from bnrepro.plan import plan
+
+    short = [o for o in npz_overrides(npz_data_set) if not o.startswith(("trainer.max_steps", "loop.eval"))]
+    cfg = compose_train(*short, "trainer.max_steps=50")
+    validate(cfg)
+    run = plan(cfg, npz_data_set / "runs" / "r")
+    assert run.loop.eval_every == 500 and run.loop.eval_steps == (50,) and 50 % run.steps_per_batch == 0
+
+
 def test_the_documented_schema_refuses_a_misspelled_key(npz_data_set):
     with pytest.raises(ConfigCompositionException) as e:
         compose_train(*npz_overrides(npz_data_set, "data.pth=x.npz"))

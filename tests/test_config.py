@@ -80,7 +80,9 @@ def test_unknown_choice_lists_the_options():
 @pytest.mark.parametrize(
     "override, key",
     [("data.batch_size=0", "data.batch_size"), ("lr_scaling.rule=sqrt", "lr_scaling.rule"),
-     ("trainer.max_steps=25", "trainer.max_steps"), ("augment.crop_scale=[0.5,0.1]", "augment.crop_scale"),
+     ("trainer.max_steps=0", "trainer.max_steps"), ("augment.crop_scale=[0.5,0.1]", "augment.crop_scale"),
+     ("loop.early_eval_every_steps=50", "loop.early_eval_until_steps"),
+     ("data.batch_size=1", "data.batch_size"),  # the BN MLP: statistics over one example
      ("data.shuffle=sometimes", "data.shuffle"), ("optimizer.momentum=-0.9", "optimizer.momentum"),
      # Lightning options the project fixes: a message saying why, not Lightning's exception mid-run.
      ("trainer.enable_checkpointing=false", "trainer.enable_checkpointing"),
@@ -281,7 +283,9 @@ def test_lr_decay_counts_examples_not_steps():
 def test_training_length_in_examples_becomes_steps_at_the_global_batch(overrides, steps, every):
     cfg = compose_train("model=bn_x30", *overrides)
     devices = 8 if "trainer.devices=8" in overrides else 1
-    assert resolve_loop(cfg, cfg.data.batch_size * devices) == (steps, every)
+    loop = resolve_loop(cfg, cfg.data.batch_size * devices)
+    assert (loop.max_steps, loop.eval_every) == (steps, every) and loop.eval_steps[-1] == steps
+    assert loop.eval_steps == tuple(range(every, steps + 1, every))  # whole periods: the paper's lengths
 
 
 def test_a_length_that_is_neither_steps_nor_examples_is_refused():
@@ -290,15 +294,66 @@ def test_a_length_that_is_neither_steps_nor_examples_is_refused():
         validate(cfg)
 
 
-def test_a_step_count_that_is_not_a_whole_number_of_evaluation_periods_is_refused():
-    cfg = compose_train(
-        "model=bn_x30", "trainer.max_steps=1000"
-    )  # evaluation every 2.5 epochs = 100,091 steps
+# Issue 22's quick runs, as a newcomer types them (README "Running", docs/scaling.md's CPU DDP line):
+# each length is no multiple of its model's period, and each plans a last, shorter period.
+QUICK_RUNS = {
+    **{f"multirun {m} seed={s}": ((f"model={m}", f"seed={s}", "data=fashion_mnist", "trainer.max_steps=200"),
+                                  (200,), 1)
+       for m in ("mnist_mlp", "mnist_mlp_bn") for s in (0, 1)},
+    "CPU DDP": (("model=mnist_mlp_bn", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+                 "trainer.max_steps=100"), (100,), 2),
+    "bn_x30 synthetic": (("model=bn_x30", "data=synthetic", "trainer.max_steps=4"), (4,), 1),
+    "README dense early": (("model=mnist_mlp_bn", "trainer.max_steps=1200", "loop.early_eval_every_steps=50",
+                            "loop.early_eval_until_steps=500"), (*range(50, 501, 50), 1000, 1200), 1),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", QUICK_RUNS)
+def test_a_quick_run_of_any_length_is_planned_and_evaluated_at_its_end(name):
+    from pathlib import Path
+
+    from bnrepro.plan import plan
+
+    overrides, eval_steps, world_size = QUICK_RUNS[name]
+    cfg = compose_train(*overrides)
     validate(cfg)
-    with pytest.raises(
-        ConfigError, match=r"trainer\.max_steps=1000 is not a multiple of the evaluation period"
-    ):
-        resolve_loop(cfg, 32)
+    run = plan(cfg, Path("/nonexistent/run"))  # plans only: nothing is built or written
+    assert run.loop.eval_steps == eval_steps and run.trainer_kwargs["max_steps"] == eval_steps[-1]
+    assert run.placement.world_size == world_size and run.info["eval_steps"] == list(eval_steps)
+    assert eval_steps[-1] % run.steps_per_batch == 0  # the last, short period is whole Lightning batches
+
+
+@pytest.mark.parametrize(
+    "overrides, eval_steps",
+    [(("model=bn_x30", "trainer.max_steps=1000"), (1000,)),  # period 100,091: one evaluation, at the end
+     (("model=mnist_mlp_bn", "trainer.max_steps=1234"), (500, 1000, 1234)),  # a last, shorter period
+     (("model=mnist_mlp_bn", "trainer.max_steps=1200", "loop.early_eval_every_steps=150",
+       "loop.early_eval_until_steps=600"), (150, 300, 450, 500, 600, 1000, 1200)),  # the grid goes on from 0
+     (("model=mnist_mlp_bn", "trainer.max_steps=200", "loop.early_eval_every_steps=50",
+       "loop.early_eval_until_steps=500"), (50, 100, 150, 200))],  # dense past the end: cut at max_steps
+)  # fmt: skip
+def test_the_evaluation_steps_are_the_grid_the_dense_early_ones_and_the_last_step(overrides, eval_steps):
+    cfg = compose_train(*overrides)
+    validate(cfg)
+    loop = resolve_loop(cfg, 32)
+    assert loop.eval_steps == eval_steps and loop.max_steps == eval_steps[-1]
+    assert loop.extra_eval_steps == tuple(s for s in eval_steps if s % loop.eval_every)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [(("loop.early_eval_every_steps=50",), r"loop\.early_eval_every_steps=50 needs loop\.early_eval_until_steps"),
+     (("loop.early_eval_until_steps=500",), r"loop\.early_eval_until_steps=500 needs loop\.early_eval_every_steps"),
+     (("loop.early_eval_every_steps=0", "loop.early_eval_until_steps=500"), r"loop\.early_eval_every_steps=0 must be positive"),
+     (("loop.early_eval_every_steps=50", "loop.early_eval_until_steps=-1"), r"loop\.early_eval_until_steps=-1 must be positive"),
+     (("loop.early_eval_every_steps=500", "loop.early_eval_until_steps=1000"), r"loop\.early_eval_every_steps=500 is not denser than the evaluation period \(500 steps"),
+     (("loop.early_eval_every_steps=50", "loop.early_eval_until_steps=20"), r"loop\.early_eval_until_steps=20 is below loop\.early_eval_every_steps=50")],
+)  # fmt: skip
+def test_dense_early_evaluation_that_cannot_work_is_refused_naming_the_key(overrides, message):
+    cfg = compose_train("model=mnist_mlp_bn", *overrides)
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+        resolve_loop(cfg, 60)
 
 
 def init_defaults(cls) -> dict:

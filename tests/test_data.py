@@ -57,6 +57,23 @@ def test_step_chunks_cover_each_pass_once_and_are_reproducible():
     assert torch.equal(torch.cat(chunks).view(-1, 60)[10:], s.step_indices(10, 10))
 
 
+def test_periods_end_at_the_grid_and_at_the_extra_steps_and_a_loader_counts_its_epochs_period():
+    """Dense early evaluation at 2, 4, 6, the grid of 10, a short last period to 26: a sampler started at
+    a step reads to the end of its period; its length is the period of Lightning's epoch (`epoch_start`),
+    which a resumed run at a period's end is still in."""
+    kw = dict(num_examples=600, batch_size=60, steps_per_epoch=10, steps_per_batch=2, seed=1,
+              extra_eval_steps=(2, 4, 6, 26))  # fmt: skip
+    ref = StepChunkSampler(**kw)
+    for start, period in [(0, (0, 2)), (6, (6, 10)), (14, (10, 20)), (20, (20, 26)), (22, (20, 26))]:
+        s = StepChunkSampler(**kw, start_step=start)
+        assert s.period(start) == period and len(s) == (period[1] - period[0]) // 2
+        assert torch.equal(torch.cat(list(s)).view(-1, 60), ref.step_indices(start, period[1] - start))
+    at_end = StepChunkSampler(**kw, start_step=6, epoch_start=4)  # resumed at the evaluation of step 6
+    assert len(at_end) == 1 and len(list(at_end)) == 2  # Lightning's epoch [4, 6) is done; it reads on
+    with pytest.raises(ValueError, match="must divide .* extra_eval_steps=\\[3\\]"):
+        StepChunkSampler(600, 60, 10, 2, extra_eval_steps=(3,))
+
+
 def test_ranks_draw_disjoint_parts_of_one_global_batch():
     parts = [
         StepChunkSampler(600, 30, 10, 1, seed=0, rank=r, world_size=2).step_indices(0, 10) for r in (0, 1)

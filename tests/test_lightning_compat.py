@@ -151,6 +151,29 @@ def test_continue_csv_appends_under_the_kept_header(tmp_path):
     assert fresh.decode().splitlines() == ["step,train/loss,val/acc", "3,0.5,1.0"]  # b"": old file gone
 
 
+class AsksForItsLoader(Tiny):
+    """Tiny with a training loader of its own: notes batches_done_in_epoch each time Lightning asks."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked: list[int] = []
+
+    def train_dataloader(self):
+        self.asked.append(compat.batches_done_in_epoch(self.trainer))
+        return loader(5)
+
+
+def test_batches_done_in_epoch_is_the_resumed_epochs_count_then_0_at_each_new_epoch(tmp_path):
+    ckpt = tmp_path / "mid.ckpt"
+    save = AtStep(3, lambda trainer: trainer.save_checkpoint(ckpt))  # a preemption's checkpoint, mid-epoch
+    model = AsksForItsLoader()
+    tiny_trainer(max_epochs=2, reload_dataloaders_every_n_epochs=1, callbacks=[save]).fit(model)
+    assert model.asked == [0, 0]  # a fresh start, then the second epoch
+    resumed = AsksForItsLoader()
+    tiny_trainer(max_epochs=2, reload_dataloaders_every_n_epochs=1).fit(resumed, ckpt_path=ckpt)
+    assert resumed.asked == [3, 0] and resumed.trainer.global_step == 10
+
+
 def _no_signal_connector(monkeypatch, trainer):
     monkeypatch.delattr(trainer, "_signal_connector")
 
@@ -165,6 +188,10 @@ def _no_step_hooks(monkeypatch, opt):
     monkeypatch.delattr(opt, "_on_before_step")
 
 
+def _no_batch_progress(monkeypatch, trainer):
+    monkeypatch.delattr(trainer.fit_loop.epoch_loop, "batch_progress")
+
+
 def _no_metrics_keys(monkeypatch, logger):
     monkeypatch.delattr(logger.experiment, "metrics_keys")
 
@@ -175,6 +202,7 @@ MISSING = {
     "placement": (_no_launcher_class, lambda _: compat.placement(accelerator="cpu", devices=1)),
     "count_optimizer_steps": (_no_step_hooks, lambda opt: compat.count_optimizer_steps(opt, 1)),
     "continue_csv": (_no_metrics_keys, lambda logger: compat.continue_csv(logger, b"")),
+    "batches_done_in_epoch": (_no_batch_progress, compat.batches_done_in_epoch),
 }
 
 

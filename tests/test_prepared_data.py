@@ -230,9 +230,12 @@ def test_resume_from_chunks_equals_the_uninterrupted_run(prepared, tmp_path, ste
     overrides = [
         o for o in prepared_overrides(out, runs) if not o.startswith(("trainer.max_steps", "loop.eval"))
     ]
-    overrides += ["trainer.max_steps=8", "loop.eval_every_steps=4", "data.num_workers=2"]
+    # An uneven schedule (evaluations at 1, 2, 4, 8, 9): the loaders, workers and all, are made anew each
+    # period (run.py), and the batches still depend only on (seed, step).
+    overrides += ["trainer.max_steps=9", "loop.eval_every_steps=4", "data.num_workers=2",
+                  "loop.early_eval_every_steps=1", "loop.early_eval_until_steps=2"]  # fmt: skip
     straight_cfg = compose_train(*overrides, "run_name=straight")
-    train(straight_cfg, runs / straight_cfg.task / "straight")
+    assert train(straight_cfg, runs / straight_cfg.task / "straight")["eval_steps"] == [1, 2, 4, 8, 9]
     reference = list(step_losses)
     step_losses.clear()
     run_dir = runs / straight_cfg.task / "resumed"

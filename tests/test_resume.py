@@ -100,6 +100,39 @@ def test_resume_equals_uninterrupted(case, stop, mnist_root, tmp_path, step_loss
     assert not list(run_dir.glob("**/*.partial"))
 
 
+def test_a_run_on_an_uneven_schedule_resumed_at_every_kind_of_stop_equals_the_uninterrupted_one(
+    mnist_root, tmp_path, step_losses
+):
+    """Dense early evaluation (every 2 steps to 6), the regular period 10, a short last period (26): the
+    periods are 2, 2, 2, 4, 10, 6 steps long. One run folder preempted four times -- at the end of a
+    short period followed by a longer one (6), mid-period (14), at the end of a period followed by a
+    shorter one (20), inside the short last period (22) -- trains what the uninterrupted run trained,
+    evaluated at exactly the planned steps; 2 steps per Lightning batch divide every period."""
+    from bnrepro.results.runs import load_run
+
+    overrides = ["model=mnist_mlp_bn", *fast_overrides(mnist_root, tmp_path / "runs", steps=26, every=10),
+                 "loop.early_eval_every_steps=2", "loop.early_eval_until_steps=6", "loop.steps_per_batch=2"]  # fmt: skip
+    straight = train(compose_train(*overrides, "run_name=straight"), tmp_path / "runs" / "mnist" / "straight")
+    planned = [2, 4, 6, 10, 20, 26]
+    assert straight["eval_steps"] == planned and straight["steps_per_batch"] == 2
+    assert list(load_run(tmp_path / "runs" / "mnist" / "straight").curve("val/acc")[0]) == planned
+    reference = list(step_losses)
+    step_losses.clear()
+
+    run_dir = tmp_path / "runs" / "mnist" / "resumed"
+    stops = [6, 14, 20, 22]
+    for stop in stops:
+        stopped = train(
+            compose_train(*overrides, "run_name=resumed", f"testing.stop_at_step={stop}"), run_dir
+        )
+        assert stopped["status"] == "preempted" and stopped["steps"] == stop
+    again = train(compose_train(*overrides, "run_name=resumed"), run_dir)
+    assert again["status"] == "finished" and again["steps"] == 26 and again["resumed_at_steps"] == stops
+    assert step_losses == reference  # every step's loss, bit for bit
+    assert again["evaluations"] == straight["evaluations"] == len(planned)
+    assert_same_run(run_dir.parent / "straight", run_dir)
+
+
 def test_a_checkpoint_of_the_other_way_of_stepping_resumes_at_its_step(tmp_path, step_losses):
     """A partial ImageNet-variant run saved by the K-steps module (manual optimization, as every variant
     trained before they moved to Lightning's automatic optimization) resumes at its step, bit for bit."""

@@ -95,6 +95,27 @@ def count_optimizer_steps(optimizer, n: int) -> None:
         after()
 
 
+def batches_done_in_epoch(trainer) -> int:
+    """The training batches Lightning counts as done in its current epoch when it asks for the training
+    loader: on a resumed run's first request, those its checkpoint recorded (a checkpoint written at an
+    evaluation holds the whole ended epoch, a preemption's part of one); otherwise 0, a new epoch. The
+    loader's length must then count that epoch's batches (data/device_loader.py): Lightning ends the
+    epoch when the count reaches it, and evaluates there.
+
+    Internal: `trainer.fit_loop.restarting` and `fit_loop.epoch_loop.batch_progress.current.processed`
+    (lightning 2.6; `processed`, not `completed`: a preemption's checkpoint is written in
+    on_train_batch_end, before the batch counts as completed). Public alternative: none.
+    """
+    loop = getattr(trainer, "fit_loop", None)
+    try:
+        restarting, done = loop.restarting, loop.epoch_loop.batch_progress.current.processed
+    except AttributeError as e:
+        raise _changed(
+            "the fit loop's restart flag or batch counter (fit_loop.epoch_loop.batch_progress.current)"
+        ) from e
+    return done if restarting else 0
+
+
 class Placement(NamedTuple):
     """Where and how `L.Trainer(**kwargs)` will train, known before it is built."""
 

@@ -2,7 +2,7 @@
 folder, before anything is built (run.py then builds each object with its values and never changes it).
 
     plan(cfg, run_dir)   devices and ranks (as L.Trainer will resolve them), global batch, loop length and
-                         evaluation period, steps per Lightning batch, the fast paths, the config.yaml
+                         evaluation steps, steps per Lightning batch, the fast paths, the config.yaml
                          to store, the facts summary.json starts from
     plan_folder(run)     what the launch does to its run folder: a fresh start, a resume (from which
                          checkpoint, at which step), or a refusal; read under the folder's lock (run.py)
@@ -23,7 +23,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from bnrepro.checkpointing import select_resume
-from bnrepro.config.loop import resolve_loop
+from bnrepro.config.loop import Loop, resolve_loop
 from bnrepro.config.resume import config_differences, differences_from_run, flatten
 from bnrepro.errors import ConfigError, ReproError, ResumeError
 from bnrepro.lightning_compat import Placement, placement
@@ -45,7 +45,7 @@ class RunPlan:
     placement: Placement  # world size, ranks, CUDA or not, precision
     trainer_kwargs: dict  # L.Trainer's arguments from trainer.*, "auto" resolved, max_steps the plan's
     global_batch: int  # data.batch_size x world size: the LR scaling's, the schedule's and the sampler's
-    eval_every: int  # steps per evaluation period (= one Lightning epoch, data/device_loader.py)
+    loop: Loop  # length, regular evaluation period, every evaluation step (config/loop.py)
     steps_per_batch: int  # optimizer steps per Lightning batch (lit/multistep.py); 1: one per batch
     speed: Speed
     resolved: dict  # config.yaml: the config with what "auto" became on this machine
@@ -86,24 +86,26 @@ def plan(cfg, run_dir: Path) -> RunPlan:
     where = placement_of(trainer_kwargs)
     # The one place the global batch is computed: lengths given in examples or epochs become steps of it.
     global_batch = cfg.data.batch_size * where.world_size
-    max_steps, eval_every = resolve_loop(cfg, global_batch)
+    loop = resolve_loop(cfg, global_batch)
     data_class = get_class(cfg.data._target_)
     speed = resolve_speed(
         cfg, cuda=where.cuda, world_size=where.world_size, num_nodes=where.num_nodes, precision=where.precision,
         data_on_device=data_class.holds_on_device(cfg.data), convolutional=convolutional,
     )  # fmt: skip
     k = resolve_steps_per_batch(
-        cfg.loop.steps_per_batch, eval_every, where.world_size, speed.precision, data_class.can_chunk_steps
-    )
+        cfg.loop.steps_per_batch, (loop.eval_every, *loop.extra_eval_steps), where.world_size, speed.precision,
+        data_class.can_chunk_steps,
+    )  # fmt: skip
     # config.yaml stores what "auto" became on this machine, so a resume on other hardware that would
     # train differently (bf16 vs float32, ...) is refused naming the key, not silently mixed.
     for node, values in speed.config_values().items():
         resolved[node].update(values)
     info = {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed, "task": cfg.task,
             "run_name": cfg.run_name, "lr_multiplier": cfg.lr_multiplier.factor, "speed": speed.asdict(),
-            "eval_every_steps": eval_every, "steps_per_batch": k}  # fmt: skip
-    return RunPlan(cfg=cfg, run_dir=run_dir, placement=where, trainer_kwargs={**trainer_kwargs, "max_steps": max_steps},
-                   global_batch=global_batch, eval_every=eval_every, steps_per_batch=k, speed=speed,
+            "eval_every_steps": loop.eval_every, "eval_steps": list(loop.eval_steps), "steps_per_batch": k}  # fmt: skip
+    return RunPlan(cfg=cfg, run_dir=run_dir, placement=where,
+                   trainer_kwargs={**trainer_kwargs, "max_steps": loop.max_steps}, global_batch=global_batch,
+                   loop=loop, steps_per_batch=k, speed=speed,
                    resolved=resolved, info=info)  # fmt: skip
 
 

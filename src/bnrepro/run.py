@@ -157,7 +157,8 @@ def execute(run: RunPlan, folder: FolderPlan) -> dict | None:
     use_threads(run.speed.num_threads)  # before the data set is read: its conversion uses them too
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     net = build_net(cfg.model.net)
-    dm = build(cfg.data, "data", seed=cfg.seed, eval_every_steps=run.eval_every,
+    dm = build(cfg.data, "data", seed=cfg.seed, eval_every_steps=run.loop.eval_every,
+               extra_eval_steps=run.loop.extra_eval_steps,
                steps_per_batch=run.steps_per_batch if run.multistep else None)  # fmt: skip
     module = build_module(run, net)
     callbacks = build_callbacks(run)
@@ -182,6 +183,10 @@ def execute(run: RunPlan, folder: FolderPlan) -> dict | None:
             **run.trainer_kwargs,  # max_steps: the plan's training length
             max_epochs=-1,
             check_val_every_n_epoch=1,  # one Lightning epoch = one evaluation period (data/device_loader.py)
+            # Periods of different lengths (dense early evaluation, a short last one): Lightning reads a
+            # loader's length once, so it asks for the loaders again each period. Not otherwise: an image
+            # folder's persistent workers (and their random streams) live on from period to period.
+            reload_dataloaders_every_n_epochs=1 if run.loop.extra_eval_steps else 0,
             log_every_n_steps=1,
             default_root_dir=str(run_dir),
             logger=build_loggers(cfg, run_dir, run.resolved, resume_step=folder.resume_step),

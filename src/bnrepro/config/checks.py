@@ -33,6 +33,8 @@ POSITIVE = (
     "data.resize_size",
     "data.shard_size",
     "loop.steps_per_batch",
+    "loop.early_eval_every_steps",
+    "loop.early_eval_until_steps",
     "loop.epoch_scale",
     "callbacks.population_stats.num_batches",
     "callbacks.population_stats.eval_bn_batches",
@@ -123,11 +125,13 @@ def validate(cfg) -> None:
         for k, v in values.items():
             if v is not None and not v > 0:
                 raise ConfigError(f"{k}={v!r} must be positive")
-    steps, every = cfg.trainer.max_steps, cfg.loop.eval_every_steps
-    if steps is not None and every is not None and steps % every:
+    early = {k: _present(cfg, k) for k in ("loop.early_eval_every_steps", "loop.early_eval_until_steps")}
+    given = [k for k, v in early.items() if v is not None]
+    if len(given) == 1:  # dense early evaluation is a pair: every N steps up to step M
+        (missing,) = set(early) - set(given)
         raise ConfigError(
-            f"trainer.max_steps={steps} must be a multiple of loop.eval_every_steps={every}, "
-            f"so that the last step is evaluated"
+            f"{given[0]}={early[given[0]]} needs {missing} too (dense evaluation every N steps up to "
+            f"step M): set it, or {given[0]}=null to turn dense evaluation off"
         )
     percentiles = cfg.callbacks.percentiles
     if percentiles is not None and not all(0.0 <= x <= 1.0 for x in percentiles.quantiles):
@@ -141,10 +145,17 @@ def validate(cfg) -> None:
 def check_bn_group(cfg) -> None:
     """model.net.bn_group (ghost BN, models/ghost_bn.py) must split the per-device batch into whole groups,
     and is another definition of the statistics than trainer.sync_batchnorm's (over all devices)."""
-    group = _present(cfg, "model.net.bn_group")
+    group, batch = _present(cfg, "model.net.bn_group"), cfg.data.batch_size
+    if _present(cfg, "model.net.norm") == "batchnorm" and min(batch, group or batch) < 2:
+        # A layer with one value per channel (the MLP's, BN-Inception's 1x1 maps) cannot be normalised
+        # over one example: torch refuses it at the first training step.
+        key = "data.batch_size" if batch < 2 else "model.net.bn_group"
+        raise ConfigError(
+            f"{key}={_present(cfg, key)}: BN's statistics need at least 2 examples per batch (per BN group); "
+            f"use 2 or more, or a network without BN"
+        )
     if group is None or _present(cfg, "model.net.norm") == "none":
         return
-    batch = cfg.data.batch_size
     if batch > group and batch % group:
         raise ConfigError(
             f"model.net.bn_group={group} does not divide data.batch_size={batch} (per device): BN would "

@@ -228,12 +228,20 @@ class LoopConfig:
 
     Steps (trainer.max_steps, eval_every_steps) win over examples, examples over epochs. Examples and
     epochs (x data.num_train_examples) do not change when the device count changes the global batch,
-    and epochs give a proxy data set (data=imagenette) the same schedule relative to its size.
+    and epochs give a proxy data set (data=imagenette) the same schedule relative to its size. The last
+    step is always evaluated: a trainer.max_steps that is not a multiple of the period ends with a
+    shorter period; a length in examples or epochs is rounded up to whole periods.
     """
 
     eval_every_steps: int | None = None
     eval_every_examples: int | None = None
     eval_every_epochs: float | None = None
+    # Dense early evaluation, in steps (both or neither; null = off): also every `early_eval_every_steps`
+    # steps up to step `early_eval_until_steps`, so that an early crossing of a target is measured
+    # finely. The regular grid still runs from step 0: the evaluation steps are {N, 2N, ... <= M} and
+    # {P, 2P, ...} (P the period above) and trainer.max_steps (config/loop.py).
+    early_eval_every_steps: int | None = None
+    early_eval_until_steps: int | None = None
     max_examples: int | None = None  # used when trainer.max_steps is null
     max_epochs: float | None = None  # used when trainer.max_steps and loop.max_examples are null
     # Multiplies every length given in epochs (max_epochs, eval_every_epochs and the LR decay interval
@@ -243,7 +251,7 @@ class LoopConfig:
     # Optimizer steps run inside one Lightning batch (lit/multistep.py). Lightning's per-batch work is of
     # the order of a whole MLP step (measured: 1.56x a plain loop at 1 step per batch), so small nets
     # amortise it over several steps. A step still means one SGD update on one mini-batch. Reduced
-    # automatically to divide eval_every_steps; 1 under DDP (whose gradient all-reduce expects one
+    # automatically to divide every evaluation period; 1 under DDP (whose gradient all-reduce expects one
     # backward per forward), with a gradient scaler (16-mixed) and for data read by workers.
     steps_per_batch: int = 1
 

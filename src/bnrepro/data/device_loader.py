@@ -12,12 +12,15 @@ is needed and the ranks' mini-batches are disjoint. Lightning's own DistributedS
 
 from __future__ import annotations
 
+import bisect
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from bnrepro.lightning_compat import batches_done_in_epoch
 
 
 def shard_order(num_examples: int, seed: int) -> torch.Tensor:
@@ -58,12 +61,15 @@ class StepChunkSampler(Sampler):
 
     Training is a stream of steps over back-to-back shuffled passes of the data (one fresh permutation
     per data epoch; the last incomplete global batch of a pass is dropped). The indices of a step depend
-    only on (seed, step). One iteration runs from `start_step` to the end of its evaluation period
-    (`steps_per_epoch` steps: one Lightning "epoch"); the next iteration reads the next period. A run
-    resumed from any checkpoint (mid-period after a preemption, or at an evaluation, where Lightning's
-    epoch counter may run ahead) starts its sampler at the checkpoint's step and so reads what the
-    uninterrupted run read. __len__ still counts a whole period, as Lightning counts the steps done
-    before a stop.
+    only on (seed, step). Evaluation periods end at the multiples of `steps_per_epoch` and at the steps
+    of `extra_eval_steps` (dense early evaluation, a short last period: config/loop.py). One iteration
+    runs from `start_step` to the end of its period (one Lightning "epoch"); the next iteration reads
+    the next period. A run resumed from any checkpoint (mid-period after a preemption, or at an
+    evaluation, where Lightning's epoch counter may run ahead) starts its sampler at the checkpoint's
+    step and so reads what the uninterrupted run read. __len__ counts the whole period that Lightning's
+    epoch covers, the one holding `epoch_start` (the resumed epoch's first step: Lightning counts the
+    batches done before a stop); where periods differ in length, Lightning asks for the loader, and so
+    the length, again each period (run.py: reload_dataloaders_every_n_epochs).
     """
 
     def __init__(
@@ -79,10 +85,13 @@ class StepChunkSampler(Sampler):
         shard_size: int = 1024,
         as_list: bool = False,
         start_step: int = 0,
+        extra_eval_steps: Sequence[int] = (),
+        epoch_start: int | None = None,
     ):
-        if steps_per_epoch % (steps_per_batch or 1):
+        if any(n % (steps_per_batch or 1) for n in (steps_per_epoch, *extra_eval_steps)):
             raise ValueError(
-                f"steps_per_batch={steps_per_batch} must divide steps_per_epoch={steps_per_epoch}"
+                f"steps_per_batch={steps_per_batch} must divide steps_per_epoch={steps_per_epoch} and "
+                f"every step of extra_eval_steps={list(extra_eval_steps)}"
             )
         self.global_batch = batch_size * world_size
         self.steps_per_pass = num_examples // self.global_batch
@@ -102,7 +111,9 @@ class StepChunkSampler(Sampler):
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.shuffle, self.shard_size = shuffle, shard_size
         self.as_list = as_list  # yield lists of ints (map-style data sets read by DataLoader workers)
+        self.extra_eval_steps = sorted(extra_eval_steps)
         self.next_step = start_step  # where the next iteration starts: after the last batch handed out
+        self.epoch_start = start_step if epoch_start is None else epoch_start
         self._cached: tuple[int, torch.Tensor] | None = None
 
     def _pass_indices(self, data_pass: int) -> torch.Tensor:
@@ -126,9 +137,20 @@ class StepChunkSampler(Sampler):
             step += take
         return torch.cat(parts)
 
+    def period(self, step: int) -> tuple[int, int]:
+        """[start, end) of the evaluation period holding `step`: between the nearest period ends."""
+        every, extra = self.steps_per_epoch, self.extra_eval_steps
+        start, end = step // every * every, (step // every + 1) * every
+        i = bisect.bisect_right(extra, step)  # extra[:i] <= step < extra[i:]
+        if i:
+            start = max(start, extra[i - 1])
+        if i < len(extra):
+            end = min(end, extra[i])
+        return start, end
+
     def __iter__(self) -> Iterator[torch.Tensor]:
         first = self.next_step
-        end = (first // self.steps_per_epoch + 1) * self.steps_per_epoch
+        end = self.period(first)[1]
         k = self.steps_per_batch or 1
         for start in range(first, end, k):
             idx = self.step_indices(start, k)
@@ -139,7 +161,8 @@ class StepChunkSampler(Sampler):
             yield idx.tolist() if self.as_list else idx
 
     def __len__(self) -> int:
-        return self.steps_per_epoch // (self.steps_per_batch or 1)
+        start, end = self.period(self.epoch_start)
+        return (end - start) // (self.steps_per_batch or 1)
 
 
 class ShardSliceSampler(Sampler):
@@ -207,20 +230,24 @@ def own_generator() -> torch.Generator:
 
 class StepStreamDataModule(L.LightningDataModule):
     """Base of every data module: training batches follow StepChunkSampler's step stream (one Lightning
-    epoch = one evaluation period of `eval_every_steps` steps), evaluation reads this rank's shard.
+    epoch = one evaluation period), evaluation reads this rank's shard.
 
-    `eval_every_steps` and `steps_per_batch` come from the run plan (bnrepro/plan.py), not the config:
-    steps per evaluation period at the run's global batch, and None (one mini-batch per Lightning batch)
-    or K ([K, B] chunks, for lit/multistep.py's module). None for a module built for evaluation only."""
+    `eval_every_steps`, `extra_eval_steps` and `steps_per_batch` come from the run plan (bnrepro/plan.py),
+    not the config: the regular evaluation period in steps at the run's global batch (None for a module
+    built for evaluation only), the evaluation steps off its grid (dense early ones, a short last
+    period's end), and None (one mini-batch per Lightning batch) or K ([K, B] chunks, for
+    lit/multistep.py's module)."""
 
     def __init__(self, *, name: str, num_classes: int, num_train_examples: int, batch_size: int,
                  eval_batch_size: int, shuffle: str, shard_size: int, seed: int,
-                 eval_every_steps: int | None = None, steps_per_batch: int | None = None):  # fmt: skip
+                 eval_every_steps: int | None = None, extra_eval_steps: Sequence[int] = (),
+                 steps_per_batch: int | None = None):  # fmt: skip
         super().__init__()
         self.name, self.num_classes, self.num_train_examples = name, num_classes, num_train_examples
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.shuffle, self.shard_size, self.seed = shuffle, shard_size, seed
         self.eval_every_steps, self.steps_per_batch = eval_every_steps, steps_per_batch
+        self.extra_eval_steps = tuple(extra_eval_steps)
 
     # Whether a training batch can be a chunk of several steps' mini-batches (TensorDataModule).
     can_chunk_steps = False
@@ -243,14 +270,19 @@ class StepStreamDataModule(L.LightningDataModule):
         self, num_examples: int, as_list: bool = False, start_step: int | None = None
     ) -> StepChunkSampler:
         """The training stream from `start_step`; None: where training is, the trainer's global step when
-        Lightning asks for the loader (after a resumed run's checkpoint is restored), else 0."""
+        Lightning asks for the loader (after a resumed run's checkpoint is restored), else 0. Its length
+        is the period of Lightning's current epoch, which a resumed run may be partway through, or at the
+        end of (lightning_compat.batches_done_in_epoch)."""
         assert self.eval_every_steps is not None, "built for evaluation only: no eval_every_steps"
-        if start_step is None:
-            start_step = self.trainer.global_step if self.trainer is not None else 0
+        epoch_start = start_step
+        if start_step is None and self.trainer is not None:
+            start_step = self.trainer.global_step
+            epoch_start = start_step - batches_done_in_epoch(self.trainer) * (self.steps_per_batch or 1)
+        start_step = start_step or 0
         return StepChunkSampler(
             num_examples, self.batch_size, self.eval_every_steps, self.steps_per_batch, seed=self.seed, rank=self.rank,
             world_size=self.world_size, shuffle=self.shuffle, shard_size=self.shard_size, as_list=as_list,
-            start_step=start_step,
+            start_step=start_step, extra_eval_steps=self.extra_eval_steps, epoch_start=epoch_start,
         )  # fmt: skip
 
     def val_sampler(self, num_examples: int, as_list: bool = False) -> ShardSliceSampler:

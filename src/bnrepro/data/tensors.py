@@ -1,7 +1,7 @@
 """Base of the data modules whose whole data set lives as tensors on the training device (MNIST, synthetic).
 
 Batches are index tensors applied to those tensors (see device_loader). A Lightning epoch is one
-evaluation period of `eval_every_steps` optimizer steps, after which the validation set is evaluated.
+evaluation period of the run's schedule, after which the validation set is evaluated.
 """
 
 from __future__ import annotations

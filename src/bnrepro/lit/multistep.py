@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -30,16 +31,17 @@ from bnrepro.lit.graphed import GraphedSteps
 
 
 def resolve_steps_per_batch(
-    requested: int, eval_every: int, world_size: int, precision: str, chunks: bool
+    requested: int, eval_steps: Sequence[int], world_size: int, precision: str, chunks: bool
 ) -> int:
     """K, the optimizer steps of one Lightning batch: `requested` (loop.steps_per_batch) reduced to divide
-    the evaluation period (a period is whole batches). 1 where several steps per batch cannot work: under
+    every evaluation period, i.e. every step in `eval_steps` (the regular period and the steps off its
+    grid: a period is whole batches). 1 where several steps per batch cannot work: under
     DDP (its gradient all-reduce runs once per forward of the wrapped module), with a gradient scaler
     (16-mixed: the plain optimizer step would bypass it), or for a data module whose batches cannot be
     chunks (`chunks`: StepStreamDataModule.can_chunk_steps; image folders read by workers)."""
     if world_size > 1 or precision in ("16-mixed", "16") or not chunks:
         return 1
-    return math.gcd(requested, eval_every)
+    return math.gcd(requested, *eval_steps)
 
 
 class MultiStepClassifier(ClassifierModule):
