@@ -14,6 +14,7 @@ def test_bench_mnist_tiny_mode_reports_both_loops():
     assert 0 < result["plain_ms_per_step"] < 1000 and 0 < result["lightning_ms_per_step"] < 1000
 
 
+@pytest.mark.slow  # two reproduce jobs and the peer in processes (~35 s): `pytest -m slow` runs it
 def test_bench_mnist_end_to_end_times_the_plain_peer_and_the_project_training_the_same_curves(
     mnist_root, tmp_path
 ):
@@ -34,6 +35,7 @@ def test_bench_mnist_end_to_end_times_the_plain_peer_and_the_project_training_th
         assert max(differences.values()) < 1e-5, (net, differences)
 
 
+@pytest.mark.slow  # four BN-Inception loops and a profiler trace (~15 s); the MNIST tiny mode stays fast
 def test_bench_inception_tiny_mode_reports_both_loops():
     from bnrepro.bench.inception import main as inception
 

@@ -55,15 +55,14 @@ def resolve_loop(cfg, global_batch: int) -> Loop:
 
 
 def early_steps(early_every: int | None, until: int | None, every: int, global_batch: int) -> range:
-    """N, 2N, ... <= M of dense early evaluation (empty when off); ConfigError naming the keys when the
-    pair cannot add evaluations (config/checks.py has made them positive and set together)."""
+    """N, 2N, ... <= M of dense early evaluation (empty when off, or when the regular period P <= N);
+    ConfigError naming the keys when M < N (config/checks.py has made them positive and set together)."""
     if early_every is None:
         return range(0)
     if early_every >= every:
-        raise ConfigError(
-            f"loop.early_eval_every_steps={early_every} is not denser than the evaluation period ({every} "
-            f"steps at global batch {global_batch}): set it below {every}, or null to turn it off"
-        )
+        # The regular period is already as dense (a short run, a big global batch): nothing to add. Not
+        # refused, so that an experiment's dense start does not stop a quick run of it.
+        return range(0)
     if until < early_every:
         raise ConfigError(
             f"loop.early_eval_until_steps={until} is below loop.early_eval_every_steps={early_every}: no "
