@@ -98,7 +98,7 @@ def test_a_damaged_file_of_the_run_folder_is_named(name, damage, message, partia
 
 def test_a_full_disk_is_reported_as_such_and_leaves_no_partial_file(partial_run, monkeypatch, capsys):
     overrides, run_dir = partial_run
-    real = Path.write_text
+    real = Path.write_bytes  # what provenance's atomic writers write with
 
     def full(self, *args, **kwargs):  # the file is created, then its write fails: a full disk
         if self.name.startswith(".summary.json"):
@@ -106,13 +106,13 @@ def test_a_full_disk_is_reported_as_such_and_leaves_no_partial_file(partial_run,
             raise OSError(errno.ENOSPC, "No space left on device", str(self))
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(Path, "write_bytes", full)
     assert train_main(*overrides) == 4
     err = capsys.readouterr().err
     assert f"error: out of disk space writing {run_dir / 'summary.json'} (No space left on device)" in err
     assert "relaunch the same command to resume" in err and "Traceback" not in err
     assert not [p.name for p in run_dir.rglob("*") if "partial" in p.name or p.name == ".lock"]
-    monkeypatch.setattr(Path, "write_text", real)  # space again: the relaunch finishes the run
+    monkeypatch.setattr(Path, "write_bytes", real)  # space again: the relaunch finishes the run
     assert train_main(*overrides) == 0
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
 
