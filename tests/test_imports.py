@@ -12,8 +12,6 @@ import ast
 import pkgutil
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "bnrepro"
 
 # A module may import its own layer and the layers above it in this table, never one below it.
@@ -37,9 +35,6 @@ LAYERS = [
     # Readers of finished runs and measurements of the rest; only the entry points import them.
     ("reports", ["bnrepro.results", "bnrepro.bench"]),
 ]  # fmt: skip
-
-# Known, owned by another change; the coordinator deletes these entries when it merges the fixes.
-KNOWN: dict[tuple[str, str], str] = {}
 
 
 def modules(package: Path = PACKAGE) -> dict[str, Path]:
@@ -130,15 +125,6 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def without_known(graph: dict[str, set[str]]) -> dict[str, set[str]]:
-    """`graph` less the KNOWN imports (and the packages they run on the way: run -> results)."""
-
-    def known(m: str, t: str) -> bool:
-        return any(a == m and (b == t or b.startswith(t + ".")) for a, b in KNOWN)
-
-    return {m: {t for t in targets if not known(m, t)} for m, targets in graph.items()}
-
-
 def upward(graph: dict[str, set[str]]) -> list[str]:
     return [f"{m} ({LAYERS[layer(m)][0]}) imports {t} ({LAYERS[layer(t)][0]})"
             for m, targets in sorted(graph.items()) for t in sorted(targets) if layer(t) > layer(m)]  # fmt: skip
@@ -151,18 +137,12 @@ def test_every_module_has_a_layer():
 
 
 def test_no_import_cycle():
-    cycle = find_cycle(without_known(imports()))
+    cycle = find_cycle(imports())
     assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
 
 
 def test_no_upward_import():
-    assert upward(without_known(imports())) == [], "move the shared piece down, or the module in LAYERS"
-
-
-def test_the_known_exceptions_are_still_there():
-    graph = imports()
-    gone = [f"{a} -> {b}" for a, b in KNOWN if b not in graph.get(a, ())]
-    assert gone == [], "fixed: delete these entries from KNOWN in tests/test_imports.py"
+    assert upward(imports()) == [], "move the shared piece down, or the module in LAYERS"
 
 
 def test_the_walk_sees_function_level_relative_and_package_imports(tmp_path):
@@ -184,8 +164,3 @@ def test_the_walk_sees_function_level_relative_and_package_imports(tmp_path):
         "bnrepro.callbacks",
     ]
     assert upward(graph) == ["bnrepro.data.loader (components) imports bnrepro.callbacks (training)"]
-
-
-@pytest.mark.parametrize("edge", sorted(KNOWN))
-def test_known_entries_name_modules_that_exist(edge):
-    assert all(m in modules() for m in edge)
