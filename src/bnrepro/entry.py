@@ -59,14 +59,18 @@ def refusals_exit(label: str = "", multirun: bool = False, run_dir: Path | None 
         sys.exit(EXIT_NO_SPACE)
 
 
+def override_keys(args: list[str]) -> list[str]:
+    """The keys of command-line overrides (`+key=v`, `~key`, `key=v` -> key)."""
+    return [arg.lstrip("+~").split("=", 1)[0] for arg in args]
+
+
 def moved_key_refusal(args: list[str]) -> str | None:
     """The message for an override of a key that moved (config/schema.py MOVED_KEYS: the fast paths left
     `trainer` for their own node), which Hydra would refuse as a key not in TrainerConfig without saying
     where it went; None when no argument sets one."""
     from bnrepro.config.schema import MOVED_KEYS
 
-    for arg in args:
-        key = arg.lstrip("+~").split("=", 1)[0]
+    for key in override_keys(args):
         if key in MOVED_KEYS:
             return f"{key} is now {MOVED_KEYS[key]} (the fast paths have a node of their own): pass {MOVED_KEYS[key]}=..."
     return None
@@ -76,7 +80,7 @@ def data_node_refusal(args: list[str]) -> str | None:
     """src/eval.py: `data.<key>=...` without `data=<name>`. The eval config's `data` is null until a data
     set is named (a run is evaluated on its own data set by default), and OmegaConf would fail on setting
     a key of null with an assertion traceback."""
-    keys = [arg.lstrip("+~").split("=", 1)[0] for arg in args]
+    keys = override_keys(args)
     given = next((k for k in keys if k.startswith("data.")), None)
     if given is None or "data" in keys:
         return None

@@ -1,6 +1,6 @@
 """The one way the project reads a checkpoint or weights file: torch.load with `weights_only=True`.
 
-A run folder may sit on a shared file system, and a .ckpt is a pickle: loaded with `weights_only=False`
+A run folder may sit on a shared file system, and a .ckpt is a pickle: unpickled without restriction
 it runs whatever code its author put in it. torch's weights-only unpickler rebuilds only tensors, plain
 containers and numbers, plus the globals allow-listed here -- refusing the file otherwise, before any
 of its code runs. `weights_only=True` is passed explicitly, so TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (which

@@ -54,8 +54,6 @@ def recompute_population_statistics(net: nn.Module, batches, num_batches: int) -
     for x in progress(
         itertools.islice(batches, num_batches), num_batches, "Alg. 2: BN statistics, training batch"
     ):
-        if used == num_batches:
-            break
         net(x)
         used += 1
     for h in hooks:

@@ -35,7 +35,7 @@ class Preemption(L.Callback):
     def __init__(self, requeue: bool, stop_at_step: int | None, checkpoint: str | Path | None = None):
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.requeue, self.stop_at_step = requeue, stop_at_step
-        self.sigusr1 = False
+        self.sigusr1 = self.sigint = self.sigterm = self.pending = False
         self.saved_at: int | None = None  # the step of the preemption checkpoint, once written
         self._previous = None
 
@@ -77,7 +77,7 @@ class Preemption(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         injected = self.stop_at_step is not None and trainer.global_step >= self.stop_at_step
-        stop = getattr(self, "sigint", False) or getattr(self, "sigterm", False) or trainer.received_sigterm
+        stop = self.sigint or self.sigterm or trainer.received_sigterm
         asked = self.sigusr1 or stop or injected
         # One decision for all ranks: each must take part in the checkpoint's barrier, or none.
         if not trainer.strategy.reduce_boolean_decision(asked, all=False):
@@ -93,7 +93,7 @@ class Preemption(L.Callback):
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         # Lightning would abandon the evaluation on SIGTERM and lose the period: finish it, stop after.
-        if (trainer.received_sigterm or getattr(self, "sigterm", False)) and not trainer.sanity_checking:
+        if (trainer.received_sigterm or self.sigterm) and not trainer.sanity_checking:
             self._defer(trainer)
 
     def _defer(self, trainer) -> None:
@@ -103,7 +103,7 @@ class Preemption(L.Callback):
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking:
             return
-        pending = trainer.strategy.reduce_boolean_decision(getattr(self, "pending", False), all=False)
+        pending = trainer.strategy.reduce_boolean_decision(self.pending, all=False)
         self.pending = False
         if pending and trainer.global_step < trainer.max_steps:
             self._stop(trainer, save=False)  # ModelCheckpoint writes last.ckpt right after this hook

@@ -49,12 +49,12 @@ def resolve_loop(cfg, global_batch: int) -> Loop:
     else:
         total = examples(loop.max_examples, loop.max_epochs)
         steps = every * -(-total // (every * global_batch))
-    early = early_steps(loop.early_eval_every_steps, loop.early_eval_until_steps, every, global_batch)
+    early = early_steps(loop.early_eval_every_steps, loop.early_eval_until_steps, every)
     grid = range(every, steps + 1, every)
     return Loop(steps, every, tuple(sorted({*grid, *(s for s in early if s < steps), steps})))
 
 
-def early_steps(early_every: int | None, until: int | None, every: int, global_batch: int) -> range:
+def early_steps(early_every: int | None, until: int | None, every: int) -> range:
     """N, 2N, ... <= M of dense early evaluation (empty when off, or when the regular period P <= N);
     ConfigError naming the keys when M < N (config/checks.py has made them positive and set together)."""
     if early_every is None:

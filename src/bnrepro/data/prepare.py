@@ -40,7 +40,7 @@ from torchvision.transforms.v2 import functional as F
 from bnrepro.data.images import ImageDataError, decode_rgb, scan_class_folders
 
 # What the reader checks lives with the reader (data/prepared.py), below this command.
-from bnrepro.data.prepared import MARKER, PrepareError, _clean, read_marker  # noqa: F401  (re-exported)
+from bnrepro.data.prepared import MARKER, PrepareError, one_line, read_marker  # noqa: F401  (re-exported)
 from bnrepro.provenance import write_json_atomic  # a reader sees the old file, the new one, or none
 
 REPORT = "unreadable.tsv"
@@ -88,7 +88,7 @@ def convert(item: tuple[str, int], short_side: int | None, quality: int, log_dir
             data = raw
     except (ImageDataError, OSError) as err:
         with open(log, "a") as f:
-            f.write(f"bad\t{label}\t{_clean(path)}\t{_clean(err)}\n")
+            f.write(f"bad\t{label}\t{one_line(path)}\t{one_line(err)}\n")
         return
     with open(log, "a") as f:
         f.write(f"ok\t{label}\n")

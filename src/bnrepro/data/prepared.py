@@ -45,7 +45,7 @@ class PrepareError(ImageDataError):
     """A preparation that cannot be done or checked; the message names the folder and the fix."""
 
 
-def _clean(text: str) -> str:
+def one_line(text: str) -> str:
     return " ".join(str(text).split())  # one line, no tabs: the report is tab-separated
 
 
@@ -79,7 +79,7 @@ def _read_remote(url: str, location: str) -> str:
             return Path(target).read_text()
         except Exception as err:  # botocore / obstore / gcsfs raise their own kinds
             raise PrepareError(
-                f"{url}: cannot read the prepared set's marker ({type(err).__name__}: {_clean(err)[:300]}). "
+                f"{url}: cannot read the prepared set's marker ({type(err).__name__}: {one_line(err)[:300]}). "
                 "Check the URL, the credentials and the network; a set whose preparation did not finish has "
                 "no prepared.json either."
             ) from err
