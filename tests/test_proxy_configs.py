@@ -16,7 +16,8 @@ from conftest import ROOT, compose_train
 
 CPU = ["fashion_figure3_cpu", "fashion_figure3_pilot_cpu", "fashion_figure3_lr_grid_cpu",
        "fashion_lr_stability_cpu", "fashion_lr_stability_sigmoid_cpu"]  # fmt: skip
-GPU = ["fashion_figure3", "fashion_figure3_lr_grid", "fashion_lr_stability"]
+GPU = ["fashion_figure3", "fashion_figure3_pilot", "fashion_figure3_lr_grid", "fashion_lr_stability",
+       "fashion_lr_stability_sigmoid"]  # fmt: skip
 GEOMETRY = ("model.net.width", "data.image_size", "speed.channels_last", "data.num_val_examples",
             "loop.eval_every_steps", "lr_schedule.decay_every_epochs", "callbacks.population_stats.eval_bn")  # fmt: skip
 
