@@ -386,6 +386,23 @@ def test_width_scales_every_channel_and_keeps_the_structure(one_thread):
     assert narrow.num_features == 256 and narrow.aux["inception_4a"].fc1.out_features == 256
 
 
+def test_width_one_eighth_with_divisor_4_is_every_count_exactly_an_eighth(one_thread):
+    """The 2-core proxy's net (width 0.125, channel_divisor 4): every conv of Figure 5 has exactly an eighth
+    of its channels; timm's divisor 8 would round the eighths 4, 12, 20, 28, 44 up and bend the table."""
+    full = timm.create_model("bn_inception", **EVERY_OPTION)
+    eighth, rounded = (
+        timm.create_model("bn_inception", width=0.125, channel_divisor=d, **EVERY_OPTION) for d in (4, 8)
+    )
+    depthwise = ("stem.conv1.conv.0",)  # its channels follow the depth multiplier, round(8 x width) = 1
+    outs = {n: [m.out_channels for k, m in net.named_modules() if isinstance(m, nn.Conv2d) and k not in depthwise]
+            for n, net in (("full", full), ("eighth", eighth), ("rounded", rounded))}  # fmt: skip
+    assert outs["eighth"] == [c // 8 for c in outs["full"]] and min(outs["eighth"]) == 4
+    assert outs["rounded"] != outs["eighth"] and min(outs["rounded"]) == 8
+    assert eighth.num_features == 128 and rounded.num_features != 128
+    with pytest.raises(ValueError, match="channel_divisor=0"):
+        timm.create_model("bn_inception", width=0.125, channel_divisor=0)
+
+
 @pytest.mark.parametrize("size, grid", [(64, 2), (96, 3)])
 def test_a_narrow_net_runs_at_64_and_96_px_with_timms_interface(size, grid, one_thread):
     net = timm.create_model("bn_inception", width=0.25, num_classes=10).eval()

@@ -18,7 +18,7 @@ from bnrepro.results import figure3_lr_grid, figure3_pilot
 from bnrepro.results.runs import load_run
 from conftest import ROOT
 
-LONGEST = 3250  # the 2-core pilot's length; evaluations every 250 steps
+LONGEST = 3250  # a pilot's length (the first 2-core pilot's, at width 0.25); evaluations every 250 steps
 SPEC = {"budget": {"fashion_figure3_pilot_cpu": {"jobs": 2, "phases": {"pilot": 2, "variants": 12}}}}
 
 

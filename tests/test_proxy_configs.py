@@ -18,7 +18,7 @@ CPU = ["fashion_figure3_cpu", "fashion_figure3_pilot_cpu", "fashion_figure3_lr_g
        "fashion_lr_stability_cpu", "fashion_lr_stability_sigmoid_cpu"]  # fmt: skip
 GPU = ["fashion_figure3", "fashion_figure3_pilot", "fashion_figure3_lr_grid", "fashion_lr_stability",
        "fashion_lr_stability_sigmoid"]  # fmt: skip
-GEOMETRY = ("model.net.width", "data.image_size", "speed.channels_last", "data.num_val_examples",
+GEOMETRY = ("model.net.width", "model.net.channel_divisor", "data.image_size", "speed.channels_last", "data.num_val_examples",
             "loop.eval_every_steps", "lr_schedule.decay_every_epochs", "callbacks.population_stats.eval_bn")  # fmt: skip
 
 
@@ -52,9 +52,9 @@ def test_every_sweep_point_composes_and_validates(experiment):
         # Every variant the same length, in whole evaluation periods, evaluated every 50 steps up to step
         # 500 (speed-ups up to 40x measurable), then every 250; every evaluation on all 10,000.
         loop = resolve_loop(cfg, 32)
-        assert (loop.max_steps, loop.eval_every) == (3250, 250) and cfg.data.num_val_examples == 10000
+        assert (loop.max_steps, loop.eval_every) == (7500, 250) and cfg.data.num_val_examples == 10000
         assert loop.eval_steps[:10] == tuple(range(50, 501, 50)) and loop.eval_steps[10:] == tuple(
-            range(750, 3251, 250)
+            range(750, 7501, 250)
         )
 
 
@@ -63,7 +63,12 @@ def test_the_2_core_experiments_share_one_geometry(experiment):
     """The geometry keys repeated in the _cpu files (and inherited elsewhere) are fashion_figure3_cpu's."""
     ref, cfg = compose_train("experiment=fashion_figure3_cpu"), compose_train(f"experiment={experiment}")
     assert {k: value(cfg, k) for k in GEOMETRY} == {k: value(ref, k) for k in GEOMETRY}
-    assert (cfg.model.net.width, cfg.data.image_size, cfg.speed.channels_last) == (0.25, 64, True)
+    assert (
+        cfg.model.net.width,
+        cfg.model.net.channel_divisor,
+        cfg.data.image_size,
+        cfg.speed.channels_last,
+    ) == (0.125, 4, 64, True)
 
 
 def test_the_gpu_scale_is_the_full_width_net_at_96_px():

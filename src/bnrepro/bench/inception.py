@@ -48,7 +48,9 @@ MODES = {
 }
 
 
-def compose_cfg(model: str, batch: int, image_size: int, bn_group: str | None = None, width: float = 1.0):
+def compose_cfg(
+    model: str, batch: int, image_size: int, bn_group: str | None = None, width: float = 1.0, divisor: int = 8
+):
     # "model": the variant's own setting (Inception has no BN to group)
     group = (
         []
@@ -61,6 +63,7 @@ def compose_cfg(model: str, batch: int, image_size: int, bn_group: str | None = 
         f"data.batch_size={batch}",
         f"data.image_size={image_size}",
         f"model.net.width={width}",
+        f"model.net.channel_divisor={divisor}",
         *group,
     )
 
@@ -194,7 +197,10 @@ def main(argv=None) -> dict:
     p.add_argument("--model", default="bn_x30")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--width", type=float, default=1.0, help="model.net.width (the CPU proxy: 0.25 at 64 px)")
+    p.add_argument("--width", type=float, default=1.0, help="model.net.width (the CPU proxy: 0.125 at 64 px)")
+    p.add_argument(
+        "--channel-divisor", type=int, default=8, help="model.net.channel_divisor (the CPU proxy: 4)"
+    )
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--modes", default="fp32,bf16,compiled")
@@ -215,12 +221,14 @@ def main(argv=None) -> dict:
         args.bn_groups = "4,none"  # two groups of 4 in a batch of 8, and the whole batch
     device = torch.device(args.device)
     data = synthetic(4 * args.batch, args.image_size, device)
-    result = {"model": args.model, "width": args.width, "batch": args.batch, "image_size": args.image_size, "warmup": args.warmup,
+    result = {"model": args.model, "width": args.width, "channel_divisor": args.channel_divisor, "batch": args.batch, "image_size": args.image_size, "warmup": args.warmup,
               "steps": args.steps, "hardware": hardware(device), "torch": torch.__version__, "modes": {}}  # fmt: skip
     for mode in args.modes.split(","):
         speed = speed_of(mode, device)
         for group in args.bn_groups.split(","):
-            cfg = compose_cfg(args.model, args.batch, args.image_size, group, args.width)
+            cfg = compose_cfg(
+                args.model, args.batch, args.image_size, group, args.width, args.channel_divisor
+            )
             plain = plain_loop(cfg, speed, data, device, args.warmup, args.steps)
             lit = lightning_loop(cfg, speed, data, device, args.warmup, args.steps)
             row = {"plain_images_per_s": round(plain, 1), "lightning_images_per_s": round(lit, 1),

@@ -58,19 +58,21 @@ class Row(NamedTuple):
     def out_channels(self, in_channels: int) -> int:
         return self.n1x1 + self.n3x3 + self.ndbl3x3 + (self.proj or in_channels)
 
-    def scaled(self, width: float) -> "Row":
+    def scaled(self, width: float, divisor: int = 8) -> "Row":
         """This row at `width`: every channel count scaled (`scale_channels`); an absent branch stays absent."""
-        return self._replace(**{f: scale_channels(getattr(self, f), width) for f in CHANNEL_FIELDS})
+        return self._replace(**{f: scale_channels(getattr(self, f), width, divisor) for f in CHANNEL_FIELDS})
 
 
 CHANNEL_FIELDS = ("n1x1", "n3x3red", "n3x3", "ndbl3x3red", "ndbl3x3", "proj")
 
 
-def scale_channels(channels: int, width: float) -> int:
+def scale_channels(channels: int, width: float, divisor: int = 8) -> int:
     """A channel count at `width`: timm's rule for width multipliers (EfficientNet's, MobileNet's): the nearest
-    multiple of 8, at least 8, and never more than 10% below channels x width; 0 (no branch) stays 0.
-    Every count in Figure 5 is a multiple of 8, so width 1.0 leaves the table as printed."""
-    return make_divisible(channels * width, 8) if channels else 0
+    multiple of `divisor` (8 as timm's), at least `divisor`, and never more than 10% below channels x width;
+    0 (no branch) stays 0. Every count in Figure 5 is a multiple of 32, so width 1.0 leaves the table as
+    printed, width 0.25 is every count's exact quarter, and width 0.125 its exact eighth with divisor 4
+    (with 8, the eighths 4, 12, 20, 28, 44 would round up to 8, 16, 24, 32, 48 and bend the proportions)."""
+    return make_divisible(channels * width, divisor) if channels else 0
 
 
 # Figure 5, column-literal. Output at 224x224 input (channels as the columns sum, see docs/paper.md Sec. 3).
@@ -190,9 +192,11 @@ class AuxHead(nn.Module):
 
     Its widths (128, 1024) scale with the net's `width` as every other channel count."""
 
-    def __init__(self, cin: int, num_classes: int, norm_layer, act_layer, drop_rate=0.7, width=1.0, **dd):
+    def __init__(
+        self, cin: int, num_classes: int, norm_layer, act_layer, drop_rate=0.7, width=1.0, divisor=8, **dd
+    ):
         super().__init__()
-        conv, hidden = scale_channels(128, width), scale_channels(1024, width)
+        conv, hidden = scale_channels(128, width, divisor), scale_channels(1024, width, divisor)
         self.pool = nn.AdaptiveAvgPool2d(4)  # = 5x5/3 average pool on the 14x14 grid, any input size
         self.conv = ConvNormAct(cin, conv, 1, 1, norm_layer, act_layer, **dd)
         self.fc1 = nn.Linear(conv * 4 * 4, hidden, **dd)
@@ -225,8 +229,9 @@ class BNInception(nn.Module):
     TorchScript, which returns the logits only). `global_pool` is any of timm's (avg, max, avgmax,
     catavgmax, ...; "" with num_classes=0: forward returns the last feature map). `rgb_to_bgr` reverses
     the input's channels first: RGB images (timm's transforms) for BGR weights (the Caffe model's).
-    `width` scales every channel count (`scale_channels`; the separable stem's depth multiplier becomes
-    round(8 x width), at least 1, so the depthwise conv's channels stay a multiple of its input's).
+    `width` scales every channel count (`scale_channels`, to multiples of `channel_divisor`; the separable
+    stem's depth multiplier becomes round(8 x width), at least 1, so the depthwise conv's channels stay a
+    multiple of its input's).
     `device` / `dtype`: where the parameters are made (timm's factory arguments; torch.device("meta")
     builds the structure without memory).
     """
@@ -249,6 +254,7 @@ class BNInception(nn.Module):
         init_seed: int = 0,
         rgb_to_bgr: bool = False,
         width: float = 1.0,
+        channel_divisor: int = 8,
         device=None,
         dtype=None,
     ):
@@ -260,7 +266,9 @@ class BNInception(nn.Module):
         if not width > 0:
             raise ValueError(f"width={width!r}: expected a positive multiplier of Figure 5's channels (1.0)")
         dd = dict(device=device, dtype=dtype)
-        c1, c2_reduce, c2 = (scale_channels(c, width) for c in STEM)
+        if not (isinstance(channel_divisor, int) and channel_divisor >= 1):
+            raise ValueError(f"channel_divisor={channel_divisor!r}: expected a whole number >= 1 (timm's 8)")
+        c1, c2_reduce, c2 = (scale_channels(c, width, channel_divisor) for c in STEM)
         norm_layer, act = make_norm_layer(norm, dim=2, bn_group=bn_group), make_act_layer(act_layer)
         self.num_classes, self.drop_rate, self.aux_logits = num_classes, drop_rate, aux_logits
         self.in_chans = in_chans
@@ -289,13 +297,15 @@ class BNInception(nn.Module):
             dict(num_chs=c2, reduction=4, module="stem.conv2"),
         ]
         aux = {}
-        plan = [row.scaled(width) for row in CHANNEL_PLANS[channel_plan]]
+        plan = [row.scaled(width, channel_divisor) for row in CHANNEL_PLANS[channel_plan]]
         for i, row in enumerate(plan):
             block = InceptionModule(cin, row, norm_layer, act, **dd)
             name, cin, reduction = f"inception_{row.name}", block.out_channels, reduction * row.stride
             blocks.append((name, block))
             if aux_logits and row.name in AUX_AFTER:
-                aux[name] = AuxHead(cin, num_classes, norm_layer, act, aux_drop_rate, width, **dd)
+                aux[name] = AuxHead(
+                    cin, num_classes, norm_layer, act, aux_drop_rate, width, channel_divisor, **dd
+                )
             if i + 1 == len(plan) or plan[i + 1].stride == 2:
                 self.feature_info.append(dict(num_chs=cin, reduction=reduction, module=f"blocks.{name}"))
         self.blocks = nn.Sequential(OrderedDict(blocks))
