@@ -52,9 +52,9 @@ def test_every_sweep_point_composes_and_validates(experiment):
         # Every variant the same length, in whole evaluation periods, evaluated every 50 steps up to step
         # 500 (speed-ups up to 40x measurable), then every 250; every evaluation on all 10,000.
         loop = resolve_loop(cfg, 32)
-        assert (loop.max_steps, loop.eval_every) == (7500, 250) and cfg.data.num_val_examples == 10000
+        assert (loop.max_steps, loop.eval_every) == (10000, 250) and cfg.data.num_val_examples == 10000
         assert loop.eval_steps[:10] == tuple(range(50, 501, 50)) and loop.eval_steps[10:] == tuple(
-            range(750, 7501, 250)
+            range(750, 10001, 250)
         )
 
 
