@@ -27,8 +27,10 @@ the table itself, to the bit.
 # generates, and a string annotation ("torch.Tensor") comes out as a name TorchScript cannot resolve
 # (timm's test_model_forward_fx_torchscript: "Unknown type name '_torch_Tensor_'").
 import dataclasses
+import functools
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -58,15 +60,16 @@ class Row(NamedTuple):
     def out_channels(self, in_channels: int) -> int:
         return self.n1x1 + self.n3x3 + self.ndbl3x3 + (self.proj or in_channels)
 
-    def scaled(self, width: float, divisor: int = 8) -> "Row":
-        """This row at `width`: every channel count scaled (`scale_channels`); an absent branch stays absent."""
-        return self._replace(**{f: scale_channels(getattr(self, f), width, divisor) for f in CHANNEL_FIELDS})
+    def scaled(self, round_chs: Callable[[int], int]) -> "Row":
+        """This row with every channel count passed through `round_chs` (the net's `scale_channels` at its
+        width and divisor); an absent branch stays absent."""
+        return self._replace(**{f: round_chs(getattr(self, f)) for f in CHANNEL_FIELDS})
 
 
 CHANNEL_FIELDS = ("n1x1", "n3x3red", "n3x3", "ndbl3x3red", "ndbl3x3", "proj")
 
 
-def scale_channels(channels: int, width: float, divisor: int = 8) -> int:
+def scale_channels(channels: int, width: float, divisor: int) -> int:
     """A channel count at `width`: timm's rule for width multipliers (EfficientNet's, MobileNet's): the nearest
     multiple of `divisor` (8 as timm's), at least `divisor`, and never more than 10% below channels x width;
     0 (no branch) stays 0. Every count in Figure 5 is a multiple of 32, so width 1.0 leaves the table as
@@ -190,13 +193,11 @@ class InceptionModule(nn.Module):
 class AuxHead(nn.Module):
     """GoogLeNet's auxiliary classifier: 5x5/3 avg pool -> 1x1 conv 128 -> fc 1024 -> dropout (0.7) -> fc.
 
-    Its widths (128, 1024) scale with the net's `width` as every other channel count."""
+    Its widths (128, 1024) scale as every other channel count of the net (`round_chs`)."""
 
-    def __init__(
-        self, cin: int, num_classes: int, norm_layer, act_layer, drop_rate=0.7, width=1.0, divisor=8, **dd
-    ):
+    def __init__(self, cin: int, num_classes: int, norm_layer, act_layer, drop_rate, round_chs, **dd):
         super().__init__()
-        conv, hidden = scale_channels(128, width, divisor), scale_channels(1024, width, divisor)
+        conv, hidden = round_chs(128), round_chs(1024)
         self.pool = nn.AdaptiveAvgPool2d(4)  # = 5x5/3 average pool on the 14x14 grid, any input size
         self.conv = ConvNormAct(cin, conv, 1, 1, norm_layer, act_layer, **dd)
         self.fc1 = nn.Linear(conv * 4 * 4, hidden, **dd)
@@ -268,7 +269,8 @@ class BNInception(nn.Module):
         dd = dict(device=device, dtype=dtype)
         if not (isinstance(channel_divisor, int) and channel_divisor >= 1):
             raise ValueError(f"channel_divisor={channel_divisor!r}: expected a whole number >= 1 (timm's 8)")
-        c1, c2_reduce, c2 = (scale_channels(c, width, channel_divisor) for c in STEM)
+        round_chs = functools.partial(scale_channels, width=width, divisor=channel_divisor)
+        c1, c2_reduce, c2 = (round_chs(c) for c in STEM)
         norm_layer, act = make_norm_layer(norm, dim=2, bn_group=bn_group), make_act_layer(act_layer)
         self.num_classes, self.drop_rate, self.aux_logits = num_classes, drop_rate, aux_logits
         self.in_chans = in_chans
@@ -297,15 +299,13 @@ class BNInception(nn.Module):
             dict(num_chs=c2, reduction=4, module="stem.conv2"),
         ]
         aux = {}
-        plan = [row.scaled(width, channel_divisor) for row in CHANNEL_PLANS[channel_plan]]
+        plan = [row.scaled(round_chs) for row in CHANNEL_PLANS[channel_plan]]
         for i, row in enumerate(plan):
             block = InceptionModule(cin, row, norm_layer, act, **dd)
             name, cin, reduction = f"inception_{row.name}", block.out_channels, reduction * row.stride
             blocks.append((name, block))
             if aux_logits and row.name in AUX_AFTER:
-                aux[name] = AuxHead(
-                    cin, num_classes, norm_layer, act, aux_drop_rate, width, channel_divisor, **dd
-                )
+                aux[name] = AuxHead(cin, num_classes, norm_layer, act, aux_drop_rate, round_chs, **dd)
             if i + 1 == len(plan) or plan[i + 1].stride == 2:
                 self.feature_info.append(dict(num_chs=cin, reduction=reduction, module=f"blocks.{name}"))
         self.blocks = nn.Sequential(OrderedDict(blocks))
