@@ -190,7 +190,7 @@ def plateau_level(rows: list[Row]) -> float | None:
 def table_row(r: Row, reference: Row | None, target: float | None) -> dict[str, str]:
     """One row of the table: its cells by column (markdown_table's keys)."""
     v = FIGURE3[r.model]
-    at, ref_at = r.at_plateau or Row(r.model, r.runs), reference.at_plateau if reference else None
+    at, ref_at = r.at_plateau, reference.at_plateau if reference else None  # both set by table_rows
     return {"model": v.label, "steps": steps_cell(r, target), "speedup": speedup_cell(r, reference, target),
             "paper_speedup": paper_speedup_cell(r.model),
             "steps_plateau": steps_cell(at, at.target), "speedup_plateau": speedup_cell(at, ref_at, at.target),
@@ -248,7 +248,7 @@ def csv_row(r: Row, target: float | None) -> dict:
               paper_max_csv(v), r.final_mean, r.final_std, r.population_mean, r.population_std, r.speedup_mean,
               r.speedup_std, r.speedup_n, 100 * r.max_diff_mean, 100 * r.max_diff_std, r.max_diff_n,
               "; ".join(r.not_reached), paper_speedup(r.model), paper_max_diff(r.model)]  # fmt: skip
-    at = r.at_plateau or Row(r.model, r.runs)
+    at = r.at_plateau  # set by table_rows
     values += [at.target, at.reached, at.steps_mean, at.steps_std, at.speedup_mean, at.speedup_std,
                at.speedup_n]  # fmt: skip
     return dict(zip(CSV_COLUMNS, values, strict=True))

@@ -29,11 +29,16 @@ from bnrepro.results.runs import (
 from bnrepro.variants import FIGURE3, REFERENCE
 
 
+def finished_reference(runs: dict[str, list[Run]]) -> list[Run]:
+    """The finished Inception runs: a diverged run's accuracy is not the level Inception trains to."""
+    return [r for r in runs.get(REFERENCE, []) if r.finished]
+
+
 def reference_max(runs: dict[str, list[Run]]) -> float | None:
     """The one reference accuracy of the table: the mean of the finished Inception runs' maxima (a
     diverged run's max is not the level Inception trains to); the default target, and what `max vs
     Inception's` subtracts. None without a finished Inception run."""
-    finished = [r for r in runs.get(REFERENCE, []) if r.finished]
+    finished = finished_reference(runs)
     return float(np.mean([best(r)[0] for r in finished])) if finished else None
 
 
@@ -42,7 +47,7 @@ def reference_plateau(runs: dict[str, list[Run]]) -> float | None:
     over the last fifth of its evaluations (plateau.py's `end_of_run`, the rule's own window). A max is the
     highest of many noisy evaluations; this mean moves far less with one of them. None without a finished
     Inception run."""
-    finished = [r for r in runs.get(REFERENCE, []) if r.finished]
+    finished = finished_reference(runs)
     return float(np.mean([end_of_run(accuracy_curve(r)[1]).mean for r in finished])) if finished else None
 
 
@@ -51,7 +56,7 @@ def resolve_target(target, runs: dict[str, list[Run]]) -> tuple[float | None, st
     if target not in (None, REFERENCE):
         return float(target), "given (target=...)"
     label = FIGURE3[REFERENCE].label
-    finished = [r for r in runs.get(REFERENCE, []) if r.finished]
+    finished = finished_reference(runs)
     if not finished:
         return None, f"unknown: no finished {label} run; pass target=<accuracy>"
     left_out = len(runs[REFERENCE]) - len(finished)
@@ -173,10 +178,10 @@ def table_rows(runs: dict[str, list[Run]], target) -> tuple[list[Row], float | N
     """The table's rows, counted to the target (and to Inception's plateau mean: each row's `at_plateau`)."""
     value, origin = resolve_target(target, runs)
     rows = [row(m, runs.get(m, []), value) for m in FIGURE3]
-    level = reference_plateau(runs)
+    level, ref_max = reference_plateau(runs), reference_max(runs)
     at_level = [row(m, runs.get(m, []), level) for m in FIGURE3]
     for rs in (rows, at_level):
-        compare(rs, reference_max(runs))
+        compare(rs, ref_max)
     for r, at in zip(rows, at_level, strict=True):
         r.at_plateau = at
     return rows, value, origin
